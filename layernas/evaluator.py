@@ -1,0 +1,169 @@
+"""The evaluator protocol: what turns an architecture into a reward.
+
+The run loop hands an evaluator :class:`Trial` objects (a trial id, the architecture and
+a per-trial seed derived from the run's seed) and gets :class:`EvalResult` objects back.
+The reward is the *search signal* (validation accuracy, or minus a validation loss): it
+is the only number a searcher sees. ``test`` is reported, never searched on.
+
+Two shapes of evaluator exist:
+
+* a plain :class:`Evaluator` has ``evaluate(trial) -> EvalResult`` (table lookups, the
+  local JAX trainer);
+* an :class:`Executor` keeps several trials in flight: ``submit(trial)``, then
+  ``wait()`` returns whatever has finished (the Ray backend). :class:`SerialExecutor`
+  turns any plain evaluator into one.
+
+A failed trial (NaN loss, divergence, a worker that died too often) is an EvalResult with
+``status="failed"`` and the reason in ``error``; the search goes on without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from layernas.space import Arch
+
+
+def trial_seed(run_seed: int, trial_id: int) -> int:
+    """The seed of one trial: a pure function of the run's seed and the trial id.
+
+    It does not depend on which worker runs the trial or in what order results arrive,
+    so a resumed or distributed run evaluates every trial exactly as a local one would.
+    """
+    return int(np.random.SeedSequence([int(run_seed), int(trial_id)]).generate_state(1)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One evaluation to perform."""
+
+    trial_id: int
+    arch: Arch
+    seed: int
+
+    def to_dict(self) -> dict:
+        return {"trial_id": self.trial_id, "arch": list(self.arch), "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trial":
+        return cls(int(d["trial_id"]), tuple(int(a) for a in d["arch"]), int(d["seed"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """The outcome of one trial.
+
+    Attributes:
+      trial_id: the id of the trial this answers.
+      arch: the architecture evaluated.
+      reward: the search signal, higher is better (validation accuracy in percent for
+        the NATS tables). NaN when the trial failed.
+      cost_seconds: seconds charged to the search budget: simulated training time for
+        table lookups, measured wall time for real training.
+      test: the reported metric (test accuracy), or None when unknown. Never searched on.
+      costs: cost metrics measured or looked up for this architecture (may be empty; the
+        run loop adds the space's own cost model).
+      status: "ok" or "failed".
+      error: the reason for a failure.
+      info: anything else worth keeping (the table seed used, losses, wall time ...).
+    """
+
+    trial_id: int
+    arch: Arch
+    reward: float
+    cost_seconds: float = 0.0
+    test: float | None = None
+    costs: dict[str, float] = dataclasses.field(default_factory=dict)
+    status: str = "ok"
+    error: str = ""
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and math.isfinite(self.reward)
+
+    @classmethod
+    def failed(cls, trial: Trial, error: str, cost_seconds: float = 0.0, **info) -> "EvalResult":
+        return cls(trial.trial_id, trial.arch, float("nan"), cost_seconds, None, {}, "failed", error, info)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["arch"] = list(self.arch)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalResult":
+        d = dict(d)
+        d["arch"] = tuple(int(a) for a in d["arch"])
+        return cls(**d)
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Evaluates one trial at a time, synchronously."""
+
+    def evaluate(self, trial: Trial) -> EvalResult: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Keeps trials in flight and reports them as they finish (in any order)."""
+
+    max_in_flight: int
+
+    def submit(self, trial: Trial) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> list[EvalResult]:
+        """Block until at least one submitted trial finishes (or ``timeout``); return
+        every finished result not returned before."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SerialExecutor:
+    """Runs a plain :class:`Evaluator` in this process, one trial after another.
+
+    Args:
+      evaluator: the evaluator to run.
+      max_in_flight: how many trials the run loop may have submitted at once. Values
+        above 1 make the run loop propose in batches, exactly as it would for a parallel
+        backend with that many slots, so results match such a backend trial for trial.
+    """
+
+    def __init__(self, evaluator: Evaluator, max_in_flight: int = 1):
+        self.evaluator = evaluator
+        self.max_in_flight = int(max_in_flight)
+        self._queue: list[Trial] = []
+
+    def submit(self, trial: Trial) -> None:
+        self._queue.append(trial)
+
+    def wait(self, timeout: float | None = None) -> list[EvalResult]:
+        if not self._queue:
+            return []
+        trial = self._queue.pop(0)
+        try:
+            return [self.evaluator.evaluate(trial)]
+        except Exception as e:  # one broken trial must not end the search
+            return [EvalResult.failed(trial, f"{type(e).__name__}: {e}")]
+
+    def close(self) -> None:
+        close = getattr(self.evaluator, "close", None)
+        if close:
+            close()
+
+
+def as_executor(evaluator: Evaluator | Executor, max_in_flight: int = 1) -> Executor:
+    """Wrap a plain evaluator in a SerialExecutor; pass an Executor through."""
+    if isinstance(evaluator, Executor) and hasattr(evaluator, "submit"):
+        return evaluator
+    if not hasattr(evaluator, "evaluate"):
+        raise TypeError(
+            f"evaluator {evaluator!r} has neither evaluate() nor submit()/wait()"
+        )
+    return SerialExecutor(evaluator, max_in_flight)

@@ -1,0 +1,1 @@
+"""Search strategies: LayerNAS and the baselines it is compared with."""

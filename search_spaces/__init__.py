@@ -1,0 +1,1 @@
+"""Search spaces, one per file (installed as ``layernas.search_spaces``)."""

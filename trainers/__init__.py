@@ -1,0 +1,1 @@
+"""JAX trainers for child architectures (installed as ``layernas.trainers``)."""
