@@ -83,7 +83,9 @@ def test_tss_params_all_rows(nats_tss_csv, dataset):
     assert bad.sum() == KNOWN_BAD_200EP_PARAM_ROWS
     assert not bad[[0, 11, 284]].any()
     # the example: correct (hp='12') params 0.802426, table row 0.559386
-    assert bad[15474] and ours[15474] == pytest.approx(0.802426, abs=1e-9)
+    assert bad[15474]
+    if dataset == "cifar10":
+        assert ours[15474] == pytest.approx(0.802426, abs=1e-9) and table[15474] == 0.559386
     # each bad value is the exact count of some other tss arch (a record of another arch)
     assert np.isin(np.round(table[bad], 6), np.round(space.params_of_array(space.all_archs_array()), 6)).all()
     assert [space.arch_to_str(a) for a in archs] == list(df["arch_str"])
