@@ -17,13 +17,12 @@ SPACES = {"tss": NatsTss, "sss": NatsSss}
 FIXTURE_DIRS = {"tss": "NATS-tss-v1_0-3ffb9-simple", "sss": "NATS-sss-v1_0-50262-simple"}
 
 
-@pytest.fixture(scope="module")
-def official_apis():
-    from tests.conftest import shared_path  # noqa: F401  (skip when ../shared is absent)
+@pytest.fixture
+def official_apis(nats_fixture_dir):
     import nats_bench
 
     return {
-        sp: nats_bench.create(str(shared_path("data", "nats_fixture", d)), sp, fast_mode=True, verbose=False)
+        sp: nats_bench.create(str(nats_fixture_dir / d), sp, fast_mode=True, verbose=False)
         for sp, d in FIXTURE_DIRS.items()
     }
 

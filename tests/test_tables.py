@@ -23,12 +23,6 @@ def default():
     return default_table()
 
 
-def _fixture(space):
-    from tests.conftest import shared_path
-
-    return shared_path("data", "nats_fixture", FIXTURE_DIRS[space])
-
-
 # --- the default table (no ../shared needed) ---------------------------------------------
 def test_default_table_without_shared(default):
     start = time.perf_counter()
@@ -135,10 +129,10 @@ def test_bad_tables(default, tmp_path):
 
 # --- official files ----------------------------------------------------------------------
 @pytest.mark.parametrize("space", ["tss", "sss"])
-def test_convert_official_fixture(space, tmp_path):
+def test_convert_official_fixture(space, tmp_path, nats_fixture_dir):
     import nats_bench
 
-    src = _fixture(space)
+    src = nats_fixture_dir / FIXTURE_DIRS[space]
     table = convert_official(src, tmp_path / "c.parquet", space)
     assert table.metadata["valid_epochs"] == 12 and table.metadata["test_epochs"] == {"tss": 200, "sss": 90}[space]
     assert list(table.frame["index"]) == [0, 11, 284]
