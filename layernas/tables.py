@@ -199,7 +199,7 @@ def _parse_archs(texts: Sequence[str], space, source: str) -> np.ndarray:
         try:
             archs.append(space.str_to_arch(text))
         except SpaceError as e:
-            raise TableError(f"table {source} row {i}: {e} (is it a NATS {space.name.split('/')[0]} table?)") from None
+            raise TableError(f"table {source} row {i}: {e} (is it a NATS {space.name.split('/')[0].replace('nats-', '')} table?)") from None
     return np.array(archs, dtype=np.int64)
 
 
