@@ -165,6 +165,14 @@ class Table:
             self._arrays[dataset] = TableArrays(self.frame, dataset, make_space(self.space, dataset), self.source)
         return self._arrays[dataset]
 
+    def copy(self) -> "Table":
+        """A copy with its own metadata, sharing the (read-only) frame and parsed arrays."""
+        new = object.__new__(Table)
+        new.__dict__.update(self.__dict__)
+        new.metadata = dict(self.metadata)
+        new._arrays = self._arrays
+        return new
+
     def latency_mapping(self, dataset: str) -> dict[str, float]:
         """arch string -> latency (s), for ``NatsTss(dataset, latency=...)``."""
         a = self.arrays(dataset)
@@ -295,7 +303,7 @@ def default_table(cache: str | os.PathLike | None = None) -> Table:
     table = _default_table_in_memory()
     if cache is not None:
         table.save(cache)
-    return Table(table.frame, "tss", table.metadata, table.source)
+    return table.copy()
 
 
 @functools.lru_cache(maxsize=1)

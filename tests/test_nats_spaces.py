@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -72,9 +73,14 @@ def test_tss_range_and_closed_form():
 KNOWN_BAD_200EP_PARAM_ROWS = 150
 
 
+@functools.lru_cache(maxsize=None)
+def _read_csv(path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_tss_params_all_rows(nats_tss_csv, dataset):
-    df = pd.read_csv(nats_tss_csv, usecols=["index", "arch_str", f"{dataset}_params_mb"])
+    df = _read_csv(nats_tss_csv)
     space = NatsTss(dataset)
     archs = np.array([space.str_to_arch(s) for s in df["arch_str"]])
     ours, table = space.params_of_array(archs), df[f"{dataset}_params_mb"].to_numpy()

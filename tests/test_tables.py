@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -21,6 +22,12 @@ FIXTURE_DIRS = {"tss": "NATS-tss-v1_0-3ffb9-simple", "sss": "NATS-sss-v1_0-50262
 @pytest.fixture(scope="module")
 def default():
     return default_table()
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_table(path) -> Table:
+    """The ../shared CSV, parsed once per test session."""
+    return load_table(path)
 
 
 # --- the default table (no ../shared needed) ---------------------------------------------
@@ -57,7 +64,7 @@ def test_default_table_cache(tmp_path):
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_default_matches_shared_csv(default, nats_tss_csv, dataset):
-    shared = load_table(nats_tss_csv).arrays(dataset)
+    shared = _shared_table(nats_tss_csv).arrays(dataset)
     ours = default.arrays(dataset)
     assert ours.arch_str == shared.arch_str
     assert (ours.index == shared.index).all() and (ours.num_seeds == shared.num_seeds).all()
