@@ -164,7 +164,18 @@ class NatsTss(SearchSpace):
 
     def str_to_arch(self, text: str) -> Arch:
         """Parse an official arch string; SpaceError naming the text if it is not one."""
-        return _parse_tss(text)
+        arch = _arch_of_str().get(text) if isinstance(text, str) else None
+        return arch if arch is not None else _parse_tss(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _arch_of_str() -> dict[str, Arch]:
+    """Every official arch string -> arch (a fast exact-match path for str_to_arch)."""
+    template = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|"
+    return {
+        template.format(*(OPS[a] for a in arch)): arch
+        for arch in itertools.product(range(len(OPS)), repeat=len(EDGES))
+    }
 
 
 @functools.lru_cache(maxsize=None)
