@@ -8,11 +8,17 @@ from __future__ import annotations
 from typing import Callable
 
 from layernas.searchers.base import Searcher, Target
+from layernas.searchers.evolution import regularized_evolution
 from layernas.searchers.layernas import layernas
+from layernas.searchers.random_search import random_search
+from layernas.searchers.reinforce import reinforce
 from layernas.space import SearchSpace
 
 SEARCHERS: dict[str, Callable[..., Searcher]] = {
     "layernas": layernas,
+    "random": random_search,
+    "rea": regularized_evolution,
+    "reinforce": reinforce,
 }
 
 

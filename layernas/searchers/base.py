@@ -137,3 +137,36 @@ def rng_from(state: State) -> tuple[np.random.Generator, State]:
     """
     rng = np.random.default_rng([int(state["seed"]), int(state["draws"])])
     return rng, {**state, "draws": int(state["draws"]) + 1}
+
+
+def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bool]:
+    """A cached ``arch -> target.feasible(space.cost(arch))`` for searchers that must never
+    propose an architecture outside the target (the baselines know the cost model, so
+    they reject infeasible architectures before evaluation, at no evaluation cost)."""
+    cache: dict[Arch, bool] = {}
+
+    def feasible(arch: Arch) -> bool:
+        hit = cache.get(arch)
+        if hit is None:
+            hit = cache[arch] = bool(target.feasible(space.cost(arch)))
+        return hit
+
+    return feasible
+
+
+def sample_feasible(
+    rng: np.random.Generator,
+    space: SearchSpace,
+    feasible: Callable[[Arch], bool],
+    *,
+    exclude: set | frozenset = frozenset(),
+    max_tries: int = 10_000,
+) -> Arch | None:
+    """A uniformly random feasible architecture whose ``arch_key`` is not in ``exclude``,
+    by rejection sampling; None if ``max_tries`` draws find none. Uniform over the
+    feasible, non-excluded set (rejection sampling does not bias it)."""
+    for _ in range(max_tries):
+        arch = space.random_arch(rng)
+        if feasible(arch) and (not exclude or arch_key(arch) not in exclude):
+            return arch
+    return None

@@ -1,0 +1,120 @@
+"""REINFORCE with a factorised categorical policy, restricted to the cost target.
+
+As in the NATS-Bench baseline scripts: one independent categorical distribution per
+layer (logits start at zero, so the first samples are uniform), trained with Adam
+(lr 0.01, betas 0.9/0.999, eps 1e-8, the torch defaults) on the policy-gradient loss
+``-log pi(arch) * (reward - baseline)``, where the baseline is an exponential moving
+average of the rewards (momentum 0.9), updated with the current reward *before* the
+advantage is taken (so the first step has zero advantage), as in NATS-Bench. Adam and
+the softmax are a few lines of numpy; there is no JAX in the loop.
+
+The answer is the best architecture seen (the run loop and the benchmark pick it from the
+history), not the policy's mode.
+
+Constraint handling: the searcher knows the cost model. An architecture sampled from the
+policy that violates the target is discarded before evaluation and the policy is sampled
+again, so the proposals follow the policy conditioned on feasibility; the gradient uses
+the unconditioned log-probability of the evaluated architecture. Duplicates are allowed,
+as in NATS-Bench: an architecture sampled twice is evaluated (and charged) twice.
+
+One gradient step is taken per result, in the order results are given to ``update``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from layernas.evaluator import EvalResult
+from layernas.searchers.base import (Searcher, State, Target, feasibility_check, rng_from,
+                                     sample_feasible)
+from layernas.space import Arch, SearchSpace
+
+
+def reinforce(
+    space: SearchSpace,
+    target: Target,
+    *,
+    learning_rate: float = 0.01,
+    baseline_momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    max_tries: int = 10_000,
+) -> Searcher:
+    """Build the REINFORCE baseline.
+
+    Args:
+      space: the search space.
+      target: proposals always satisfy it.
+      learning_rate: Adam's step size (NATS-Bench: 0.01).
+      baseline_momentum: momentum of the moving-average reward baseline (NATS-Bench: 0.9).
+      betas, eps: Adam's moment decay rates and epsilon.
+      max_tries: policy samples per proposal before falling back to a uniform feasible one.
+    Returns:
+      A :class:`Searcher` named ``"reinforce"``.
+    """
+    target.check(space)
+    feasible = feasibility_check(space, target)
+    sizes = space.num_options
+    width = max(sizes)
+    # Padded (layers, width) logits; options beyond a layer's count are masked out.
+    mask = np.arange(width)[None, :] < np.asarray(sizes)[:, None]
+    b1, b2 = betas
+
+    def init(seed: int) -> State:
+        zeros = np.zeros((len(sizes), width)).tolist()
+        return {"searcher": "reinforce", "seed": int(seed), "draws": 0,
+                "logits": zeros, "adam_m": zeros, "adam_v": zeros, "adam_t": 0,
+                "baseline": None}
+
+    def probabilities(logits: np.ndarray) -> np.ndarray:
+        z = np.where(mask, logits, -np.inf)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def propose(state: State, n: int) -> tuple[list[Arch], State]:
+        cdf = np.cumsum(probabilities(np.asarray(state["logits"])), axis=1)
+        cdf[:, -1] = 1.0
+        out: list[Arch] = []
+        for _ in range(n):
+            rng, state = rng_from(state)
+            arch = None
+            for _ in range(max_tries):
+                u = rng.random(len(sizes))
+                sample = tuple(int(i) for i in (cdf < u[:, None]).sum(axis=1))
+                if feasible(sample):
+                    arch = sample
+                    break
+            if arch is None:
+                arch = sample_feasible(rng, space, feasible)
+                if arch is None:
+                    raise RuntimeError(f"found no architecture of {space.name!r} inside the target")
+            out.append(arch)
+        return out, state
+
+    def update(state: State, results: Sequence[EvalResult]) -> State:
+        logits = np.asarray(state["logits"])
+        m, v = np.asarray(state["adam_m"]), np.asarray(state["adam_v"])
+        t, baseline = int(state["adam_t"]), state["baseline"]
+        rows = np.arange(len(sizes))
+        for result in results:
+            if not result.ok:
+                continue
+            reward = float(result.reward)
+            baseline = reward if baseline is None else (
+                baseline_momentum * baseline + (1 - baseline_momentum) * reward)
+            onehot = np.zeros_like(logits)
+            onehot[rows, list(result.arch)] = 1.0
+            # d/dlogits of -log pi(arch) * advantage
+            grad = -(onehot - probabilities(logits)) * (reward - baseline)
+            grad = np.where(mask, grad, 0.0)
+            t += 1
+            m = b1 * m + (1 - b1) * grad
+            v = b2 * v + (1 - b2) * grad**2
+            step = learning_rate * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+            logits = logits - step
+        return {**state, "logits": logits.tolist(), "adam_m": m.tolist(), "adam_v": v.tolist(),
+                "adam_t": t, "baseline": baseline}
+
+    return Searcher("reinforce", init, propose, update)
