@@ -276,3 +276,26 @@ class MobileNet(nn.Module):
 def count_params(variables) -> int:
     """Number of trainable parameters in a flax variables dict (``params`` only)."""
     return int(sum(p.size for p in jax.tree_util.tree_leaves(variables["params"])))
+
+
+def init_variables(module: nn.Module, input_shape: tuple[int, ...], seed: int = 0, scale: float = 0.1):
+    """Variables for ``module`` without running flax's RNG-heavy ``init``.
+
+    The shapes come from ``jax.eval_shape`` (tracing only); kernels are filled with
+    ``scale``-normal numpy draws, BN scales and variances with 1, the rest with 0. Meant
+    for timing and shape checks, not for training (use ``module.init`` there).
+    """
+    import numpy as np
+
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(input_shape), train=False))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = str(path[-1].key) if hasattr(path[-1], "key") else str(path[-1])
+        if name in ("scale", "var"):
+            return jnp.ones(leaf.shape, leaf.dtype)
+        if name in ("bias", "mean"):
+            return jnp.zeros(leaf.shape, leaf.dtype)
+        return jnp.asarray(rng.normal(0.0, scale, leaf.shape), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
