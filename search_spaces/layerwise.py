@@ -333,12 +333,7 @@ class LayerwiseSpace(SearchSpace):
         for b in range(len(self.spec.blocks)):
             slots = self._block_slots[b]
             ranges = [[prefix[i]] if i < len(prefix) else range(self.num_options[i]) for i in slots]
-            choices = set()
-            for combo in itertools.product(*ranges):
-                arch = list(self.default_arch())
-                for i, o in zip(slots, combo):
-                    arch[i] = o
-                choices.add(self._choice(b, tuple(arch)))
+            choices = {self._choice(b, self._with(slots, combo)) for combo in itertools.product(*ranges)}
             new: dict[int, tuple[float, float]] = {}
             for in_ch, (lo, hi) in states.items():
                 for choice in choices:
@@ -382,6 +377,36 @@ class LayerwiseSpace(SearchSpace):
             units.append(self.layer_unit(layer, res))
             res = -(-res // layer.stride)
         return units + [self.head_unit(net.layers[-1].out_ch)]
+
+    def all_units(self) -> list:
+        """Every distinct :class:`layernas.latency.TimedUnit` any architecture of the space
+        uses (what ``lut.fill`` needs before latency ``cost_bounds`` on a large space)."""
+        units = {self.stem_unit().key: self.stem_unit()}
+        widths = {self.spec.stem_channels}
+        res = self._resolutions()
+        for b in range(len(self.spec.blocks)):
+            slots = self._block_slots[b]
+            choices = {self._choice(b, self._with(slots, combo))
+                       for combo in itertools.product(*(range(self.num_options[i]) for i in slots))}
+            new_widths = set()
+            for in_ch in widths:
+                for choice in choices:
+                    shape = res[b]
+                    for layer in self._block_layers(b, in_ch, choice):
+                        u = self.layer_unit(layer, shape)
+                        units[u.key] = u
+                        shape = -(-shape // layer.stride)
+                        new_widths.add(layer.out_ch)
+            widths = new_widths
+        for w in widths:
+            units[self.head_unit(w).key] = self.head_unit(w)
+        return list(units.values())
+
+    def _with(self, slots, combo) -> Arch:
+        arch = list(self.default_arch())
+        for i, o in zip(slots, combo):
+            arch[i] = o
+        return tuple(arch)
 
     def with_latency(self, lut) -> "LayerwiseSpace":
         """The same space with a latency LUT attached (adds the ``"latency"`` metric)."""
