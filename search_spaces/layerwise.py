@@ -413,18 +413,49 @@ class LayerwiseSpace(SearchSpace):
         return type(self)(self.spec, latency_lut=lut)
 
     # --- text and JSON --------------------------------------------------------------
-    def describe(self, arch: Sequence[int]) -> str:
-        """The chosen options, then a per-layer table of shapes, MAdds and params (and the
-        LUT latency of every MBConv layer when a LUT is attached), then the totals."""
+    def describe(self, arch: Sequence[int], detail: bool = False) -> str:
+        """The chosen options, then one row per unit (stem, each MBConv layer, head) with
+        input/output shapes, its config, MAdds, params and, when a LUT is attached, the
+        LUT latency; then the totals. ``detail=True`` adds the per-op table (every conv,
+        BN, SE, FC)."""
         arch = self.validate(arch)
-        lines = [super().describe(arch), "", self.network_cost(arch).table(skip_free=True)]
+        net, cost = self.resolve(arch), self.network_cost(arch)
+        groups: dict[str, list] = {}
+        for l in cost.layers:
+            parts = l.name.split(".")
+            key = ".".join(parts[:2]) if parts[0].startswith("b") and parts[0][1:].isdigit() else (
+                "stem" if parts[0] == "stem" else "head")
+            groups.setdefault(key, []).append(l)
+        configs = {"stem": f"conv3x3 s{net.stem_stride} {net.stem_act}",
+                   "head": f"conv1x1 {net.head_ch} {net.head_act}, pool, fc {list(net.fc)}, {net.num_classes} classes"}
+        for name, l in zip(net.names, net.layers):
+            configs[name] = (f"e{l.hidden / l.in_ch:.2f} k{l.kernel} s{l.stride} {l.act}"
+                             + (f" se{l.se_ch}" if l.se_ch else "") + (" +res" if l.residual else ""))
+        lat = {}
         if self.latency_lut is not None:
-            lines += ["", "latency (ms, LUT):"]
-            net = self.resolve(arch)
-            names = ["stem"] + list(net.names) + ["head"]
-            for name, unit in zip(names, self.latency_units(arch)):
-                lines.append(f"  {name:<10} {self.latency_lut.latency_ms(unit):9.4f}")
+            lat = dict(zip(["stem"] + list(net.names) + ["head"],
+                           (self.latency_lut.latency_ms(u) for u in self.latency_units(arch))))
+        shape = lambda s: "x".join(str(d) for d in s)  # noqa: E731
+        head = (f"{'unit':<8} {'in':>11} {'out':>11}  {'config':<30} {'MAdds':>13} {'params':>11}"
+                + ("  latency_ms" if lat else ""))
+        lines = [super().describe(arch), "", head, "-" * len(head)]
+        for key, ls in groups.items():
+            lines.append(f"{key:<8} {shape(ls[0].in_shape):>11} {shape(ls[-1].out_shape):>11}  {configs[key][:30]:<30} "
+                         f"{sum(l.madds for l in ls):>13,} {sum(l.params for l in ls):>11,}"
+                         + (f"  {lat[key]:10.4f}" if lat else ""))
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<8} {'':>11} {'':>11}  {'':<30} {cost.madds:>13,} {cost.params:>11,}"
+                     + (f"  {sum(lat.values()):10.4f}" if lat else ""))
+        if detail:
+            lines += ["", cost.table(skip_free=True)]
         return "\n".join(lines)
+
+    def str_to_arch(self, text: str) -> Arch:
+        """Option indices joined by '-' (as ``arch_to_str`` writes them), or ``"default"``
+        for the base network."""
+        if text.strip().lower() == "default":
+            return self.default_arch()
+        return super().str_to_arch(text)
 
     def to_json(self) -> str:
         """The space as data, including the base network spec (``space_from_json`` reads it)."""

@@ -187,5 +187,24 @@ def test_targets_on_mobilenet_spaces():
 
 def test_describe_has_per_layer_table():
     space = ALL["mobilenetv3-large"]()
+    assert space.str_to_arch("default") == space.default_arch()
     text = space.describe(space.default_arch())
-    assert "b5.2.se" in text and "5,483,032" in text and "112x112x16" in text
+    assert "b5.2 " in text and "5,483,032" in text and "112x112x16" in text and "se240" in text
+    assert "b5.2.se" in space.describe(space.default_arch(), detail=True)
+
+
+def test_proxy_score_evaluator_is_deterministic_and_labelled():
+    from layernas.dry_run import PROXY_LABEL, ProxyScoreEvaluator
+    from layernas.evaluator import Trial
+
+    space = ALL["mobilenetv3-small"]()
+    ev = ProxyScoreEvaluator(space, noise_std=0.0)
+    small = tuple(0 for _ in space.layers)
+    big = tuple(len(l.options) - 1 for l in space.layers)
+    r_small, r_big = ev.evaluate(Trial(0, small, 1)), ev.evaluate(Trial(1, big, 2))
+    assert r_big.reward > r_small.reward  # monotone in MAdds without noise
+    assert r_small.test is None and r_small.info["evaluator"] == PROXY_LABEL
+    noisy = ProxyScoreEvaluator(space, noise_seed=3)
+    assert noisy.evaluate(Trial(5, big, 9)).reward == noisy.evaluate(Trial(6, big, 10)).reward
+    with pytest.raises(ValueError, match="latency"):
+        ProxyScoreEvaluator(space, metric="latency")
