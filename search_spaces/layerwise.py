@@ -204,6 +204,8 @@ class LayerwiseSpace(SearchSpace):
         self.layers = tuple(layers)
         self._block_slots = [[i for i, (bb, _) in enumerate(self._slots) if bb == b] for b in range(len(spec.blocks))]
         self._block_cost = functools.lru_cache(maxsize=None)(self._block_cost_uncached)
+        self._layer_cost = functools.lru_cache(maxsize=None)(self._layer_cost_uncached)
+        self._block_range = functools.lru_cache(maxsize=None)(self._block_range_uncached)
         self._bounds = functools.lru_cache(maxsize=65536)(self._bounds_uncached)
         self._stem_cost = functools.lru_cache(maxsize=None)(self._stem_cost_uncached)
         self._head_cost = functools.lru_cache(maxsize=None)(self._head_cost_uncached)
@@ -291,21 +293,20 @@ class LayerwiseSpace(SearchSpace):
         res = self._resolutions()[-1]
         return self._metrics(head_cost(CostBuilder((res, res, in_ch)), net).result(), lambda: [self.head_unit(in_ch)])
 
+    def _layer_cost_uncached(self, layer: MBConvLayer, res: int) -> dict[str, float]:
+        builder = mbconv_cost(CostBuilder((res, res, layer.in_ch)), "layer", layer)
+        return self._metrics(builder.result(), lambda: [self.layer_unit(layer, res)])
+
     def _block_cost_uncached(self, b: int, in_ch: int, choice: tuple) -> tuple[dict[str, float], int]:
-        res = self._resolutions()[b]
+        """Metrics of block ``b`` (a sum of memoised per-layer costs) and its output width."""
+        shape = self._resolutions()[b]
         layers = self._block_layers(b, in_ch, choice)
-        builder = CostBuilder((res, res, in_ch))
-        for i, layer in enumerate(layers):
-            mbconv_cost(builder, f"b{b}.{i}", layer)
-
-        def units():
-            out, shape = [], res
-            for layer in layers:
-                out.append(self.layer_unit(layer, shape))
-                shape = -(-shape // layer.stride)
-            return out
-
-        return self._metrics(builder.result(), units), layers[-1].out_ch
+        total = dict.fromkeys(self.cost_metrics, 0.0)
+        for layer in layers:
+            for k, v in self._layer_cost(layer, shape).items():
+                total[k] += v
+            shape = -(-shape // layer.stride)
+        return total, layers[-1].out_ch
 
     def cost(self, arch: Sequence[int]) -> Costs:
         """``{"madds": M, "params": M[, "latency": ms]}`` of a complete architecture."""
@@ -327,20 +328,28 @@ class LayerwiseSpace(SearchSpace):
         self._check_metric(metric)
         return self._bounds(prefix, metric)
 
+    def _block_range_uncached(self, b: int, in_ch: int, fixed: tuple, metric: str) -> dict[int, tuple[float, float]]:
+        """Output width -> (min, max) of block ``b``'s ``metric`` over its free decisions;
+        ``fixed`` holds the options of the block's decisions that the prefix sets."""
+        slots = self._block_slots[b]
+        ranges = [[fixed[j]] if j < len(fixed) else range(self.num_options[i]) for j, i in enumerate(slots)]
+        out: dict[int, tuple[float, float]] = {}
+        for choice in {self._choice(b, self._with(slots, combo)) for combo in itertools.product(*ranges)}:
+            c, width = self._block_cost(b, in_ch, choice)
+            lo, hi = out.get(width, (float("inf"), float("-inf")))
+            out[width] = (min(lo, c[metric]), max(hi, c[metric]))
+        return out
+
     def _bounds_uncached(self, prefix: Arch, metric: str) -> tuple[float, float]:
         stem = self._stem_cost()[metric]
         states = {self.spec.stem_channels: (stem, stem)}  # width -> (lo, hi) so far
         for b in range(len(self.spec.blocks)):
-            slots = self._block_slots[b]
-            ranges = [[prefix[i]] if i < len(prefix) else range(self.num_options[i]) for i in slots]
-            choices = {self._choice(b, self._with(slots, combo)) for combo in itertools.product(*ranges)}
+            fixed = tuple(prefix[i] for i in self._block_slots[b] if i < len(prefix))
             new: dict[int, tuple[float, float]] = {}
             for in_ch, (lo, hi) in states.items():
-                for choice in choices:
-                    c, out = self._block_cost(b, in_ch, choice)
-                    v = c[metric]
+                for out, (blo, bhi) in self._block_range(b, in_ch, fixed, metric).items():
                     olo, ohi = new.get(out, (float("inf"), float("-inf")))
-                    new[out] = (min(olo, lo + v), max(ohi, hi + v))
+                    new[out] = (min(olo, lo + blo), max(ohi, hi + bhi))
             states = new
         los, his = [], []
         for in_ch, (lo, hi) in states.items():
