@@ -65,7 +65,7 @@ def main(argv=None) -> None:
         c = space.cost(arch)
         n_units = len(space.latency_units(arch))
         measured = latency.measure_arch_ms(space, arch, args.batch, args.warmup, args.repeats)
-        rows.append(dict(arch=space.arch_to_str(arch), is_default=i == 0, madds_M=c["madds"], params_M=c["params"],
+        rows.append(dict(arch=space.arch_to_str(arch), is_default=i == 0, madds_M=c["madds"] / 1e6, params_M=c["params"] / 1e6,
                          n_units=n_units, lut_ms=c["latency"], lut_corrected_ms=c["latency"] - (n_units - 1) * overhead,
                          measured_ms=measured))
         print(f"[e2e] {i + 1}/{len(archs)} measured {measured:.3f} ms, LUT {c['latency']:.3f} ms", flush=True)

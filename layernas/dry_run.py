@@ -6,6 +6,8 @@ training anything. Its reward, the *proxy score*, is
 
     score = slope * log10(cost[metric]) + noise_std * z,   z ~ N(0, 1)
 
+(``cost[metric]`` in the space's units: a plain MAdds count for the MobileNet spaces)
+
 where ``z`` is drawn from a generator seeded by a hash of (space name, architecture,
 ``noise_seed``), so the same architecture always gets the same score whatever the trial
 id, worker or order. Larger models score higher on average, as accuracy tends to, so

@@ -19,13 +19,13 @@ block's last layer; fewer layers drop layers from the end. The head keeps its ba
 
 Costs (``cost(arch)``), in readable units:
 
-* ``"madds"``: multiply-adds in **millions** (conv + FC incl. SE and classifier);
-* ``"params"``: trainable parameters in **millions** (incl. BN scale/offset);
+* ``"madds"``: multiply-adds, a plain count (conv + FC incl. SE and classifier);
+* ``"params"``: trainable parameters, a plain count (incl. BN scale/offset);
 * ``"latency"``: milliseconds, predicted by an attached
   :class:`layernas.latency.LatencyLUT` (only when one is attached).
 
-So ``Target("madds", max=300, caps={"params": 4.0, "latency": 12.0})`` means at most 300M
-MAdds, 4.0M params and 12 ms.
+So ``Target("madds", max=300e6, caps={"params": 4e6, "latency": 12.0})`` means at most 300M
+MAdds, 4.0M params and 12 ms (the CLI's ``--target-madds 300M`` parses to 300e6).
 
 ``cost_bounds`` is exact: every cost is a sum of a fixed stem, per-block terms that
 depend only on the block's own decisions and its input width, and a head term that
@@ -43,7 +43,7 @@ Define your own space in a few lines:
     >>> space = LayerwiseSpace(spec)
     >>> [layer.name for layer in space.layers][:4]
     ['b0.depth', 'b0.kernel', 'b0.expansion', 'b0.filters']
-    >>> round(space.cost(space.default_arch())["madds"], 3)
+    >>> round(space.cost(space.default_arch())["madds"] / 1e6, 3)
     6.9
 """
 
@@ -277,8 +277,8 @@ class LayerwiseSpace(SearchSpace):
         return out + [res]
 
     def _metrics(self, net: NetworkCost, units) -> dict[str, float]:
-        """MAdds and params in millions; LUT latency in ms of ``units()`` if a LUT is attached."""
-        d = {"madds": net.madds / 1e6, "params": net.params / 1e6}
+        """MAdds and params (counts); LUT latency in ms of ``units()`` if a LUT is attached."""
+        d = {"madds": float(net.madds), "params": float(net.params)}
         if self.latency_lut is not None:
             d["latency"] = sum(self.latency_lut.latency_ms(u) for u in units())
         return d
@@ -309,7 +309,7 @@ class LayerwiseSpace(SearchSpace):
         return total, layers[-1].out_ch
 
     def cost(self, arch: Sequence[int]) -> Costs:
-        """``{"madds": M, "params": M[, "latency": ms]}`` of a complete architecture."""
+        """``{"madds": count, "params": count[, "latency": ms]}`` of a complete architecture."""
         arch = self.validate(arch)
         total = dict(self._stem_cost())
         in_ch = self.spec.stem_channels

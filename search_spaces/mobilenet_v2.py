@@ -13,7 +13,7 @@ ratio 6 (the first block, base ratio 1, searches {1, 3, 6}), output filters mult
 Example:
     >>> space = mobilenet_v2()
     >>> c = space.cost(space.default_arch())
-    >>> round(c["madds"], 1), round(c["params"] * 1e6)
+    >>> round(c["madds"] / 1e6, 1), int(c["params"])
     (300.8, 3504872)
 """
 

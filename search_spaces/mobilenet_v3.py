@@ -15,7 +15,7 @@ the base per-layer ratios (blocks whose base ratio is 1, i.e. no expand conv, se
 Example:
     >>> space = mobilenet_v3_large()
     >>> c = space.cost(space.default_arch())
-    >>> round(c["madds"], 1), round(c["params"] * 1e6)
+    >>> round(c["madds"] / 1e6, 1), int(c["params"])
     (216.6, 5483032)
 """
 

@@ -36,13 +36,13 @@ def test_default_arch_is_the_published_model(name):
     if params is not None:
         assert net.params == params
     c = space.cost(space.default_arch())
-    assert c["madds"] == pytest.approx(net.madds / 1e6) and c["params"] == pytest.approx(net.params / 1e6)
+    assert c["madds"] == net.madds and c["params"] == net.params
 
 
 def test_mbv2_140_and_mnasnet():
-    assert mnasnet_a1().cost(mnasnet_a1().default_arch())["madds"] == pytest.approx(311.6, rel=0.01)
-    assert mnasnet_a1().cost(mnasnet_a1().default_arch())["params"] == pytest.approx(3.89, rel=0.01)
-    assert ALL["mobilenetv2-1.4"]().cost(ALL["mobilenetv2-1.4"]().default_arch())["params"] == pytest.approx(6.1, rel=0.01)
+    assert mnasnet_a1().cost(mnasnet_a1().default_arch())["madds"] == pytest.approx(311.6e6, rel=0.01)
+    assert mnasnet_a1().cost(mnasnet_a1().default_arch())["params"] == pytest.approx(3.89e6, rel=0.01)
+    assert ALL["mobilenetv2-1.4"]().cost(ALL["mobilenetv2-1.4"]().default_arch())["params"] == pytest.approx(6.1e6, rel=0.01)
 
 
 def test_make_divisible_matches_reference_rounding():
@@ -58,8 +58,7 @@ def test_random_archs_cost_agrees_with_per_layer_table(name):
         arch = space.random_arch(rng)
         net = space.network_cost(arch)
         c = space.cost(arch)
-        assert c["madds"] == pytest.approx(net.madds / 1e6, rel=1e-12)
-        assert c["params"] == pytest.approx(net.params / 1e6, rel=1e-12)
+        assert c["madds"] == net.madds and c["params"] == net.params
         lo, hi = space.cost_bounds((), "madds")
         assert lo <= c["madds"] <= hi
 
@@ -167,22 +166,22 @@ def test_cost_bounds_equal_brute_force_on_reduced_space():
 
 
 def test_targets_on_mobilenet_spaces():
-    """Bucket on MAdds (millions) and cap params (millions): reachable/feasible/check."""
+    """Bucket on MAdds and cap params (plain counts, as the CLI's 300M parses): reachable/feasible/check."""
     space = ALL["mobilenetv2"]()
     default = space.default_arch()
     lo, hi = space.cost_bounds((), "madds")
-    assert lo < 300.8 < hi
-    target = Target("madds", max=300.0, caps={"params": 3.5})
+    assert lo < 300.8e6 < hi
+    target = Target("madds", max=300e6, caps={"params": 3.5e6})
     assert not target.feasible(space.cost(default))  # 300.8M > 300M
     assert target.reachable(space, default[:3])
     target.check(space)
     # a prefix whose cheapest completion is already over the cap is pruned
     dearest_prefix = tuple(len(l.options) - 1 for l in space.layers[:12])
-    tight = Target("madds", max=space.cost_bounds(dearest_prefix, "madds")[0] - 1.0)
+    tight = Target("madds", max=space.cost_bounds(dearest_prefix, "madds")[0] - 1e6)
     assert not tight.reachable(space, dearest_prefix)
     assert tight.reachable(space, ())
     with pytest.raises(ValueError, match="impossible"):
-        Target("madds", max=lo - 1).check(space)
+        Target("madds", max=lo - 1e6).check(space)
 
 
 def test_describe_has_per_layer_table():
