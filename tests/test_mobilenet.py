@@ -207,3 +207,16 @@ def test_proxy_score_evaluator_is_deterministic_and_labelled():
     assert noisy.evaluate(Trial(5, big, 9)).reward == noisy.evaluate(Trial(6, big, 10)).reward
     with pytest.raises(ValueError, match="latency"):
         ProxyScoreEvaluator(space, metric="latency")
+
+
+def test_dry_run_layernas_search_respects_madds_target_and_params_cap():
+    import layernas
+    from layernas.dry_run import ProxyScoreEvaluator
+
+    space = ALL["mobilenetv3-small"]()
+    target = Target("madds", max=60e6, caps={"params": 2.6e6})
+    result = layernas.search(space, ProxyScoreEvaluator(space), budget=120, target=target, seed=0)
+    assert result.best is not None
+    costs = space.cost(tuple(result.best["arch"]))
+    assert costs["madds"] <= 60e6 and costs["params"] <= 2.6e6
+    assert len(result.history) <= 120
