@@ -56,7 +56,7 @@ def valid_tap_madds(layer) -> int:
     h, w, cin = layer.in_shape
     ho, wo, cout = layer.out_shape
     k = int(round((layer.params / cout / (1 if layer.kind == "dwconv2d" else cin)) ** 0.5))
-    stride = h // ho if h % ho == 0 else -(-h // ho)
+    stride = -(-h // ho)
     per_tap = cout if layer.kind == "dwconv2d" else cin * cout
     return valid_taps(h, k, stride) * valid_taps(w, k, stride) * per_tap
 
