@@ -132,14 +132,37 @@ class TimedUnit:
         raise ValueError(f"unknown unit kind {self.kind!r}; expected stem, mbconv or head")
 
 
-def measure_module_ms(module, input_shape, warmup: int = 3, repeats: int = 20, seed: int = 0) -> float:
-    """Median ms of one jitted inference call of a flax module on zeros of ``input_shape``."""
+def compiled_call(module, input_shape, seed: int = 0) -> Callable[[], Any]:
+    """A no-argument callable running one jitted inference call of ``module`` on zeros
+    of ``input_shape`` (compiled on its first call)."""
     from layernas.search_spaces.mbconv import init_variables
 
     variables = init_variables(module, input_shape, seed)
     x = jnp.zeros(input_shape, jnp.float32)
     fn = jax.jit(lambda v, x: module.apply(v, x, train=False))
-    return time_call(lambda: fn(variables, x), warmup, repeats)
+    return lambda: fn(variables, x)
+
+
+def measure_module_ms(module, input_shape, warmup: int = 3, repeats: int = 20, seed: int = 0) -> float:
+    """Median ms of one jitted inference call of a flax module on zeros of ``input_shape``."""
+    return time_call(compiled_call(module, input_shape, seed), warmup, repeats)
+
+
+def interleaved_ms(calls: list[Callable[[], Any]], rounds: int = 5, per_round: int = 3, warmup: int = 2) -> list[float]:
+    """Median ms of each callable, timed in alternation: ``rounds`` rounds, each running
+    every callable ``per_round`` times. On a shared machine whose load drifts, all the
+    callables then see the same load, so their ratios are fair."""
+    for fn in calls:
+        for _ in range(max(1, warmup)):
+            jax.block_until_ready(fn())
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for i, fn in enumerate(calls):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn())
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    return [float(statistics.median(t)) for t in times]
 
 
 def dispatch_overhead_ms(warmup: int = 5, repeats: int = 200) -> float:
