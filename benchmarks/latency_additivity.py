@@ -117,6 +117,7 @@ def main(argv=None) -> None:
     fig.savefig(args.out / "additivity.png", dpi=120)
 
     wall = time.time() - t0
+    lut_note = "; the rest were read from lut.json, timed by an earlier run under a different load" if n_timed < len(lut) else ""
     summary = f"""# Latency additivity: LUT prediction vs measured end-to-end latency
 
 Space `{args.space}` ({len(archs)} architectures: the default plus {args.n} random, seed {args.seed}), batch {args.batch},
@@ -133,7 +134,7 @@ numbers are noisy; ranks are the more robust summary.
 
 Measured latency range {df.measured_ms.min():.3f}-{df.measured_ms.max():.3f} ms; LUT range
 {df.lut_ms.min():.3f}-{df.lut_ms.max():.3f} ms. The LUT has {len(lut)} units for this device and batch
-({n_timed} timed in this run, {t_lut:.0f} s); end-to-end measurements took {t_e2e:.0f} s; total wall {wall:.0f} s.
+({n_timed} timed in this run, {t_lut:.0f} s{lut_note}); end-to-end measurements took {t_e2e:.0f} s; total wall {wall:.0f} s.
 
 Why the sum can be off: each unit is a separate jitted call, so the sum pays the per-call dispatch
 cost once per unit (the corrected row removes that), and XLA fuses across unit boundaries
