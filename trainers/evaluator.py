@@ -132,7 +132,7 @@ class TrainerEvaluator:
             res = train_lib.train_model(model, tr, va, self.recipe, trial.seed,
                                         placement=placement if placement is not None else self.placement,
                                         init_method=self.init_method, keep_variables=self.save_checkpoints)
-        except (ValueError, TypeError, NotImplementedError) as e:
+        except Exception as e:  # a child that cannot be built or trained fails alone
             return EvalResult.failed(trial, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
         wall = time.perf_counter() - t0
         info = {"arch_str": self.arch_str(trial.arch), "recipe": self.recipe.name, "seed": trial.seed,

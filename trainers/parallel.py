@@ -183,9 +183,11 @@ def evaluate_distributed(evaluator, trials: Sequence[Trial]) -> list[EvalResult]
 
     def one(trial, device):
         try:
-            return evaluator.evaluate(trial, placement=device).to_dict()
+            d = evaluator.evaluate(trial, placement=device).to_dict()
         except Exception as e:
-            return EvalResult.failed(trial, f"{type(e).__name__}: {e}").to_dict()
+            d = EvalResult.failed(trial, f"{type(e).__name__}: {e}").to_dict()
+        d["info"]["process_index"] = jax.process_index()
+        return d
 
     local = map_on_devices(one, mine)
     results = [EvalResult.from_dict(d) for d in gather_objects(local)]
