@@ -78,10 +78,10 @@ def test_tss_cell_wiring():
     has; a lone skip 3<-0 passes the input through."""
     x = jax.random.normal(jax.random.key(1), (1, 4, 4, 4))
     cut = nats_models.Cell(("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "none", "none", "none"), 4)
-    v = cut.init(jax.random.key(0), x, train=False)
+    v = train.init_variables(cut, x.shape, seed=0)
     assert float(jnp.abs(cut.apply(v, x, train=False)).max()) == 0.0
     skip = nats_models.Cell(("nor_conv_3x3", "none", "none", "skip_connect", "none", "none"), 4)
-    v = skip.init(jax.random.key(0), x, train=False)
+    v = train.init_variables(skip, x.shape, seed=0)
     np.testing.assert_array_equal(skip.apply(v, x, train=False), x)
     pool = nats_models.Cell(("none", "none", "none", "avg_pool_3x3", "none", "none"), 4)
     y = pool.apply({}, jnp.ones((1, 4, 4, 4)), train=False)

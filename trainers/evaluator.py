@@ -32,6 +32,7 @@ import jax
 
 from layernas.evaluator import EvalResult, Trial
 from layernas.trainers import data as data_lib
+from layernas.trainers import nats_models
 from layernas.trainers import train as train_lib
 
 
@@ -46,8 +47,10 @@ class TrainerEvaluator:
         :class:`~layernas.trainers.data.ImageDataset`.
       recipe: the training recipe, e.g. :data:`~layernas.trainers.train.PROXY`.
       work_dir: where children are checkpointed and recorded (None: nothing is kept).
-      build: ``arch -> flax module``; default ``space.build(arch, num_classes=K)``, falling
-        back to ``space.build(arch)`` when the space's build takes no ``num_classes``.
+      build: ``arch -> flax module``. Default: NATS spaces (name ``nats-tss*``/``nats-sss*``)
+        use :func:`~layernas.trainers.nats_models.build_for_nats_space` with the data's
+        class count; other spaces ``space.build(arch, num_classes=K)``, falling back to
+        ``space.build(arch)`` when their build takes no ``num_classes``.
       data_seed: seed of the data subset and validation split (fixed for a whole search,
         so every child sees the same split).
       placement: default placement for training (None, a device or a data-parallel mesh;
@@ -93,6 +96,8 @@ class TrainerEvaluator:
         if self._build is not None:
             return self._build(arch)
         k = self.datasets[0].num_classes
+        if str(getattr(self.space, "name", "")).startswith(("nats-tss", "nats-sss")):
+            return nats_models.build_for_nats_space(self.space, arch, k)
         try:
             return self.space.build(arch, num_classes=k)
         except TypeError:
@@ -185,3 +190,41 @@ def load_variables(path: Path):
     opts = ocp.options.MultiprocessingOptions(primary_host=pid, active_processes={pid})
     with ocp.StandardCheckpointer(multiprocessing_options=opts) as ckpt:
         return ckpt.restore(Path(path).resolve())
+
+
+def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None, data_seed: int = 0,
+                           devices: str = "auto", compilation_cache=train_lib.DEFAULT_COMPILATION_CACHE):
+    """What ``layernas search --trainer NAME --data DIR`` builds.
+
+    Args:
+      space: the search space.
+      data: dataset root (``root/train/<class>/*``) or a ``(train, valid)`` pair.
+      trainer: a recipe name from :data:`~layernas.trainers.train.RECIPES`
+        ("proxy", "nats-12", "nats-200").
+      work_dir: where trained children are recorded (the run's ``out_dir / "children"``
+        parent; resuming the run reuses them).
+      data_seed: seed of the data subset / validation split (the run's seed).
+      devices: "auto" (candidate-parallel over local devices when there are several,
+        else one device), "candidates", "data" (data-parallel mesh over all local devices)
+        or "single".
+      compilation_cache: persistent compilation cache dir (None: leave JAX's setting).
+
+    Returns:
+      a :class:`TrainerEvaluator`, or a
+      :class:`~layernas.trainers.parallel.DeviceParallelExecutor` wrapping one.
+    """
+    from layernas.trainers import parallel
+
+    if trainer not in train_lib.RECIPES:
+        raise ValueError(f"trainer {trainer!r}; expected one of {sorted(train_lib.RECIPES)}")
+    if devices not in ("auto", "candidates", "data", "single"):
+        raise ValueError(f"devices={devices!r}; expected 'auto', 'candidates', 'data' or 'single'")
+    train_lib.configure_compilation_cache(compilation_cache)
+    ev = TrainerEvaluator(space, data, train_lib.RECIPES[trainer], work_dir=work_dir, data_seed=data_seed)
+    n = len(jax.local_devices())
+    if devices == "data" and n > 1:
+        ev.placement = parallel.data_parallel_mesh()
+        return ev
+    if devices in ("auto", "candidates") and n > 1:
+        return parallel.DeviceParallelExecutor(ev)
+    return ev
