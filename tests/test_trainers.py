@@ -209,3 +209,23 @@ def test_evaluator_marks_nan_failed_and_goes_on(tmp_path):
     assert math.isnan(r.reward)
     bad = ev.evaluate(Trial(1, (5,), seed=1))  # a build error is a failed trial, not a crash
     assert bad.status == "failed" and "IndexError" in bad.error
+
+
+def test_configure_compilation_cache_caches_short_compiles(tmp_path):
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    before = {n: getattr(jax.config, n) for n in names}
+    try:
+        train.configure_compilation_cache(tmp_path / "jaxcache")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jaxcache")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0
+        assert jax.config.jax_persistent_cache_min_entry_size_bytes == -1
+    finally:
+        for n, v in before.items():
+            jax.config.update(n, v)
+
+
+def test_recipes_are_named_and_proxy_is_short():
+    assert set(train.RECIPES) == {"proxy", "nats-12", "nats-200"}
+    assert train.PROXY.epochs == 5 and train.PROXY.valid_per_class and train.PROXY.train_per_class
+    assert train.NATS_200.epochs == 200 and train.NATS_200.batch_size == 256

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -59,12 +60,15 @@ class TrainerEvaluator:
       save_checkpoints: write orbax checkpoints of trained variables (results are recorded
         either way when ``work_dir`` is set).
       cache_dir: decoded-image cache for ``data`` given as a path.
+      model_kwargs: extra builder arguments for NATS spaces, e.g. ``{"C": 8, "N": 1}``: a
+        reduced tss network for CPU proxies (NATS itself uses C=16, N=5). Part of the
+        child key, so a reduced and a full-size run never share records.
     """
 
     def __init__(self, space, data, recipe: train_lib.Recipe = train_lib.PROXY, *, work_dir=None,
                  build: Callable[[tuple], Any] | None = None, data_seed: int = 0, placement=None,
                  init_method: str = "numpy", save_checkpoints: bool = True,
-                 cache_dir=data_lib.DEFAULT_CACHE_DIR):
+                 cache_dir=data_lib.DEFAULT_CACHE_DIR, model_kwargs: dict | None = None):
         self.space = space
         self.recipe = recipe
         self.work_dir = Path(work_dir) if work_dir is not None else None
@@ -74,6 +78,8 @@ class TrainerEvaluator:
         self.init_method = init_method
         self.save_checkpoints = save_checkpoints
         self._cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self.model_kwargs = dict(model_kwargs or {})
         if isinstance(data, (tuple, list)):
             if len(data) != 2:
                 raise ValueError(f"data has {len(data)} items; expected a root path or (train, valid)")
@@ -88,8 +94,10 @@ class TrainerEvaluator:
     @property
     def datasets(self) -> tuple[data_lib.ImageDataset, data_lib.ImageDataset]:
         """(train, valid), loaded on first use."""
-        if self._data is None:
-            self._data = train_lib.prepare_data(self._root, self.recipe, seed=self.data_seed, cache_dir=self._cache_dir)
+        with self._lock:  # trials on several devices may ask at once
+            if self._data is None:
+                self._data = train_lib.prepare_data(self._root, self.recipe, seed=self.data_seed,
+                                                    cache_dir=self._cache_dir)
         return self._data
 
     def build(self, arch):
@@ -97,7 +105,7 @@ class TrainerEvaluator:
             return self._build(arch)
         k = self.datasets[0].num_classes
         if str(getattr(self.space, "name", "")).startswith(("nats-tss", "nats-sss")):
-            return nats_models.build_for_nats_space(self.space, arch, k)
+            return nats_models.build_for_nats_space(self.space, arch, k, **self.model_kwargs)
         try:
             return self.space.build(arch, num_classes=k)
         except TypeError:
@@ -109,7 +117,8 @@ class TrainerEvaluator:
 
     def child_key(self, trial: Trial) -> str:
         recipe = json.dumps(dataclasses.asdict(self.recipe), sort_keys=True)
-        text = f"{getattr(self.space, 'name', 'space')}|{list(trial.arch)}|{trial.seed}|{self.data_seed}|{recipe}"
+        text = (f"{getattr(self.space, 'name', 'space')}|{list(trial.arch)}|{trial.seed}|{self.data_seed}|{recipe}"
+                + (f"|{sorted(self.model_kwargs.items())}" if self.model_kwargs else ""))
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def child_dir(self, trial: Trial) -> Path | None:
@@ -193,7 +202,8 @@ def load_variables(path: Path):
 
 
 def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None, data_seed: int = 0,
-                           devices: str = "auto", compilation_cache=train_lib.DEFAULT_COMPILATION_CACHE):
+                           devices: str = "auto", compilation_cache=train_lib.DEFAULT_COMPILATION_CACHE,
+                           model_kwargs: dict | None = None):
     """What ``layernas search --trainer NAME --data DIR`` builds.
 
     Args:
@@ -208,6 +218,7 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
         else one device), "candidates", "data" (data-parallel mesh over all local devices)
         or "single".
       compilation_cache: persistent compilation cache dir (None: leave JAX's setting).
+      model_kwargs: NATS builder overrides (``{"C": 8, "N": 1}`` for a reduced tss proxy).
 
     Returns:
       a :class:`TrainerEvaluator`, or a
@@ -220,7 +231,8 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
     if devices not in ("auto", "candidates", "data", "single"):
         raise ValueError(f"devices={devices!r}; expected 'auto', 'candidates', 'data' or 'single'")
     train_lib.configure_compilation_cache(compilation_cache)
-    ev = TrainerEvaluator(space, data, train_lib.RECIPES[trainer], work_dir=work_dir, data_seed=data_seed)
+    ev = TrainerEvaluator(space, data, train_lib.RECIPES[trainer], work_dir=work_dir, data_seed=data_seed,
+                          model_kwargs=model_kwargs)
     n = len(jax.local_devices())
     if devices == "data" and n > 1:
         ev.placement = parallel.data_parallel_mesh()

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -230,7 +231,10 @@ def _optimizer_key(recipe: Recipe) -> tuple:
             recipe.schedule, recipe.warmup_epochs, recipe.label_smoothing, recipe.augment)
 
 
-_STEP_CACHE: dict[tuple, tuple] = {}
+# Compiled steps by shape, least recently used first. A search trains each architecture
+# once, so only a few entries are ever reused; the bound keeps memory flat over long runs.
+MAX_CACHED_SHAPES = 64
+_STEP_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
 
 
 def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, steps_per_epoch: int,
@@ -247,6 +251,7 @@ def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, st
     """
     key = (model, _optimizer_key(recipe), num_classes, total_steps, steps_per_epoch, _placement_key(placement))
     if key in _STEP_CACHE:
+        _STEP_CACHE.move_to_end(key)
         return _STEP_CACHE[key]
     tx = make_optimizer(recipe, total_steps, steps_per_epoch)
     smoothing = recipe.label_smoothing
@@ -286,8 +291,10 @@ def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, st
     else:
         train_jit = jax.jit(train_step, donate_argnums=0)
         eval_jit = jax.jit(eval_step)
-    _STEP_CACHE[key] = (tx, train_jit, eval_jit)
-    return _STEP_CACHE[key]
+    _STEP_CACHE[key] = entry = (tx, train_jit, eval_jit)
+    while len(_STEP_CACHE) > MAX_CACHED_SHAPES:
+        _STEP_CACHE.popitem(last=False)
+    return entry
 
 
 def _placement_key(placement):
