@@ -229,3 +229,19 @@ def test_recipes_are_named_and_proxy_is_short():
     assert set(train.RECIPES) == {"proxy", "nats-12", "nats-200"}
     assert train.PROXY.epochs == 5 and train.PROXY.valid_per_class and train.PROXY.train_per_class
     assert train.NATS_200.epochs == 200 and train.NATS_200.batch_size == 256
+
+
+@pytest.mark.parametrize("space_name, archs", [
+    ("nats-tss", [(3,) * 6, (0, 1, 2, 3, 4, 0), (4, 2, 1, 2, 1, 1)]),
+    ("nats-sss", [(0,) * 5, (7,) * 5, (0, 0, 4, 3, 4), (7, 0, 3, 1, 5)]),
+])
+def test_models_match_space_param_counts(space_name, archs):
+    """The built flax nets have exactly the parameters the space's NATS cost model counts."""
+    from layernas.registry import make_space
+
+    space = make_space(space_name, "cifar10")
+    for arch in archs:
+        model = nats_models.build_for_nats_space(space, arch, 10)
+        assert n_params(model) / 1e6 == pytest.approx(space.cost(arch)["params"], abs=1e-6), arch
+    with pytest.raises(ValueError, match="not a NATS space"):
+        nats_models.build_for_nats_space(type("S", (), {"name": "other", "layers": space.layers})(), archs[0], 10)
