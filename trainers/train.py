@@ -117,7 +117,7 @@ class Recipe:
 # We keep NATS's optimizer and 5 epochs, but train on a class-balanced subset of 500 images
 # per class from the training split, of which 100 per class are held out for validation
 # (never the test split): 4,000 training images, 31 steps of batch 128 per epoch. On the 2-core CPU machine
-# a mid-size tss child (C=16, N=5) trains in about 2-4 minutes; see docs/trainers.md for the
+# a full-size tss child (C=16, N=5) takes ~17 min but a reduced one (C=8, N=1) ~1 min; see docs/trainers.md for the
 # measured numbers. For an accelerator, use NATS_12 or NATS_200 (full data).
 PROXY = Recipe(name="proxy", epochs=5, batch_size=128, learning_rate=0.1, weight_decay=5e-4,
                train_per_class=500, valid_per_class=100)
