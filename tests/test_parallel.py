@@ -74,8 +74,15 @@ TWO_PROCESS = COMMON + textwrap.dedent("""
     ev = evaluator.TrainerEvaluator(Space(), pair, recipe, work_dir=work)
     trials = [Trial(i, arch, seed=7) for i, arch in enumerate([(0,), (1,), (0,)])]
     res = parallel.evaluate_distributed(ev, trials)
+    # the Executor form: a collective wait(); these children are recorded, so nothing trains
+    ex = parallel.DistributedExecutor(ev)
+    for i, t in enumerate(trials[:2]):
+        ex.submit(Trial(10 + i, t.arch, t.seed))
+    again = ex.wait()
     print("RESULT" + json.dumps({"pid": jax.process_index(), "count": jax.process_count(),
-                                 "results": [r.to_dict() for r in res]}))
+                                 "max_in_flight": ex.max_in_flight,
+                                 "results": [r.to_dict() for r in res],
+                                 "executor": [(r.trial_id, r.reward) for r in again]}))
 """)
 
 
@@ -140,6 +147,9 @@ def test_two_processes_split_children_and_gather(tmp_path):
     assert res[2]["info"].get("cached") is True and res[2]["reward"] == res[0]["reward"]
     assert len(list((tmp_path / "children").glob("*/result.json"))) == 2
     assert len(list((tmp_path / "children").glob("*/variables"))) == 2
+    for o in outs:
+        assert o["max_in_flight"] == 2
+        assert o["executor"] == [[10, res[0]["reward"]], [11, res[1]["reward"]]]
 
 
 def test_process_share_round_robin():
