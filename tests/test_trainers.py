@@ -1,0 +1,180 @@
+"""Models, training and the TrainerEvaluator (tiny shapes)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from layernas.evaluator import Trial
+from layernas.trainers import data, evaluator as ev_lib, nats_models, train
+
+TSS_ARCH0 = ("avg_pool_3x3", "nor_conv_1x1", "skip_connect", "nor_conv_1x1", "skip_connect", "skip_connect")
+TINY = train.Recipe(name="tiny", epochs=3, batch_size=32, learning_rate=0.05, weight_decay=0.0,
+                    nesterov=False, check_every=4, eval_batch_size=64)
+
+
+def n_params(model, size=32):
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+
+# Public NATS-Bench fixture numbers (DESIGN.md; arch 0 of each fixture): parameter counts in
+# millions, which only match if the skeleton (stem, cells, reductions, head) is exact.
+@pytest.mark.parametrize("model, expected_m, tol", [
+    (nats_models.build_tss(TSS_ARCH0, 10), 0.129306, 1e-6),
+    (nats_models.build_sss((8, 8, 8, 8, 8), 10), 0.011714, 1e-6),
+    (nats_models.build_sss((8, 8, 40, 32, 40), 10), 0.1448, 1e-4),
+], ids=["tss-arch0", "sss-8:8:8:8:8", "sss-8:8:40:32:40"])
+def test_param_counts_match_nats_fixture(model, expected_m, tol):
+    assert abs(n_params(model) / 1e6 - expected_m) <= tol
+
+
+def test_tss_builder_shapes():
+    model = nats_models.build_tss(("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none", "nor_conv_3x3"),
+                                  num_classes=7, C=4, N=2)
+    x = jnp.zeros((2, 16, 16, 3))
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    assert jax.eval_shape(lambda: model.apply(v, x, train=False)).shape == (2, 7)
+    cells = [k for k in v["params"] if k.endswith("_cell")]
+    assert len(cells) == 6 and v["params"]["classifier"]["kernel"].shape == (16, 7)
+
+
+def test_sss_builder_forward():
+    model = nats_models.build_sss((8, 16, 8, 24, 16), num_classes=7)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    v = train.init_variables(model, x.shape, seed=0)
+    out, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
+    assert out.shape == (2, 7) and bool(jnp.all(jnp.isfinite(out)))
+    # training mode moves the BatchNorm statistics; eval mode uses them
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), upd["batch_stats"], v["batch_stats"])
+    assert max(jax.tree.leaves(moved)) > 0
+    assert model.apply(v, x, train=False).shape == (2, 7)
+
+
+def test_tss_none_edges_cut_the_cell():
+    """With every edge into node 3 'none', the cells output zeros: the net ignores its input."""
+    ops = ("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "none", "none", "none")
+    model = nats_models.build_tss(ops, num_classes=3, C=4, N=1)
+    v = train.init_variables(model, (1, 8, 8, 3), seed=0)
+    a = model.apply(v, jnp.zeros((1, 8, 8, 3)), train=False)
+    b = model.apply(v, jnp.ones((1, 8, 8, 3)) * 3.0, train=False)
+    c = model.apply(v, jax.random.normal(jax.random.key(1), (1, 8, 8, 3)), train=False)
+    # the stem + first cell (zeros) precede everything; the output cannot depend on x
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, c, atol=1e-5)
+
+
+@pytest.mark.parametrize("call, msg", [
+    (lambda: nats_models.build_tss(["nor_conv_3x3"] * 5, 10), "expected 6"),
+    (lambda: nats_models.build_tss(["conv_5x5"] * 6, 10), "unknown cell op"),
+    (lambda: nats_models.build_sss((8, 8, 8, 8), 10), "5 positive widths"),
+    (lambda: nats_models.build_sss((8, 8, 0, 8, 8), 10), "5 positive widths"),
+    (lambda: train.Recipe(optimizer="lamb"), "optimizer"),
+    (lambda: train.Recipe(schedule="step"), "schedule"),
+])
+def test_bad_input_raises_one_line(call, msg):
+    with pytest.raises(ValueError, match=msg):
+        call()
+
+
+def test_numpy_init_is_seeded_and_fast_path():
+    model = nats_models.build_sss((4, 4, 4, 4, 4), 5)
+    a = train.init_variables(model, (1, 8, 8, 3), seed=3)
+    b = train.init_variables(model, (1, 8, 8, 3), seed=3)
+    c = train.init_variables(model, (1, 8, 8, 3), seed=4)
+    same = jax.tree.map(np.array_equal, a, b)
+    assert all(jax.tree.leaves(same))
+    k_a = a["params"]["stem_conv"]["kernel"]
+    assert not np.array_equal(k_a, c["params"]["stem_conv"]["kernel"])
+    # He-normal over fan-out: std ~ sqrt(2 / (3*3*4))
+    assert 0.5 < k_a.std() / math.sqrt(2 / 36) < 1.5
+
+
+def _learn(tr, va, model, recipe, seed=0):
+    res = train.train_model(model, tr, va, recipe, seed)
+    assert res.ok, res.error
+    first, last = res.history[0]["train_loss"], res.history[-1]["train_loss"]
+    assert last < first, res.history
+    assert 0.0 <= res.valid_accuracy <= 100.0 and math.isfinite(res.valid_loss)
+    return res
+
+
+def test_train_reduces_loss_on_real_cifar10(cifar10_dir):
+    ds = data.load_image_folder(cifar10_dir, "train", per_class=32)  # 320 real images
+    tr, va = data.split_validation(ds, per_class=6, seed=0)
+    model = nats_models.build_sss((8, 8, 8, 8, 8), ds.num_classes)
+    res = _learn(tr, va, model, TINY.replace(epochs=3, learning_rate=0.1))
+    assert res.steps == 3 * (len(tr) // 32)
+
+
+def test_train_reduces_loss_on_synthetic_and_step_is_cached():
+    ds = data.synthetic_dataset(num_classes=4, per_class=40, size=16)
+    tr, va = data.split_validation(ds, per_class=8, seed=0)
+    model = nats_models.build_tss(("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3"),
+                                  4, C=4, N=1)
+    res = _learn(tr, va, model, TINY)
+    assert res.valid_accuracy > 40.0  # chance is 25%; colours are easy
+    steps_per_epoch = len(tr) // TINY.batch_size
+    a = train.compiled_steps(model, TINY, 4, TINY.epochs * steps_per_epoch, steps_per_epoch)
+    b = train.compiled_steps(model, TINY, 4, TINY.epochs * steps_per_epoch, steps_per_epoch)
+    assert a is b
+    # same seed -> same result (deterministic shuffle, augmentation and init)
+    again = train.train_model(model, tr, va, TINY, 0)
+    assert again.history == res.history and again.valid_accuracy == res.valid_accuracy
+
+
+def test_huge_learning_rate_fails_with_reason():
+    recipe = TINY.replace(learning_rate=1e5)
+    ds = data.synthetic_dataset(num_classes=4, per_class=24, size=8)
+    tr, va = data.split_validation(ds, per_class=4, seed=0)
+    res = train.train_model(nats_models.build_sss((4, 4, 4, 4, 4), 4), tr, va, recipe, 0)
+    assert res.status == "failed"
+    assert "non-finite" in res.error or "diverged" in res.error
+
+
+class _TinySss:
+    """A stand-in space: arch = 5 indices into widths (4, 8)."""
+
+    name = "tiny-sss"
+
+    def build(self, arch, num_classes=10):
+        return nats_models.build_sss(tuple((4, 8)[a] for a in arch), num_classes)
+
+
+def test_evaluator_records_and_resumes_without_retraining(tmp_path, monkeypatch):
+    ds = data.synthetic_dataset(num_classes=4, per_class=24, size=8)
+    pair = data.split_validation(ds, per_class=4, seed=0)
+    recipe = TINY.replace(epochs=1)
+    ev = ev_lib.TrainerEvaluator(_TinySss(), pair, recipe, work_dir=tmp_path)
+    trial = Trial(3, (0, 1, 0, 0, 1), seed=11)
+    r1 = ev.evaluate(trial)
+    assert r1.ok and r1.cost_seconds > 0 and r1.reward == pytest.approx(r1.info["valid_loss"] * 0 + r1.reward)
+    child = ev.child_dir(trial)
+    assert json.loads((child / "result.json").read_text())["reward"] == r1.reward
+    restored = ev_lib.load_variables(child / "variables")
+    assert restored["params"]["stem_conv"]["kernel"].shape == (3, 3, 3, 4)
+
+    # a fresh evaluator (a resumed search) must not train again
+    def boom(*a, **k):
+        raise AssertionError("retrained a finished child")
+
+    monkeypatch.setattr(train, "train_model", boom)
+    ev2 = ev_lib.TrainerEvaluator(_TinySss(), pair, recipe, work_dir=tmp_path)
+    r2 = ev2.evaluate(Trial(7, trial.arch, seed=11))
+    assert r2.reward == r1.reward and r2.trial_id == 7 and r2.info["cached"] is True
+
+
+def test_evaluator_marks_nan_failed_and_goes_on(tmp_path):
+    ds = data.synthetic_dataset(num_classes=4, per_class=24, size=8)
+    pair = data.split_validation(ds, per_class=4, seed=0)
+    ev = ev_lib.TrainerEvaluator(_TinySss(), pair, TINY.replace(epochs=1, optimizer="adamw", learning_rate=1e4), work_dir=tmp_path)
+    r = ev.evaluate(Trial(0, (0, 0, 0, 0, 0), seed=1))
+    assert r.status == "failed" and not r.ok and ("non-finite" in r.error or "diverged" in r.error)
+    assert math.isnan(r.reward)
+    bad = ev.evaluate(Trial(1, (0, 0, 0, 0, 5), seed=1))  # a build error is a failed trial, not a crash
+    assert bad.status == "failed" and "IndexError" in bad.error

@@ -1,0 +1,187 @@
+"""TrainerEvaluator: the real-training :class:`~layernas.evaluator.Evaluator`.
+
+``evaluate(trial)`` builds the child (``space.build(arch)`` or a ``build`` callable),
+trains it with a :class:`~layernas.trainers.train.Recipe` on the training split minus a
+held-out validation split, and returns an ``EvalResult`` whose reward is the validation
+accuracy in percent and whose ``cost_seconds`` is the measured wall time. ``trial.seed``
+seeds initialisation, shuffling and augmentation.
+
+With a ``work_dir`` every finished child is recorded under
+``work_dir/children/<key>/``: an orbax checkpoint of its variables (``variables/``),
+then ``result.json``. The key hashes the space name, the architecture, the seed and the
+recipe, so a resumed search that meets the same trial again returns the recorded result
+(``info["cached"] = True``) and never retrains it. A NaN or diverging loss gives
+``EvalResult.failed(trial, reason)`` (also recorded: with the same seed it would fail again).
+
+Example:
+    >>> ev = TrainerEvaluator(space, "../shared/data/cifar10", PROXY, work_dir="runs/x")  # doctest: +SKIP
+    >>> ev.evaluate(Trial(0, arch, seed=1)).reward                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+
+from layernas.evaluator import EvalResult, Trial
+from layernas.trainers import data as data_lib
+from layernas.trainers import train as train_lib
+
+
+class TrainerEvaluator:
+    """Evaluate architectures by training them.
+
+    Args:
+      space: a search space (``name``, ``build(arch)``; ``arch_to_str`` is used for
+        records when present).
+      data: the dataset root (``root/train/<class>/*``; the recipe's subset and validation
+        split are taken from its ``train`` split), or a ``(train, valid)`` pair of
+        :class:`~layernas.trainers.data.ImageDataset`.
+      recipe: the training recipe, e.g. :data:`~layernas.trainers.train.PROXY`.
+      work_dir: where children are checkpointed and recorded (None: nothing is kept).
+      build: ``arch -> flax module``; default ``space.build(arch, num_classes=K)``, falling
+        back to ``space.build(arch)`` when the space's build takes no ``num_classes``.
+      data_seed: seed of the data subset and validation split (fixed for a whole search,
+        so every child sees the same split).
+      placement: default placement for training (None, a device or a data-parallel mesh;
+        see :func:`~layernas.trainers.train.compiled_steps`).
+      init_method: "numpy" (fast) or "flax".
+      save_checkpoints: write orbax checkpoints of trained variables (results are recorded
+        either way when ``work_dir`` is set).
+      cache_dir: decoded-image cache for ``data`` given as a path.
+    """
+
+    def __init__(self, space, data, recipe: train_lib.Recipe = train_lib.PROXY, *, work_dir=None,
+                 build: Callable[[tuple], Any] | None = None, data_seed: int = 0, placement=None,
+                 init_method: str = "numpy", save_checkpoints: bool = True,
+                 cache_dir=data_lib.DEFAULT_CACHE_DIR):
+        self.space = space
+        self.recipe = recipe
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self._build = build
+        self.data_seed = int(data_seed)
+        self.placement = placement
+        self.init_method = init_method
+        self.save_checkpoints = save_checkpoints
+        self._cache_dir = cache_dir
+        if isinstance(data, (tuple, list)):
+            if len(data) != 2:
+                raise ValueError(f"data has {len(data)} items; expected a root path or (train, valid)")
+            self._data = tuple(data)
+        else:
+            self._root = Path(data)
+            if not (self._root / "train").is_dir():
+                raise ValueError(f"data root {self._root} has no train/ folder; expected root/train/<class>/*.jpg|png")
+            self._data = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def datasets(self) -> tuple[data_lib.ImageDataset, data_lib.ImageDataset]:
+        """(train, valid), loaded on first use."""
+        if self._data is None:
+            self._data = train_lib.prepare_data(self._root, self.recipe, seed=self.data_seed, cache_dir=self._cache_dir)
+        return self._data
+
+    def build(self, arch):
+        if self._build is not None:
+            return self._build(arch)
+        k = self.datasets[0].num_classes
+        try:
+            return self.space.build(arch, num_classes=k)
+        except TypeError:
+            return self.space.build(arch)
+
+    def arch_str(self, arch) -> str:
+        to_str = getattr(self.space, "arch_to_str", None)
+        return to_str(arch) if to_str else json.dumps(list(arch))
+
+    def child_key(self, trial: Trial) -> str:
+        recipe = json.dumps(dataclasses.asdict(self.recipe), sort_keys=True)
+        text = f"{getattr(self.space, 'name', 'space')}|{list(trial.arch)}|{trial.seed}|{self.data_seed}|{recipe}"
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def child_dir(self, trial: Trial) -> Path | None:
+        return None if self.work_dir is None else self.work_dir / "children" / self.child_key(trial)
+
+    def recorded(self, trial: Trial) -> EvalResult | None:
+        """The recorded result of this trial's child, or None."""
+        d = self.child_dir(trial)
+        if d is None or not (d / "result.json").exists():
+            return None
+        rec = json.loads((d / "result.json").read_text())
+        res = EvalResult.from_dict(rec)
+        return dataclasses.replace(res, trial_id=trial.trial_id, info={**res.info, "cached": True})
+
+    # ------------------------------------------------------------------ protocol
+    def evaluate(self, trial: Trial, placement=None) -> EvalResult:
+        """Train ``trial.arch`` (or return its recorded result) -> EvalResult."""
+        done = self.recorded(trial)
+        if done is not None:
+            return done
+        t0 = time.perf_counter()
+        try:
+            model = self.build(trial.arch)
+            tr, va = self.datasets
+            res = train_lib.train_model(model, tr, va, self.recipe, trial.seed,
+                                        placement=placement if placement is not None else self.placement,
+                                        init_method=self.init_method, keep_variables=self.save_checkpoints)
+        except Exception as e:  # a child that cannot be built or trained fails alone
+            return EvalResult.failed(trial, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        info = {"arch_str": self.arch_str(trial.arch), "recipe": self.recipe.name, "seed": trial.seed,
+                **{k: v for k, v in res.summary().items() if k not in ("status", "error", "valid_accuracy")}}
+        if res.ok:
+            result = EvalResult(trial.trial_id, tuple(trial.arch), float(res.valid_accuracy), wall, None, {},
+                                "ok", "", info)
+        else:
+            result = EvalResult.failed(trial, res.error, wall, **info)
+        self._record(trial, result, res.variables if res.ok else None)
+        return result
+
+    def _record(self, trial: Trial, result: EvalResult, variables) -> None:
+        d = self.child_dir(trial)
+        if d is None:
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        if variables is not None and self.save_checkpoints:
+            save_variables(d / "variables", variables)
+        tmp = d / f"result.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(result.to_dict(), indent=1))
+        os.replace(tmp, d / "result.json")
+
+
+def save_variables(path: Path, variables) -> None:
+    """Write ``variables`` (a pytree of arrays) as an orbax checkpoint at ``path``.
+
+    Only this process takes part (``active_processes={this one}``), so hosts of a
+    multi-host run save their own children without waiting for each other.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).resolve()
+    if path.exists():
+        return
+    pid = jax.process_index()
+    opts = ocp.options.MultiprocessingOptions(primary_host=pid, active_processes={pid},
+                                              barrier_sync_key_prefix=f"child-{path.parent.name}")
+    ckpt = ocp.StandardCheckpointer(multiprocessing_options=opts)
+    ckpt.save(path, jax.device_get(variables))
+    ckpt.wait_until_finished()
+    ckpt.close()
+
+
+def load_variables(path: Path):
+    """Restore variables written by :func:`save_variables` (host NumPy arrays)."""
+    import orbax.checkpoint as ocp
+
+    pid = jax.process_index()
+    opts = ocp.options.MultiprocessingOptions(primary_host=pid, active_processes={pid})
+    with ocp.StandardCheckpointer(multiprocessing_options=opts) as ckpt:
+        return ckpt.restore(Path(path).resolve())
