@@ -117,7 +117,7 @@ def train_all(args) -> None:
                    "init_seconds": round(res.init_seconds, 3), "images_per_second": round(res.images_per_second, 1),
                    "C": args.C, "N": args.N, "train_images": len(tr), "valid_images": len(va),
                    "batch_size": recipe.batch_size, "learning_rate": recipe.learning_rate,
-                   "schedule": recipe.schedule}
+                   "schedule": recipe.schedule, "loadavg_1min": os.getloadavg()[0]}
             pd.DataFrame([rec]).to_csv(csv, mode="a", header=not csv.exists(), index=False)
             print(f"[{k + 1}/{len(sel)}] #{row.Index} {epochs}ep ref {rec['reference_valid']:.2f} "
                   f"proxy {res.valid_accuracy:.2f} ({res.status}) {res.seconds:.1f}s "
@@ -198,7 +198,10 @@ def analyze(args, wall_seconds: float | None) -> None:
     if wall_seconds is not None:
         write_provenance(OUT, wall_seconds, " ".join(["python"] + sys.argv), archs=args.archs, seed=args.seed,
                          epochs=args.epochs, C=args.C, N=args.N, train_per_class=args.train_per_class,
-                         valid_per_class=args.valid_per_class, reference=REFERENCE)
+                         valid_per_class=args.valid_per_class, reference=REFERENCE,
+                         training_seconds_all_runs=float(df.seconds.sum()),
+                         note="wall_seconds covers this invocation only; the CSV may have been filled by "
+                              "earlier (resumed) invocations, see training_seconds_all_runs")
     print(corr.to_string(index=False))
 
 

@@ -64,17 +64,32 @@ def median_time(fn, reps: int) -> list[float]:
 
 
 # ------------------------------------------------------------------------------- peak
-def matmul_peak(n: int = 2048, reps: int = 7) -> dict:
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> dict:
+    """Best float32 matmul GFLOP/s of ``jnp.matmul`` (and NumPy, for reference) over square
+    sizes and repeats."""
+    best = {"sizes": list(sizes), "reps": reps, "jax_best_gflops": 0.0, "jax_median_gflops": 0.0,
+            "numpy_best_gflops": 0.0}
     f = jax.jit(jnp.matmul)
-    f(a, b).block_until_ready()
-    ts = median_time(lambda: f(a, b).block_until_ready(), reps)
-    an, bn = np.asarray(a), np.asarray(b)
-    tn = median_time(lambda: an @ bn, reps)
-    flop = 2.0 * n ** 3
-    return {"n": n, "reps": reps, "jax_best_gflops": flop / min(ts) / 1e9, "jax_median_gflops": flop / np.median(ts) / 1e9,
-            "numpy_best_gflops": flop / min(tn) / 1e9}
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        f(a, b).block_until_ready()
+        ts = median_time(lambda: f(a, b).block_until_ready(), reps)
+        an, bn = np.asarray(a), np.asarray(b)
+        tn = median_time(lambda: an @ bn, reps)
+        flop = 2.0 * n ** 3
+        if flop / min(ts) / 1e9 > best["jax_best_gflops"]:
+            best.update(n=n, jax_best_gflops=flop / min(ts) / 1e9, jax_median_gflops=float(flop / np.median(ts) / 1e9))
+        best["numpy_best_gflops"] = max(best["numpy_best_gflops"], flop / min(tn) / 1e9)
+    return best
+
+
+def best_peak(a: dict, b: dict) -> dict:
+    """The better of two peak measurements (taken at the start and the end of the run)."""
+    out = dict(a if a["jax_best_gflops"] >= b["jax_best_gflops"] else b)
+    out["numpy_best_gflops"] = max(a["numpy_best_gflops"], b["numpy_best_gflops"])
+    out["jax_best_gflops_start_end"] = [a["jax_best_gflops"], b["jax_best_gflops"]]
+    return out
 
 
 def xla_flops(compiled) -> float:
@@ -414,12 +429,16 @@ def main(argv=None) -> None:
                      "images_per_second": args.batch / step_s,
                      "speedup_vs_best_pytorch": torch_best / step_s,
                      "xla_flops_per_step": j1.flops, "achieved_gflops": j1.flops / step_s / 1e9,
-                     "fraction_of_matmul_peak": j1.flops / step_s / 1e9 / peak["jax_best_gflops"],
                      "rounds": args.rounds, "steps_per_round": args.steps,
                      "compile_seconds": getattr(configs[k], "compile_seconds", float("nan")),
                      "threads": "XLA:CPU default pool (2 cores)" if k.startswith("jax") else f"torch.set_num_threads({configs[k].threads})"})
     thr = pd.DataFrame(rows)
+    # the peak again right after the rounds (the load on the shared machine drifts); keep the best
+    peak = best_peak(peak, matmul_peak())
+    thr["matmul_peak_gflops"] = peak["jax_best_gflops"]
+    thr["fraction_of_matmul_peak"] = thr.achieved_gflops / peak["jax_best_gflops"]
     thr.to_csv(OUT / "throughput.csv", index=False)
+    print("matmul peak", peak, flush=True)
     print(thr[["config", "median_step_seconds", "images_per_second", "speedup_vs_best_pytorch",
                "fraction_of_matmul_peak"]].to_string(index=False), flush=True)
 
@@ -486,8 +505,12 @@ def write_summary(thr, children, batching, peak, fwd_flops, nats_madds, args, wa
         f"multiply-add as 2 FLOPs); 3 x forward ({fwd_flops:.4g} from the compiled inference function) = "
         f"{3 * fwd_flops:.4g}" + (f"; NATS closed form 3 x 2 x {nats_madds / 1e6:.2f}M MAdds x batch = "
                                   f"{6 * nats_madds * args.batch:.4g}" if math.isfinite(nats_madds) else "") + ".",
-        f"Matmul peak: {peak['jax_best_gflops']:.1f} GFLOP/s (best of {peak['reps']} float32 `jnp.matmul` "
-        f"{peak['n']}x{peak['n']}; median {peak['jax_median_gflops']:.1f}; NumPy best {peak['numpy_best_gflops']:.1f}).", "",
+        f"Matmul peak: {peak['jax_best_gflops']:.1f} GFLOP/s (best float32 `jnp.matmul` over sizes "
+        f"{peak['sizes']} x {peak['reps']} repeats, measured before and after the rounds "
+        f"({', '.join(f'{x:.1f}' for x in peak['jax_best_gflops_start_end'])}); best at n={peak['n']}, median there "
+        f"{peak['jax_median_gflops']:.1f}; NumPy best {peak['numpy_best_gflops']:.1f}). The PyTorch rows use the same "
+        "FLOP count (same network and batch), so their fraction can exceed 1: XLA's matmul does not reach the "
+        "cores' FMA peak, and oneDNN's convolutions beat it.", "",
         "## Children per hour, PROXY recipe", "",
         f"PROXY = {train.PROXY.epochs} epochs x {int(children.proxy_steps.iloc[0]) // train.PROXY.epochs} steps of batch "
         f"{train.PROXY.batch_size} ({int(children.train_images.iloc[0]):,} train images), network C={args.C}, N={args.N}, "
@@ -504,6 +527,15 @@ def write_summary(thr, children, batching, peak, fwd_flops, nats_madds, args, wa
               "| config | child images/s | vs sequential | compile s |", "|---|---|---|---|"]
     for r in batching.itertuples():
         lines.append(f"| {r.config} | {r.child_images_per_second:.1f} | {r.speed_vs_sequential:.2f}x | {r.compile_seconds:.1f} |")
+    b = batching.set_index("config")
+    seq_step = 1.0 / b.loc["sequential, K different cells", "child_images_per_second"]
+    mask_step = 1.0 / b.loc["masked padding (supernet program), K cells sequentially", "child_images_per_second"]
+    per_shape_compile = b.loc["sequential, K different cells", "compile_seconds"] / int(batching.K.iloc[0])
+    if mask_step > seq_step:
+        steps_even = per_shape_compile / ((mask_step - seq_step) * int(batching.batch.iloc[0]))
+        lines += ["", f"Masked padding saves a compile per new cell ({per_shape_compile:.1f} s here) but each step costs "
+                  f"{mask_step / seq_step:.2f}x; it only pays for children trained fewer than ~{steps_even:.0f} steps "
+                  f"(PROXY trains {int(children.proxy_steps.iloc[0])})."]
     lines += ["", "Files: `throughput.csv`, `children_per_hour.csv`, `batching.csv`, `provenance.json`."]
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
 
