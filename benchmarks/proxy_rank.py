@@ -118,7 +118,9 @@ def train_all(args) -> None:
                    "C": args.C, "N": args.N, "train_images": len(tr), "valid_images": len(va),
                    "batch_size": recipe.batch_size, "learning_rate": recipe.learning_rate,
                    "schedule": recipe.schedule, "loadavg_1min": os.getloadavg()[0]}
-            pd.DataFrame([rec]).to_csv(csv, mode="a", header=not csv.exists(), index=False)
+            table_so_far = pd.concat([pd.read_csv(csv), pd.DataFrame([rec])]) if csv.exists() else pd.DataFrame([rec])
+            table_so_far.to_csv(csv.with_suffix(".tmp"), index=False)
+            os.replace(csv.with_suffix(".tmp"), csv)  # rewrite whole: columns may grow between versions
             print(f"[{k + 1}/{len(sel)}] #{row.Index} {epochs}ep ref {rec['reference_valid']:.2f} "
                   f"proxy {res.valid_accuracy:.2f} ({res.status}) {res.seconds:.1f}s "
                   f"(compile {res.compile_seconds:.1f}s) elapsed {time.perf_counter() - t_start:.0f}s", flush=True)
