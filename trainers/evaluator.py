@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +33,7 @@ import jax
 
 from layernas.evaluator import EvalResult, Trial
 from layernas.trainers import data as data_lib
+from layernas.trainers import nats_models
 from layernas.trainers import train as train_lib
 
 
@@ -46,8 +48,10 @@ class TrainerEvaluator:
         :class:`~layernas.trainers.data.ImageDataset`.
       recipe: the training recipe, e.g. :data:`~layernas.trainers.train.PROXY`.
       work_dir: where children are checkpointed and recorded (None: nothing is kept).
-      build: ``arch -> flax module``; default ``space.build(arch, num_classes=K)``, falling
-        back to ``space.build(arch)`` when the space's build takes no ``num_classes``.
+      build: ``arch -> flax module``. Default: NATS spaces (name ``nats-tss*``/``nats-sss*``)
+        use :func:`~layernas.trainers.nats_models.build_for_nats_space` with the data's
+        class count; other spaces ``space.build(arch, num_classes=K)``, falling back to
+        ``space.build(arch)`` when their build takes no ``num_classes``.
       data_seed: seed of the data subset and validation split (fixed for a whole search,
         so every child sees the same split).
       placement: default placement for training (None, a device or a data-parallel mesh;
@@ -56,12 +60,15 @@ class TrainerEvaluator:
       save_checkpoints: write orbax checkpoints of trained variables (results are recorded
         either way when ``work_dir`` is set).
       cache_dir: decoded-image cache for ``data`` given as a path.
+      model_kwargs: extra builder arguments for NATS spaces, e.g. ``{"C": 8, "N": 1}``: a
+        reduced tss network for CPU proxies (NATS itself uses C=16, N=5). Part of the
+        child key, so a reduced and a full-size run never share records.
     """
 
     def __init__(self, space, data, recipe: train_lib.Recipe = train_lib.PROXY, *, work_dir=None,
                  build: Callable[[tuple], Any] | None = None, data_seed: int = 0, placement=None,
                  init_method: str = "numpy", save_checkpoints: bool = True,
-                 cache_dir=data_lib.DEFAULT_CACHE_DIR):
+                 cache_dir=data_lib.DEFAULT_CACHE_DIR, model_kwargs: dict | None = None):
         self.space = space
         self.recipe = recipe
         self.work_dir = Path(work_dir) if work_dir is not None else None
@@ -71,6 +78,8 @@ class TrainerEvaluator:
         self.init_method = init_method
         self.save_checkpoints = save_checkpoints
         self._cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self.model_kwargs = dict(model_kwargs or {})
         if isinstance(data, (tuple, list)):
             if len(data) != 2:
                 raise ValueError(f"data has {len(data)} items; expected a root path or (train, valid)")
@@ -85,14 +94,18 @@ class TrainerEvaluator:
     @property
     def datasets(self) -> tuple[data_lib.ImageDataset, data_lib.ImageDataset]:
         """(train, valid), loaded on first use."""
-        if self._data is None:
-            self._data = train_lib.prepare_data(self._root, self.recipe, seed=self.data_seed, cache_dir=self._cache_dir)
+        with self._lock:  # trials on several devices may ask at once
+            if self._data is None:
+                self._data = train_lib.prepare_data(self._root, self.recipe, seed=self.data_seed,
+                                                    cache_dir=self._cache_dir)
         return self._data
 
     def build(self, arch):
         if self._build is not None:
             return self._build(arch)
         k = self.datasets[0].num_classes
+        if str(getattr(self.space, "name", "")).startswith(("nats-tss", "nats-sss")):
+            return nats_models.build_for_nats_space(self.space, arch, k, **self.model_kwargs)
         try:
             return self.space.build(arch, num_classes=k)
         except TypeError:
@@ -104,7 +117,8 @@ class TrainerEvaluator:
 
     def child_key(self, trial: Trial) -> str:
         recipe = json.dumps(dataclasses.asdict(self.recipe), sort_keys=True)
-        text = f"{getattr(self.space, 'name', 'space')}|{list(trial.arch)}|{trial.seed}|{self.data_seed}|{recipe}"
+        text = (f"{getattr(self.space, 'name', 'space')}|{list(trial.arch)}|{trial.seed}|{self.data_seed}|{recipe}"
+                + (f"|{sorted(self.model_kwargs.items())}" if self.model_kwargs else ""))
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def child_dir(self, trial: Trial) -> Path | None:
@@ -185,3 +199,44 @@ def load_variables(path: Path):
     opts = ocp.options.MultiprocessingOptions(primary_host=pid, active_processes={pid})
     with ocp.StandardCheckpointer(multiprocessing_options=opts) as ckpt:
         return ckpt.restore(Path(path).resolve())
+
+
+def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None, data_seed: int = 0,
+                           devices: str = "auto", compilation_cache=train_lib.DEFAULT_COMPILATION_CACHE,
+                           model_kwargs: dict | None = None):
+    """What ``layernas search --trainer NAME --data DIR`` builds.
+
+    Args:
+      space: the search space.
+      data: dataset root (``root/train/<class>/*``) or a ``(train, valid)`` pair.
+      trainer: a recipe name from :data:`~layernas.trainers.train.RECIPES`
+        ("proxy", "nats-12", "nats-200").
+      work_dir: where trained children are recorded (the run's ``out_dir / "children"``
+        parent; resuming the run reuses them).
+      data_seed: seed of the data subset / validation split (the run's seed).
+      devices: "auto" (candidate-parallel over local devices when there are several,
+        else one device), "candidates", "data" (data-parallel mesh over all local devices)
+        or "single".
+      compilation_cache: persistent compilation cache dir (None: leave JAX's setting).
+      model_kwargs: NATS builder overrides (``{"C": 8, "N": 1}`` for a reduced tss proxy).
+
+    Returns:
+      a :class:`TrainerEvaluator`, or a
+      :class:`~layernas.trainers.parallel.DeviceParallelExecutor` wrapping one.
+    """
+    from layernas.trainers import parallel
+
+    if trainer not in train_lib.RECIPES:
+        raise ValueError(f"trainer {trainer!r}; expected one of {sorted(train_lib.RECIPES)}")
+    if devices not in ("auto", "candidates", "data", "single"):
+        raise ValueError(f"devices={devices!r}; expected 'auto', 'candidates', 'data' or 'single'")
+    train_lib.configure_compilation_cache(compilation_cache)
+    ev = TrainerEvaluator(space, data, train_lib.RECIPES[trainer], work_dir=work_dir, data_seed=data_seed,
+                          model_kwargs=model_kwargs)
+    n = len(jax.local_devices())
+    if devices == "data" and n > 1:
+        ev.placement = parallel.data_parallel_mesh()
+        return ev
+    if devices in ("auto", "candidates") and n > 1:
+        return parallel.DeviceParallelExecutor(ev)
+    return ev

@@ -215,3 +215,27 @@ def build_sss(channels: Sequence[int], num_classes: int,
         raise ValueError(f"channels {channels}; expected 5 positive widths, e.g. (8, 8, 40, 32, 40)")
     reds = (False, True, False, True, False)
     return NatsNetwork(channels[0], channels, reds, _check_ops(cell_ops), _check_classes(num_classes))
+
+
+def build_for_nats_space(space, arch: Sequence[int], num_classes: int, C: int = 16, N: int = 5) -> NatsNetwork:
+    """Build a NATS space's architecture from its layers' option values.
+
+    For a space whose name starts with ``nats-tss`` the options are op names (6 layers,
+    one per edge in :data:`TSS_EDGES` order); for ``nats-sss`` they are widths (5 layers).
+    This is what ``NatsTss.build`` / ``NatsSss.build`` should call.
+
+    Args:
+      space: the search space (``name`` and ``layers`` with ``options``).
+      arch: option indices, one per layer.
+      num_classes: classifier outputs.
+      C, N: tss width and cells per stage (ignored for sss).
+    """
+    values = [layer.options[int(a)] for layer, a in zip(space.layers, arch)]
+    if len(values) != len(space.layers):
+        raise ValueError(f"architecture {tuple(arch)} has {len(arch)} layers; space has {len(space.layers)}")
+    name = str(getattr(space, "name", ""))
+    if name.startswith("nats-tss"):
+        return build_tss(values, num_classes, C=C, N=N)
+    if name.startswith("nats-sss"):
+        return build_sss(values, num_classes)
+    raise ValueError(f"space {name!r} is not a NATS space; expected a name starting with 'nats-tss' or 'nats-sss'")

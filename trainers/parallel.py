@@ -11,7 +11,7 @@ Three ways, all on current JAX APIs (``jax.pmap`` is in maintenance mode since J
 * **candidate-parallel** (:func:`map_on_devices`, :class:`DeviceParallelExecutor`):
   different children train at the same time, each pinned to its own device, from a
   thread per device (JAX releases the GIL while a computation runs).
-* **multi-host** (:func:`initialize_distributed`, :func:`process_share`,
+* **multi-host** (:func:`initialize_distributed`, :func:`process_share`, :class:`DistributedExecutor`,
   :func:`gather_objects`, :func:`evaluate_distributed`): ``jax.distributed.initialize``
   joins the processes (a TPU pod's hosts, or local processes on a loopback coordinator);
   each process trains ``trials[process_index::process_count]`` on its local devices, and
@@ -193,3 +193,34 @@ def evaluate_distributed(evaluator, trials: Sequence[Trial]) -> list[EvalResult]
     results = [EvalResult.from_dict(d) for d in gather_objects(local)]
     order = {t.trial_id: k for k, t in enumerate(trials)}
     return sorted(results, key=lambda r: order[r.trial_id])
+
+
+class DistributedExecutor:
+    """An :class:`~layernas.evaluator.Executor` for multi-host search.
+
+    Every process runs the same (deterministic, same-seed) search loop and so submits the
+    same trials; ``wait()`` is a collective: it evaluates the pending trials with
+    :func:`evaluate_distributed` (each process trains its round-robin share on its local
+    devices) and returns all results on every process, so every host's searcher state stays
+    identical. Let only process 0 write the run's outputs (``jax.process_index() == 0``).
+
+    Args:
+      evaluator: has ``evaluate(trial, placement=device)``.
+      max_in_flight: trials per collective round (default: the number of devices over all
+        processes, ``jax.device_count()``).
+    """
+
+    def __init__(self, evaluator, max_in_flight: int | None = None):
+        self.evaluator = evaluator
+        self.max_in_flight = int(max_in_flight or jax.device_count())
+        self._pending: list[Trial] = []
+
+    def submit(self, trial: Trial) -> None:
+        self._pending.append(trial)
+
+    def wait(self, timeout: float | None = None) -> list[EvalResult]:
+        trials, self._pending = self._pending, []
+        return evaluate_distributed(self.evaluator, trials) if trials else []
+
+    def close(self) -> None:
+        pass

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -116,7 +117,7 @@ class Recipe:
 # We keep NATS's optimizer and 5 epochs, but train on a class-balanced subset of 500 images
 # per class from the training split, of which 100 per class are held out for validation
 # (never the test split): 4,000 training images, 31 steps of batch 128 per epoch. On the 2-core CPU machine
-# a mid-size tss child (C=16, N=5) trains in about 2-4 minutes; see docs/trainers.md for the
+# a full-size tss child (C=16, N=5) takes ~17 min but a reduced one (C=8, N=1) ~1 min; see docs/trainers.md for the
 # measured numbers. For an accelerator, use NATS_12 or NATS_200 (full data).
 PROXY = Recipe(name="proxy", epochs=5, batch_size=128, learning_rate=0.1, weight_decay=5e-4,
                train_per_class=500, valid_per_class=100)
@@ -230,7 +231,10 @@ def _optimizer_key(recipe: Recipe) -> tuple:
             recipe.schedule, recipe.warmup_epochs, recipe.label_smoothing, recipe.augment)
 
 
-_STEP_CACHE: dict[tuple, tuple] = {}
+# Compiled steps by shape, least recently used first. A search trains each architecture
+# once, so only a few entries are ever reused; the bound keeps memory flat over long runs.
+MAX_CACHED_SHAPES = 64
+_STEP_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
 
 
 def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, steps_per_epoch: int,
@@ -247,6 +251,7 @@ def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, st
     """
     key = (model, _optimizer_key(recipe), num_classes, total_steps, steps_per_epoch, _placement_key(placement))
     if key in _STEP_CACHE:
+        _STEP_CACHE.move_to_end(key)
         return _STEP_CACHE[key]
     tx = make_optimizer(recipe, total_steps, steps_per_epoch)
     smoothing = recipe.label_smoothing
@@ -286,8 +291,10 @@ def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, st
     else:
         train_jit = jax.jit(train_step, donate_argnums=0)
         eval_jit = jax.jit(eval_step)
-    _STEP_CACHE[key] = (tx, train_jit, eval_jit)
-    return _STEP_CACHE[key]
+    _STEP_CACHE[key] = entry = (tx, train_jit, eval_jit)
+    while len(_STEP_CACHE) > MAX_CACHED_SHAPES:
+        _STEP_CACHE.popitem(last=False)
+    return entry
 
 
 def _placement_key(placement):

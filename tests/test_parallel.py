@@ -1,0 +1,161 @@
+"""Data-parallel, candidate-parallel and two-process training on CPU (in subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from layernas.trainers import parallel
+
+COMMON = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np, jax.numpy as jnp, flax.linen as nn
+    from layernas.evaluator import Trial
+    from layernas.trainers import data, evaluator, nats_models, parallel, train
+    ds = data.synthetic_dataset(num_classes=4, per_class=24, size=8)
+    pair = data.split_validation(ds, per_class=4, seed=0)
+    recipe = train.Recipe(name="t", epochs=2, batch_size=16, learning_rate=0.05, check_every=5, eval_batch_size=16)
+    class TinyNet(nn.Module):
+        width: int = 4
+        num_classes: int = 4
+        @nn.compact
+        def __call__(self, x, train: bool):
+            x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
+            x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+            return nn.Dense(self.num_classes)(jnp.mean(x, (1, 2)))
+    class Space:
+        name = "tiny"
+        def build(self, arch, num_classes=4):
+            return TinyNet((4, 8)[arch[0]], num_classes)
+""")
+
+FOUR_DEVICES = COMMON + textwrap.dedent("""
+    devs = jax.devices()
+    assert len(devs) == 4, devs
+    model = TinyNet(4, 4)
+    one = train.train_model(model, *pair, recipe, 0, placement=devs[0])
+    dp = parallel.train_data_parallel(model, *pair, recipe, 0)
+    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one.variables, dp.variables))
+    out = {"dp_max_param_diff": max(diffs), "one_hist": one.history, "dp_hist": dp.history,
+           "one_acc": one.valid_accuracy, "dp_acc": dp.valid_accuracy}
+
+    # candidate-parallel on devices 1 and 2; child 0 repeats `one` (device 0) exactly
+    models = [TinyNet(4, 4), TinyNet(8, 4)]
+    used = []
+    def run(m, dev):
+        used.append(dev.id)
+        r = train.train_model(m, *pair, recipe, 0, placement=dev)
+        return r.history, r.valid_accuracy
+    par = parallel.map_on_devices(run, models, devs[1:3])
+    out["cand_equal_one"] = par[0][0] == one.history and par[0][1] == one.valid_accuracy
+    out["devices_used"] = sorted(set(used))
+    out["par_rewards"] = [p[1] for p in par]
+
+    ex = parallel.DeviceParallelExecutor(evaluator.TrainerEvaluator(Space(), pair, recipe), devs[1:3])
+    for i, arch in enumerate([(0,), (1,)]):
+        ex.submit(Trial(i, arch, seed=0))
+    got = []
+    while len(got) < 2:
+        got += ex.wait()
+    ex.close()
+    out["executor"] = sorted((r.trial_id, r.reward, r.ok) for r in got)
+    print("RESULT" + json.dumps(out))
+""")
+
+TWO_PROCESS = COMMON + textwrap.dedent("""
+    pid, port, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
+    ev = evaluator.TrainerEvaluator(Space(), pair, recipe, work_dir=work)
+    trials = [Trial(i, arch, seed=7) for i, arch in enumerate([(0,), (1,), (0,)])]
+    res = parallel.evaluate_distributed(ev, trials)
+    # the Executor form: a collective wait(); these children are recorded, so nothing trains
+    ex = parallel.DistributedExecutor(ev)
+    for i, t in enumerate(trials[:2]):
+        ex.submit(Trial(10 + i, t.arch, t.seed))
+    again = ex.wait()
+    print("RESULT" + json.dumps({"pid": jax.process_index(), "count": jax.process_count(),
+                                 "max_in_flight": ex.max_in_flight,
+                                 "results": [r.to_dict() for r in res],
+                                 "executor": [(r.trial_id, r.reward) for r in again]}))
+""")
+
+
+def _run_env(**extra):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env.update(extra)
+    return env
+
+
+def _result(stdout: str) -> dict:
+    line = [l for l in stdout.splitlines() if l.startswith("RESULT")]
+    assert line, stdout
+    return json.loads(line[-1][len("RESULT"):])
+
+
+def test_four_devices_data_and_candidate_parallel():
+    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], capture_output=True, text=True, timeout=600,
+                          env=_run_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _result(proc.stdout)
+    # data-parallel over 4 devices = single device, up to float reduction order
+    assert out["dp_max_param_diff"] < 1e-3, out
+    for a, b in zip(out["one_hist"], out["dp_hist"]):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-3
+    assert abs(out["one_acc"] - out["dp_acc"]) <= 100.0 / 16 + 1e-9  # at most one of 16 images flips
+    # candidate-parallel: two children at once on devices 1 and 2; identical to device 0
+    assert out["cand_equal_one"] is True
+    assert out["devices_used"] == [1, 2]
+    assert [t for t, _, ok in out["executor"]] == [0, 1] and all(ok for *_, ok in out["executor"])
+    assert [r for _, r, _ in out["executor"]] == out["par_rewards"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_split_children_and_gather(tmp_path):
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESS, str(i), port, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_run_env())
+             for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=600)
+            assert p.returncode == 0, stderr[-3000:]
+            outs.append(_result(stdout))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [o["pid"] for o in outs] == [0, 1] and all(o["count"] == 2 for o in outs)
+    assert outs[0]["results"] == outs[1]["results"]  # every process has every result
+    res = outs[0]["results"]
+    assert [r["trial_id"] for r in res] == [0, 1, 2] and all(r["status"] == "ok" for r in res)
+    # round-robin share: process 0 trained trials 0 and 2, process 1 trial 1
+    assert [r["info"]["process_index"] for r in res] == [0, 1, 0]
+    # trials 0 and 2 are the same child and seed: process 0 trained it once and reused it
+    assert res[2]["info"].get("cached") is True and res[2]["reward"] == res[0]["reward"]
+    assert len(list((tmp_path / "children").glob("*/result.json"))) == 2
+    assert len(list((tmp_path / "children").glob("*/variables"))) == 2
+    for o in outs:
+        assert o["max_in_flight"] == 2
+        assert o["executor"] == [[10, res[0]["reward"]], [11, res[1]["reward"]]]
+
+
+def test_process_share_round_robin():
+    items = list(range(7))
+    shares = [parallel.process_share(items, i, 3) for i in range(3)]
+    assert shares == [[0, 3, 6], [1, 4], [2, 5]]
+    with pytest.raises(ValueError, match="process_index"):
+        parallel.process_share(items, 3, 3)
+    assert parallel.gather_objects([{"a": 1}]) == [{"a": 1}]  # one process: identity
