@@ -14,8 +14,8 @@ equal-count accuracy quantile bin ("quantile-spaced": the crowded 80-91% region 
 search actually has to choose). Correlations are reported for all and for each half.
 
 CPU budget: the network is shrunk (``--C``, ``--N``) and trained on a class-balanced subset;
-the defaults took 33 minutes for 1, 3 and 6 epochs on the shared 2-core machine (load 2-14). Rows are appended to the CSV as
-each child finishes, architectures run in a shuffled order, and ``--budget-minutes`` stops
+1, 3 and 6 epochs took 33 minutes on the shared 2-core machine (load 2-14). Rows are
+written to the CSV as each child finishes, architectures run in a shuffled order, and ``--budget-minutes`` stops
 starting new ones, so a cut-short run still spans the range. ``--analyze-only`` redoes the
 statistics and plot from the CSV.
 
