@@ -210,7 +210,7 @@ def analyze(args, wall_seconds: float | None) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", type=int, default=30)
-    p.add_argument("--epochs", type=int, nargs="+", default=[1, 3], help="recipe lengths to compare")
+    p.add_argument("--epochs", type=int, nargs="+", default=[1, 3, 6], help="recipe lengths to compare")
     p.add_argument("--C", type=int, default=8)
     p.add_argument("--N", type=int, default=1)
     p.add_argument("--train-per-class", type=int, default=200)
