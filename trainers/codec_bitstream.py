@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import constriction
@@ -105,6 +106,14 @@ def _split_escapes(values: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarra
     return symbols, values[outside]
 
 
+@functools.lru_cache(maxsize=16)
+def _coder_fns(config: CodecConfig):
+    """Jitted (params, input) functions per architecture: encode, scales, decode."""
+    model = HyperpriorCodec(config)
+    fn = lambda method: jax.jit(lambda p, a: model.apply({"params": p}, a, method=method))  # noqa: E731
+    return fn("encode_latents"), fn("hyper_scales"), fn("decode")
+
+
 class BitstreamCodec:
     """Compress/decompress images with one trained codec.
 
@@ -117,11 +126,7 @@ class BitstreamCodec:
     def __init__(self, config: CodecConfig, params, z_range: int = 64):
         self.config = config
         self.params = jax.tree_util.tree_map(np.asarray, params)
-        model = HyperpriorCodec(config)
-        variables = {"params": self.params}
-        self._encode = jax.jit(lambda x: model.apply(variables, x, method="encode_latents"))
-        self._scales = jax.jit(lambda z: model.apply(variables, z, method="hyper_scales"))
-        self._decode = jax.jit(lambda y: model.apply(variables, y, method="decode"))
+        self._encode, self._scales_fn, self._decode_fn = _coder_fns(config)
         self.z_range = int(z_range)
         self.z_models = [constriction.stream.model.Categorical(row, perfect=False)
                          for row in bottleneck_pmfs(self.params["entropy_bottleneck"], self.z_range)]
@@ -132,7 +137,7 @@ class BitstreamCodec:
 
     # ------------------------------------------------------------------ helpers
     def _y_groups(self, z_hat: np.ndarray) -> np.ndarray:
-        scales = np.asarray(self._scales(jnp.asarray(z_hat)))[0]
+        scales = np.asarray(self._scales_fn(self.params, jnp.asarray(z_hat)))[0]
         return scale_indexes(scales.reshape(-1, scales.shape[-1]), self.table).reshape(scales.shape)
 
     # ------------------------------------------------------------------ API
@@ -149,7 +154,7 @@ class BitstreamCodec:
         if h >= 1 << 16 or w >= 1 << 16:
             raise ValueError(f"image size {h}x{w} exceeds 65535")
         x = pad_to_multiple(image.astype(np.float32) / 255.0)[None]
-        y, z = self._encode(jnp.asarray(x))
+        y, z = self._encode(self.params, jnp.asarray(x))
         y_hat = np.round(np.asarray(y)).astype(np.int64)
         z_hat = np.round(np.asarray(z)).astype(np.int64)
         groups = self._y_groups(z_hat.astype(np.float32))
@@ -173,7 +178,7 @@ class BitstreamCodec:
             coder.encode_reverse(z_parts[c][0], self.z_models[c])
         words = coder.get_compressed().astype("<u4")
         data = struct.pack("<HH", h, w) + words.tobytes()
-        x_hat = np.asarray(self._decode(jnp.asarray(y_hat.astype(np.float32))))[0, :h, :w]
+        x_hat = np.asarray(self._decode_fn(self.params, jnp.asarray(y_hat.astype(np.float32))))[0, :h, :w]
         return data, x_hat
 
     def decompress(self, data: bytes) -> np.ndarray:
@@ -205,7 +210,7 @@ class BitstreamCodec:
         y_hat = np.empty_like(y_sorted)
         y_hat[order] = y_sorted
         y_hat = y_hat.reshape(groups.shape)[None].astype(np.float32)
-        return np.asarray(self._decode(jnp.asarray(y_hat)))[0, :h, :w]
+        return np.asarray(self._decode_fn(self.params, jnp.asarray(y_hat)))[0, :h, :w]
 
     def _resolve(self, coder, symbols: np.ndarray, half) -> np.ndarray:
         """Symbols -> values, reading the escaped values from the stream in order."""

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -420,11 +421,17 @@ def pad_to_multiple(x: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
     return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="edge") if (ph or pw) else x
 
 
-def init_params(config: CodecConfig, seed: int, image_size: int = SIZE_MULTIPLE):
-    """Parameters of ``HyperpriorCodec(config)`` (shape-independent of the image size)."""
+@functools.lru_cache(maxsize=32)
+def _init_fn(config: CodecConfig):
     model = HyperpriorCodec(config)
-    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    return jax.jit(lambda k: model.init({"params": k}, x, train=False)["params"])(jax.random.key(seed))
+    x = jnp.zeros((1, SIZE_MULTIPLE, SIZE_MULTIPLE, 3), jnp.float32)
+    return jax.jit(lambda k: model.init({"params": k}, x, train=False)["params"])
+
+
+def init_params(config: CodecConfig, seed: int):
+    """Parameters of ``HyperpriorCodec(config)`` (they do not depend on the image size).
+    One compiled init per architecture, cached."""
+    return _init_fn(config)(jax.random.key(seed))
 
 
 def count_params(params) -> int:

@@ -299,3 +299,26 @@ class CodecEvaluator:
                   "train_loss_last": float(np.mean([h["loss"] for h in history[-20:]])),
                   "steps": cfg.steps, "seed": seed, "width_scale": self.width_scale,
                   "proxy_params": count_params(ema), "lmbda": self.lmbda})
+
+
+def make_codec_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
+                         width_scale: float = 0.25, steps: int | None = None, seed: int = 0) -> CodecEvaluator:
+    """The evaluator the CLI's ``--space codec-hyperprior`` uses.
+
+    Args:
+      space: the CodecHyperpriorSpace.
+      lmbda: ``--lambda``, the fixed RD trade-off of the search.
+      photos_dir: training photos (default ``$LAYERNAS_SHARED/data/photos`` or
+        ``../shared/data/photos`` beside the repository).
+      width_scale: proxy width multiplier (``--width-scale``); 1.0 trains the real model.
+      steps: proxy optimizer steps (``--proxy-steps``; default PROXY_RECIPE.steps).
+      seed: the common-random-numbers seed of every trial.
+    """
+    import os
+
+    if photos_dir is None:
+        shared = Path(os.environ.get("LAYERNAS_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+        photos_dir = shared / "data" / "photos"
+    recipe = PROXY_RECIPE if steps is None else dataclasses.replace(PROXY_RECIPE, steps=int(steps))
+    return CodecEvaluator(space, lmbda=lmbda, recipe=recipe, photos_dir=photos_dir,
+                          width_scale=width_scale, seed=seed)
