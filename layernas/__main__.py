@@ -1,0 +1,5 @@
+import sys
+
+from layernas.cli import main
+
+sys.exit(main())

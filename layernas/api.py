@@ -1,0 +1,85 @@
+"""The library entry point: ``layernas.search``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from layernas.evaluator import Evaluator, Executor, as_executor
+from layernas.results import SearchResult, build_result
+from layernas.run import Budget, Progress, RunError, run_loop
+from layernas.searchers import make_searcher
+from layernas.searchers.base import Searcher, Target
+from layernas.space import SearchSpace
+
+
+def search(
+    space: SearchSpace,
+    evaluator: Evaluator | Executor,
+    budget: Budget | int,
+    target: Target | None = None,
+    *,
+    seed: int = 0,
+    searcher: str | Searcher = "layernas",
+    searcher_options: Mapping[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    max_in_flight: int = 1,
+    progress: bool = False,
+    settings: Mapping[str, Any] | None = None,
+) -> SearchResult:
+    """Search ``space`` for the best architecture under ``target`` within ``budget``.
+
+    Args:
+      space: a SearchSpace (see layernas.space).
+      evaluator: anything with ``evaluate(trial)`` (table lookup, JAX trainer), or an
+        Executor with ``submit``/``wait`` (the Ray backend).
+      budget: a Budget, or an int meaning that many evaluations.
+      target: the cost target; None means no constraint on the space's first metric.
+      seed: seeds the searcher and every trial; same seed, same answer.
+      searcher: "layernas" (default), another name from layernas.searchers.SEARCHERS, or a
+        ready Searcher.
+      searcher_options: keyword options for the named searcher (e.g. num_buckets).
+      out_dir: where to checkpoint and write history.csv, frontier.csv and result.json.
+      resume: continue the run checkpointed in out_dir.
+      max_in_flight: trials in flight at once for a plain evaluator (proposals are made
+        in batches of this size; results are identical to a parallel backend's).
+      progress: print a status line to stderr.
+      settings: extra JSON-able settings recorded in (and checked on resume against) the
+        checkpoint, such as the dataset or the table used.
+    Returns:
+      A SearchResult with ``best``, ``frontier`` and ``history`` (a pandas DataFrame).
+
+    Example:
+        >>> import layernas
+        >>> from layernas.search_spaces.nats_tss import NatsTss
+        >>> from layernas.tables import TableEvaluator, default_table
+        >>> space = NatsTss("cifar10")
+        >>> max_flops = space.cost_bounds((), "flops")[1]
+        >>> result = layernas.search(space, TableEvaluator(default_table(), "cifar10", space),
+        ...                          budget=200, target=layernas.Target("flops", max=0.5 * max_flops))
+        >>> result.best["costs"]["flops"] <= 0.5 * max_flops
+        True
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (Budget, int)):
+        raise RunError(f"budget must be a Budget or a positive number of evaluations, got {budget!r}")
+    if isinstance(budget, int):
+        budget = Budget(evaluations=budget)
+    if target is None:
+        target = Target(space.cost_metrics[0])
+    if not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise RunError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+    if isinstance(searcher, str):
+        options = dict(searcher_options or {})
+        strategy = make_searcher(searcher, space, target, **options)
+        run_settings = {"searcher_options": options}
+    else:
+        target.check(space)
+        strategy, run_settings = searcher, {}
+    run_settings.update(settings or {})
+    executor = as_executor(evaluator, max_in_flight)
+    out = Path(out_dir) if out_dir is not None else None
+    record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
+                      resume=resume, settings=run_settings,
+                      progress=Progress() if progress else None)
+    return build_result(space, target, record, out)

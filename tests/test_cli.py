@@ -1,0 +1,99 @@
+"""The CLI: a real search on the packaged table, resume by arguments, and one-line errors
+with exit code 2 for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from layernas.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_search_on_default_table_then_resume(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "--space", "nats-tss", "--dataset", "cifar10", "--flops-fraction", "0.5",
+            "--budget-evals", "60", "--quiet"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    result = json.loads((runs[0] / "result.json").read_text())
+    max_flops = 220.11969
+    assert result["best"]["costs"]["flops"] <= 0.5 * max_flops + 1e-9
+    assert result["evaluations"] == 60
+    # same arguments without --resume refuse to overwrite; with --resume and a larger
+    # budget they continue in the same folder
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "--resume" in err
+    code, out, err = run_cli(capsys, *args[:-3], "--budget-evals", "80", "--quiet", "--resume")
+    assert code == 0, err
+    assert json.loads((runs[0] / "result.json").read_text())["evaluations"] == 80
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["search", "--space", "nats-xyz"], "unknown space 'nats-xyz'"),
+    (["search", "--space", "nats-tss", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["search", "--space", "nats-tss", "--flops-fraction", "0"], "--flops-fraction must be in (0, 1]"),
+    (["search", "--space", "nats-tss", "--flops-fraction", "-0.5"], "--flops-fraction"),
+    (["search", "--space", "nats-tss", "--budget-evals", "0"], "budget evaluations must be a positive integer"),
+    (["search", "--space", "nats-tss", "--budget-evals", "-4"], "budget evaluations"),
+    (["search", "--space", "nats-tss", "--budget-seconds", "-1"], "budget seconds"),
+    (["search", "--space", "nats-tss", "--target-flops", "1"], "impossible"),
+    (["search", "--space", "nats-tss", "--metric", "madds"], "unknown metric 'madds'"),
+    (["search", "--space", "nats-tss", "--table", "/nonexistent/table.parquet"], "/nonexistent/table.parquet"),
+    (["search", "--space", "nats-tss", "--budget-evals", "ten"], "invalid int value: 'ten'"),
+    (["describe", "--space", "nats-tss", "--arch", "|conv~0|"], "|conv~0|"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv, *(["--quiet"] if argv[0] == "search" and len(argv) > 2 else []))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("layernas: error:"), err
+    assert needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_corrupt_table_checkpoint_and_changed_settings(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("this,is\nnot,a table\n")
+    code, _, err = run_cli(capsys, "search", "--space", "nats-tss", "--table", str(bad), "--quiet")
+    assert code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1
+    out = tmp_path / "run"
+    base = ["search", "--space", "nats-tss", "--budget-evals", "10", "--quiet", "--out", str(out)]
+    assert run_cli(capsys, *base)[0] == 0
+    code, _, err = run_cli(capsys, *base, "--resume", "--seed", "4")
+    assert code == 2 and "settings differ" in err and "seed" in err
+    (out / "checkpoint.json").write_text("garbage")
+    code, _, err = run_cli(capsys, *base, "--resume")
+    assert code == 2 and "cannot read checkpoint" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_describe_and_spaces(capsys):
+    code, out, _ = run_cli(capsys, "describe", "--space", "nats-tss")
+    assert code == 0 and "flops" in out and "nor_conv_3x3" in out
+    code, out, _ = run_cli(capsys, "spaces")
+    assert code == 0 and "nats-tss" in out and "nats-sss" in out
+
+
+def test_console_script_is_installed(tmp_path):
+    exe = shutil.which("layernas") or os.path.join(os.path.dirname(sys.executable), "layernas")
+    proc = subprocess.run([exe, "search", "--space", "nope"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "layernas: error: unknown space 'nope'; expected one of " + \
+        ", ".join(__import__("layernas.registry", fromlist=["SPACES"]).SPACES)
