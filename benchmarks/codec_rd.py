@@ -192,13 +192,14 @@ def run_stability(args) -> None:
                          **{k: r.info.get(k) for k in ("val_bpp", "val_psnr")}})
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    df.to_csv(OUT / "stability.csv", index=False)
+    (OUT / "stability").mkdir(parents=True, exist_ok=True)
+    df.to_csv(OUT / "stability" / "stability.csv", index=False)
     piv = df.pivot(index="arch", columns="seed", values="reward")
     s = piv.columns
     corr = {"spearman": float(spearmanr(piv[s[0]], piv[s[1]]).statistic),
             "kendall": float(kendalltau(piv[s[0]], piv[s[1]]).statistic),
             "seeds": [int(x) for x in s], "archs": len(piv)}
-    (OUT / "stability.json").write_text(json.dumps(corr, indent=2) + "\n")
+    (OUT / "stability" / "stability.json").write_text(json.dumps(corr, indent=2) + "\n")
 
 
 def write_summary(args) -> None:
@@ -226,19 +227,22 @@ def write_summary(args) -> None:
     for label, b, p in REFERENCE_POINTS:
         ax.plot([b], [p], "*", ms=12, label=f"{label} (published, full-res Kodak)")
     ax.set_xlabel("bits per pixel"), ax.set_ylabel("PSNR (dB, RGB)"), ax.grid(alpha=0.3)
-    ax.set_xlim(0, 2.0)
+    ax.set_xlim(0, max(2.0, 1.05 * float(curves.bpp_real.max())))
     ax.legend(fontsize=7)
     ax.set_title("Kodak (24 images) rate-distortion")
     fig.tight_layout()
     fig.savefig(OUT / "rd_kodak.png", dpi=120)
 
     ours = curves[curves.method != "JPEG (Pillow)"]
+    steps = (int(pd.read_csv(OUT / "training.csv").steps.iloc[0]) if (OUT / "training.csv").exists()
+             else args.steps)
     lines = ["# Codec rate-distortion on Kodak", "",
-             f"Command: `{' '.join(['python'] + sys.argv)}`. Kodak: all {per.image.nunique()} images, "
+             "Made by `benchmarks/codec_rd.py` (the RD run's command is in provenance.json, the stability "
+             f"run's in stability/provenance.json). Kodak: all {per.image.nunique()} images, "
              f"downscaled by {args.kodak_downscale} (Lanczos) for CPU time, so the numbers are not comparable "
              "one-to-one with the published full-resolution points (shown as markers).", "",
              "Our codec is the default hyperprior (N=128, M=192) trained with the *small CPU recipe* "
-             f"({args.steps} Adam steps, batch 4, 64x64 crops of ../shared/data/photos). Published models train "
+             f"({steps} Adam steps, batch 4, 64x64 crops of ../shared/data/photos). Published models train "
              "for ~1M steps; this run shows the pipeline (real bitstreams, bit-exact decode), not a competitive codec.",
              "", "## RD points (means over images)", "", markdown_table(curves), "",
              "## BD-rate against Pillow JPEG (bjontegaard, PCHIP; negative = fewer bits than JPEG)", ""]
@@ -258,11 +262,11 @@ def write_summary(args) -> None:
                      f"encode {r.encode_s:.2f} s, decode {r.decode_s:.2f} s per image")
     if (OUT / "training.csv").exists():
         lines += ["", "## Training (small CPU recipe)", "", markdown_table(pd.read_csv(OUT / "training.csv")), ""]
-    if (OUT / "stability.json").exists():
-        st = json.loads((OUT / "stability.json").read_text())
+    if (OUT / "stability" / "stability.json").exists():
+        st = json.loads((OUT / "stability" / "stability.json").read_text())
         lines += ["", "## Ranking stability of the search proxy", "",
                   f"{st['archs']} architectures, proxy recipe at width scale {args.width_scale}, seeds {st['seeds']}: "
-                  f"Spearman {st['spearman']:.3f}, Kendall {st['kendall']:.3f} (see stability.csv).", ""]
+                  f"Spearman {st['spearman']:.3f}, Kendall {st['kendall']:.3f} (see stability/).", ""]
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -284,15 +288,18 @@ def main(argv=None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     OUT.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    if not (args.summary_only or args.stability_only):
-        run_rd(args)
-    if args.stability or args.stability_only:
-        run_stability(args)
-    write_summary(args)
     from layernas.provenance import write_provenance
 
-    write_provenance(OUT, time.time() - start, " ".join(["python"] + sys.argv), args=vars(args))
+    command = " ".join(["python"] + sys.argv)
+    if not (args.summary_only or args.stability_only):
+        start = time.time()
+        run_rd(args)
+        write_provenance(OUT, time.time() - start, command, args=vars(args))
+    if args.stability or args.stability_only:
+        start = time.time()
+        run_stability(args)
+        write_provenance(OUT / "stability", time.time() - start, command, args=vars(args))
+    write_summary(args)
 
 
 if __name__ == "__main__":
