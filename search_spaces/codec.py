@@ -1,0 +1,179 @@
+"""``codec-hyperprior``: a layerwise search space over a learned codec's decoder.
+
+The codec is the Ballé 2018 scale hyperprior (:mod:`layernas.trainers.codec_model`). The
+encoder side (g_a, h_a) keeps its standard shape (N=128); the decoder side is searched,
+one decision per layer:
+
+==============  =============================================  ==================
+layer           options                                        default
+==============  =============================================  ==================
+``M``           latent channels 64, 96, 128, 192, 256          192
+``hs{i}_width`` h_s block i width 32, 64, 96, 128  (i = 0, 1)  128
+``hs{i}_kernel`` 3, 5                                          5
+``hs{i}_up``    deconv, subpixel, resize                       deconv
+``gs{i}_width`` g_s block i width 32, 64, 96, 128, 192 (0..2)  128
+``gs{i}_kernel`` 3, 5                                          5
+``gs{i}_up``    deconv, subpixel, resize                       deconv
+``gs{i}_act``   igdn, gdn_lite, leaky_relu                     igdn
+``gs3_kernel``  3, 5 (the last block, to RGB)                  5
+``gs3_up``      deconv, subpixel, resize                       deconv
+==============  =============================================  ==================
+
+The all-default architecture is exactly ``ScaleHyperprior(N=128, M=192)``. Unlike the
+LayerNAS paper (most expensive option as the default), the default here is the published
+model, which sits near the top of the cost range but not at it (width 192 and M=256 are
+dearer), so a search starting from it explores both cheaper and dearer decoders.
+
+Costs (``cost(arch)``), counted with :mod:`layernas.cost_model` at 768x512 (Kodak):
+
+* ``decoder_madds``: decoder (h_s + g_s) multiply-adds per image pixel. Transposed convs
+  are counted per *input* pixel (DESIGN.md); IGDN is a CxC 1x1 conv per pixel; GDN-lite
+  (diagonal gamma) costs C per pixel; activations, biases and resizes cost nothing. The
+  default is 43,540 MAC/pixel (DESIGN.md: 43.5k).
+* ``decoder_gmacs``: the same for one 768x512 image, in GMACs (1e9).
+* ``encoder_madds``: what the encoder runs per pixel: g_a + h_a + h_s (it needs the scales).
+* ``decoder_params``: parameters of h_s + g_s (+ the entropy bottleneck's tables are not
+  counted).
+
+Example:
+    >>> space = CodecHyperpriorSpace()
+    >>> space.cost(space.default_arch())["decoder_madds"]
+    43540.0
+"""
+
+from __future__ import annotations
+
+from layernas import cost_model as cm
+from layernas.space import Arch, Layer, SearchSpace, SpaceError
+from layernas.trainers.codec_model import CodecConfig, HyperpriorCodec, SynthesisBlock
+
+REFERENCE_SIZE = (512, 768)  # Kodak, H x W
+LATENT_OPTIONS = (64, 96, 128, 192, 256)
+GS_WIDTHS = (32, 64, 96, 128, 192)
+HS_WIDTHS = (32, 64, 96, 128)
+KERNELS = (3, 5)
+UPSAMPLERS = ("deconv", "subpixel", "resize")
+ACTS = ("igdn", "gdn_lite", "leaky_relu")
+
+
+def _layers() -> tuple[Layer, ...]:
+    layers = [Layer("M", LATENT_OPTIONS, default=LATENT_OPTIONS.index(192))]
+    for i in range(2):
+        layers += [Layer(f"hs{i}_width", HS_WIDTHS, default=HS_WIDTHS.index(128)),
+                   Layer(f"hs{i}_kernel", KERNELS, default=1),
+                   Layer(f"hs{i}_up", UPSAMPLERS, default=0)]
+    for i in range(3):
+        layers += [Layer(f"gs{i}_width", GS_WIDTHS, default=GS_WIDTHS.index(128)),
+                   Layer(f"gs{i}_kernel", KERNELS, default=1),
+                   Layer(f"gs{i}_up", UPSAMPLERS, default=0),
+                   Layer(f"gs{i}_act", ACTS, default=0)]
+    layers += [Layer("gs3_kernel", KERNELS, default=1), Layer("gs3_up", UPSAMPLERS, default=0)]
+    return tuple(layers)
+
+
+def _upsample_cost(name: str, shape, block: SynthesisBlock) -> cm.LayerCost:
+    fn = {"deconv": cm.conv_transpose2d, "subpixel": cm.subpixel_conv2d, "resize": cm.resize_conv2d}[block.upsample]
+    return fn(name, shape, block.width, kernel=block.kernel, bias=True)
+
+
+def _activation_cost(name: str, shape, act: str) -> list[cm.LayerCost]:
+    if act == "igdn":
+        return [cm.gdn(name, shape, inverse=True)]
+    if act == "gdn_lite":  # diagonal gamma: C multiply-adds per pixel, beta + gamma params
+        h, w, c = shape
+        return [cm.LayerCost(name, "gdn_lite", tuple(shape), tuple(shape), h * w * c, 2 * c)]
+    return []  # ReLU / LeakyReLU / none: free
+
+
+def _synthesis_costs(prefix: str, builder: cm.CostBuilder, blocks) -> None:
+    for i, block in enumerate(blocks):
+        builder.add(_upsample_cost(f"{prefix}{i}", builder.shape, block))
+        for layer in _activation_cost(f"{prefix}{i}_act", builder.shape, block.activation):
+            builder.add(layer)
+
+
+def codec_costs(config: CodecConfig, size: tuple[int, int] = REFERENCE_SIZE) -> dict[str, cm.NetworkCost]:
+    """Per-part :class:`~layernas.cost_model.NetworkCost` of a codec on an HxW image:
+    ``g_a``, ``h_a``, ``h_s``, ``g_s``."""
+    h, w = size
+    if h % 64 or w % 64:
+        raise ValueError(f"size {h}x{w} must be a multiple of 64 on each side")
+    n, m, nz = config.analysis_width, config.latent_channels, config.hyper_channels
+    ga = cm.CostBuilder((h, w, 3))
+    for i in range(3):
+        ga.conv2d(f"ga{i}", n, kernel=5, stride=2, bias=True).gdn(f"ga{i}_gdn")
+    ga.conv2d("ga3", m, kernel=5, stride=2, bias=True)
+    ha = cm.CostBuilder((h // 16, w // 16, m))
+    ha.conv2d("ha0", nz, kernel=3, bias=True).conv2d("ha1", nz, kernel=5, stride=2, bias=True)
+    ha.conv2d("ha2", nz, kernel=5, stride=2, bias=True)
+    hs = cm.CostBuilder((h // 64, w // 64, nz))
+    _synthesis_costs("hs", hs, config.hyper_synthesis)
+    hs.conv2d("hs_out", m, kernel=config.hyper_kernel, bias=True)
+    gs = cm.CostBuilder((h // 16, w // 16, m))
+    _synthesis_costs("gs", gs, config.synthesis)
+    return {"g_a": ga.result(), "h_a": ha.result(), "h_s": hs.result(), "g_s": gs.result()}
+
+
+class CodecHyperpriorSpace(SearchSpace):
+    """The codec decoder space (see the module docstring).
+
+    Args:
+      analysis_width: N of g_a and h_a (and z's channels); 128 in Ballé 2018.
+    """
+
+    name = "codec-hyperprior"
+    cost_metrics = ("decoder_madds", "decoder_gmacs", "encoder_madds", "decoder_params")
+
+    def __init__(self, analysis_width: int = 128):
+        self.analysis_width = int(analysis_width)
+        self.layers = _layers()
+        self._index = {layer.name: i for i, layer in enumerate(self.layers)}
+
+    def option(self, arch: Arch, name: str):
+        return self.layers[self._index[name]].options[arch[self._index[name]]]
+
+    def config(self, arch) -> CodecConfig:
+        """The :class:`CodecConfig` of an architecture."""
+        arch = self.validate(arch)
+        o = lambda name: self.option(arch, name)  # noqa: E731
+        hs = tuple(SynthesisBlock(o(f"hs{i}_width"), o(f"hs{i}_kernel"), o(f"hs{i}_up"), "relu") for i in range(2))
+        gs = tuple(SynthesisBlock(o(f"gs{i}_width"), o(f"gs{i}_kernel"), o(f"gs{i}_up"), o(f"gs{i}_act"))
+                   for i in range(3))
+        gs += (SynthesisBlock(3, o("gs3_kernel"), o("gs3_up"), "none"),)
+        return CodecConfig(latent_channels=o("M"), analysis_width=self.analysis_width,
+                           hyper_channels=self.analysis_width, synthesis=gs, hyper_synthesis=hs)
+
+    def cost(self, arch) -> dict[str, float]:
+        parts = codec_costs(self.config(arch))
+        pixels = REFERENCE_SIZE[0] * REFERENCE_SIZE[1]
+        dec = parts["h_s"].madds + parts["g_s"].madds
+        enc = parts["g_a"].madds + parts["h_a"].madds + parts["h_s"].madds
+        return {
+            "decoder_madds": dec / pixels,
+            "decoder_gmacs": dec / 1e9,
+            "encoder_madds": enc / pixels,
+            "decoder_params": float(parts["h_s"].params + parts["g_s"].params),
+        }
+
+    def build(self, arch) -> HyperpriorCodec:
+        return HyperpriorCodec(self.config(arch))
+
+    def arch_to_str(self, arch) -> str:
+        """``M192-hs128k5deconv-...``: readable, and parsed back by :meth:`str_to_arch`."""
+        arch = self.validate(arch)
+        return "-".join(f"{layer.name}={layer.options[a]}" for layer, a in zip(self.layers, arch))
+
+    def str_to_arch(self, text: str) -> Arch:
+        parts = text.strip().split("-")
+        if len(parts) != self.num_layers:
+            raise SpaceError(f"cannot parse codec arch {text!r}: expected {self.num_layers} 'name=value' parts")
+        arch = []
+        for layer, part in zip(self.layers, parts):
+            name, _, value = part.partition("=")
+            if name != layer.name:
+                raise SpaceError(f"codec arch {text!r}: part {part!r} should name layer {layer.name!r}")
+            matches = [i for i, opt in enumerate(layer.options) if str(opt) == value]
+            if not matches:
+                raise SpaceError(f"codec arch {text!r}: {value!r} is not an option of {layer.name!r} {layer.options}")
+            arch.append(matches[0])
+        return tuple(arch)
