@@ -152,6 +152,9 @@ class RayEvaluator:
         that it is returned as a failed result with the reason.
       runtime_env: Ray runtime environment for the workers (env vars, working_dir, pip).
       init_kwargs: extra keyword arguments for ``ray.init`` (when this class calls it).
+      check_resources: raise ValueError when no node of the cluster has the resources one
+        trial asks for (they would wait forever). Turn it off on an autoscaling cluster
+        that will add such nodes on demand.
 
     Attributes:
       stats: counters: ``workers_started``, ``worker_deaths``, ``retries``.
@@ -169,6 +172,7 @@ class RayEvaluator:
         max_retries: int = 2,
         runtime_env: dict | None = None,
         init_kwargs: dict | None = None,
+        check_resources: bool = True,
     ):
         _check_evaluator_or_factory(evaluator_or_factory)
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
@@ -193,6 +197,8 @@ class RayEvaluator:
                 kwargs["runtime_env"] = runtime_env
             ray.init(address=address, **kwargs)
             self._owns_ray = True
+        if check_resources:
+            self._check_resources({"CPU": num_cpus, "GPU": num_gpus, **dict(resources or {})})
         options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_restarts": 0, "max_task_retries": 0}
         if resources:
             options["resources"] = dict(resources)
@@ -266,6 +272,20 @@ class RayEvaluator:
         self.close()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _check_resources(self, wanted: dict[str, float]) -> None:
+        wanted = {k: v for k, v in wanted.items() if v}
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+            return
+        have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(node.items())
+                                   if k in wanted) or "none of them" for node in nodes)
+        ask = ", ".join(f"{k}={v:g}" for k, v in wanted.items())
+        if self._owns_ray:
+            self._ray.shutdown()
+        raise ValueError(f"no Ray node has the resources one trial asks for ({ask}); the nodes "
+                         f"have: {have or 'no live nodes'} (on an autoscaling cluster pass "
+                         f"check_resources=False)")
 
     def _dispatch(self) -> None:
         """Give queued trials to idle started workers; start workers while some are needed."""
