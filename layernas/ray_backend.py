@@ -47,6 +47,10 @@ RAY_MISSING = ("the Ray backend needs Ray, which is not installed; "
                "install it with `pip install -e .[ray]` (or `pip install 'ray[default]>=2.40'`)")
 
 
+class RayBackendError(RuntimeError):
+    """The Ray backend cannot go on (no worker could start, or none could build the evaluator)."""
+
+
 def import_ray():
     """Import ray, or raise a one-line ImportError saying how to install it."""
     try:
@@ -220,7 +224,7 @@ class RayEvaluator:
     def submit(self, trial: Trial) -> None:
         """Queue ``trial``; it starts as soon as a worker is free."""
         if self._closed:
-            raise RuntimeError("RayEvaluator is closed")
+            raise RayBackendError("RayEvaluator is closed")
         self._queue.append(trial)
         self._dispatch()
 
@@ -311,12 +315,12 @@ class RayEvaluator:
             self.stats["worker_deaths"] += 1
             if self.stats["worker_deaths"] > (self.max_retries + 1) * self.max_in_flight and \
                     self.stats["workers_started"] == 0:
-                raise RuntimeError(f"no Ray worker could start: {_first_line(e)}") from None
+                raise RayBackendError(f"no Ray worker could start: {_first_line(e)}") from None
             return
         worker.where = f"pid {info['pid']} on {info['host']}"
         if info["error"]:
             self.close()
-            raise RuntimeError(f"could not build the evaluator in a Ray worker ({worker.where}): "
+            raise RayBackendError(f"could not build the evaluator in a Ray worker ({worker.where}): "
                                f"{info['error']}")
         worker.started = True
         self.stats["workers_started"] += 1

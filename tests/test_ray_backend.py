@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[
 
 import layernas  # noqa: E402
 from layernas.evaluator import EvalResult, SerialExecutor, Trial  # noqa: E402
-from layernas.ray_backend import RayEvaluator, make_ray_executor  # noqa: E402
+from layernas.ray_backend import RayBackendError, RayEvaluator, make_ray_executor  # noqa: E402
 from layernas.searchers.base import Target  # noqa: E402
 from toy_spaces import AdditiveEvaluator, AdditiveSpace  # noqa: E402
 
@@ -176,7 +176,7 @@ def test_dispatch_factory_exceptions_and_bad_input(cluster):
     # a factory that cannot build the evaluator stops with the worker's error
     ex = RayEvaluator(broken_factory, max_in_flight=1)
     ex.submit(trials[0])
-    with pytest.raises(RuntimeError, match="could not build the evaluator.*no accelerator here"):
+    with pytest.raises(RayBackendError, match="could not build the evaluator.*no accelerator here"):
         ex.wait(timeout=60)
     ex.close()
     for bad, match in ((dict(max_in_flight=0), "max_in_flight"), (dict(num_gpus=-1), "num_gpus"),
