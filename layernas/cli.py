@@ -184,8 +184,8 @@ def cmd_describe(args) -> int:
 def cmd_convert(args) -> int:
     from layernas.tables import convert_official
 
-    path = convert_official(args.src, args.dst, space=args.space)
-    print(f"wrote {path}")
+    convert_official(args.src, args.dst, space=args.space)
+    print(f"wrote {args.dst}")
     return 0
 
 

@@ -23,7 +23,7 @@ def run_cli(capsys, *argv):
 def test_search_on_default_table_then_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["search", "--space", "nats-tss", "--dataset", "cifar10", "--flops-fraction", "0.5",
-            "--budget-evals", "60", "--quiet"]
+            "--budget-evals", "120", "--quiet"]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     runs = list((tmp_path / "runs").iterdir())
@@ -31,14 +31,14 @@ def test_search_on_default_table_then_resume(tmp_path, capsys, monkeypatch):
     result = json.loads((runs[0] / "result.json").read_text())
     max_flops = 220.11969
     assert result["best"]["costs"]["flops"] <= 0.5 * max_flops + 1e-9
-    assert result["evaluations"] == 60
+    assert result["evaluations"] == 120
     # same arguments without --resume refuse to overwrite; with --resume and a larger
     # budget they continue in the same folder
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and "--resume" in err
-    code, out, err = run_cli(capsys, *args[:-3], "--budget-evals", "80", "--quiet", "--resume")
+    code, out, err = run_cli(capsys, *args[:-3], "--budget-evals", "140", "--quiet", "--resume")
     assert code == 0, err
-    assert json.loads((runs[0] / "result.json").read_text())["evaluations"] == 80
+    assert json.loads((runs[0] / "result.json").read_text())["evaluations"] == 140
 
 
 @pytest.mark.parametrize("argv, needle", [
