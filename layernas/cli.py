@@ -19,6 +19,7 @@ from pathlib import Path
 
 from layernas import registry
 
+TARGET_METRICS = ("flops", "madds", "params", "latency", "decoder_gmacs")
 SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
@@ -62,8 +63,8 @@ def build_parser() -> Parser:
                    help="target max = this fraction of the most expensive architecture's cost")
     t.add_argument("--target-max", type=parse_number, help="target max of --metric (e.g. 300M)")
     t.add_argument("--target-min", type=parse_number, help="target min of --metric")
-    for metric in ("flops", "madds", "params", "latency"):
-        t.add_argument(f"--target-{metric}", type=parse_number, dest=f"target_{metric}",
+    for metric in TARGET_METRICS:
+        t.add_argument(f"--target-{metric.replace('_', '-')}", type=parse_number, dest=f"target_{metric}",
                        help=f"shorthand for --metric {metric} --target-max VALUE")
     t.add_argument("--cap", type=parse_cap, action="append", default=[],
                    help="METRIC=MAX: also cap another metric (repeatable)")
@@ -77,6 +78,20 @@ def build_parser() -> Parser:
     e.add_argument("--table", help="NATS table: a compact .csv/.parquet, or official NATS-Bench "
                                   "files (default: the table packaged with the install)")
     e.add_argument("--max-in-flight", type=int, default=1, help="trials in flight at once")
+    e.add_argument("--evaluator", choices=["auto", "dry-run"], default="auto",
+                   help="dry-run: a training-free proxy score (NOT accuracy) for trying a space")
+    e.add_argument("--trainer", help="train children: proxy | nats-12 | nats-200 (with --data)")
+    e.add_argument("--data", help="image folder root/<split>/<class>/*.jpg for --trainer")
+    e.add_argument("--devices", default="auto", help="trainer placement: auto|candidates|data|single")
+    e.add_argument("--lambda", dest="lmbda", type=float, default=0.013, help="codec RD lambda")
+    e.add_argument("--width-scale", type=float, default=0.25, help="codec proxy width scale")
+    e.add_argument("--proxy-steps", type=int, default=60, help="codec proxy training steps")
+    e.add_argument("--backend", choices=["local", "ray"], default="local")
+    e.add_argument("--address", default="auto", help="Ray address: auto | host:port | local")
+    e.add_argument("--max-concurrent", type=int, help="Ray: trials in flight (default --max-in-flight)")
+    e.add_argument("--gpus-per-trial", type=float, default=0.0)
+    e.add_argument("--cpus-per-trial", type=float, default=1.0)
+    e.add_argument("--max-retries", type=int, default=2)
     o = s.add_argument_group("output")
     o.add_argument("--out", help="run directory (default: runs/<named from the arguments>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -115,7 +130,7 @@ def make_target(args, space, entry):
     from layernas.searchers.base import Target
 
     metric, target_max = args.metric, args.target_max
-    for m in ("flops", "madds", "params", "latency"):
+    for m in TARGET_METRICS:
         value = getattr(args, f"target_{m}")
         if value is not None:
             if metric not in (None, m) or target_max is not None:
@@ -134,13 +149,31 @@ def make_target(args, space, entry):
     return Target(metric, max=target_max, min=args.target_min, caps=dict(args.cap))
 
 
-def make_evaluator(args, space, entry, dataset):
+def make_evaluator(args, space, entry, dataset, out=None):
+    if args.evaluator == "dry-run":
+        from layernas.dry_run import ProxyScoreEvaluator
+
+        return ProxyScoreEvaluator(space)
+    if args.space == "codec-hyperprior":
+        from layernas.trainers.codec_train import make_codec_evaluator
+
+        return make_codec_evaluator(space, args.lmbda, width_scale=args.width_scale,
+                                    steps=args.proxy_steps, seed=args.seed)
+    if args.trainer:
+        if not args.data:
+            raise UsageError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")
+        from layernas.trainers.evaluator import make_trainer_evaluator
+
+        return make_trainer_evaluator(space, args.data, args.trainer,
+                                      work_dir=(out / "trainer") if out else None,
+                                      data_seed=args.seed, devices=args.devices)
     if entry.evaluator == "table":
         from layernas.tables import TableEvaluator, load_table
 
         table = load_table(args.table, space="sss" if args.space == "nats-sss" else "tss")
         return TableEvaluator(table, dataset, space)
-    raise UsageError(f"space {args.space!r} needs a trainer evaluator (--trainer), not available here")
+    raise UsageError(f"space {args.space!r} must be trained: pass --trainer proxy --data DIR, "
+                     f"or --evaluator dry-run")
 
 
 def cmd_search(args) -> int:
@@ -157,16 +190,33 @@ def cmd_search(args) -> int:
     options = {k: v for k, v in (("num_buckets", args.num_buckets), ("per_bucket", args.per_bucket))
                if v is not None}
     out = Path(args.out) if args.out else default_out_dir(args, args.space, dataset, target)
-    evaluator = make_evaluator(args, space, entry, dataset)
-    settings = {"dataset": dataset, "table": str(args.table) if args.table else "default"}
+    evaluator = make_evaluator(args, space, entry, dataset, out)
+    max_in_flight = getattr(evaluator, "max_in_flight", args.max_in_flight) if args.trainer else args.max_in_flight
+    if args.backend == "ray":
+        import functools
+
+        from layernas.ray_backend import make_ray_executor
+
+        factory = functools.partial(make_evaluator, args, space, entry, dataset, out)
+        evaluator = make_ray_executor(factory, args.address, args.max_concurrent or args.max_in_flight,
+                                      num_gpus_per_trial=args.gpus_per_trial,
+                                      num_cpus_per_trial=args.cpus_per_trial, max_retries=args.max_retries)
+        max_in_flight = evaluator.max_in_flight
+    settings = {"dataset": dataset, "table": str(args.table) if args.table else "default",
+                "evaluator": "dry-run" if args.evaluator == "dry-run" else (args.trainer or entry.evaluator)}
     result = layernas.search(space, evaluator, budget, target, seed=args.seed, searcher=args.searcher,
                              searcher_options=options, out_dir=out, resume=args.resume,
-                             max_in_flight=args.max_in_flight, progress=not args.quiet,
+                             max_in_flight=max_in_flight, progress=not args.quiet,
                              settings=settings)
+    close = getattr(evaluator, "close", None)
+    if close:
+        close()
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
     else:
         print(result.summary())
+        if args.evaluator == "dry-run":
+            print("note: --evaluator dry-run: 'validation' is a training-free proxy score, NOT accuracy")
         print(f"target: {target.metric} in [{target.min if target.min is not None else '-inf'}, "
               f"{target.max if target.max is not None else 'inf'}]" +
               "".join(f", {m} <= {v:g}" for m, v in target.caps.items()))
@@ -207,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nlayernas: interrupted; everything finished so far is checkpointed "
               "(continue with --resume)", file=sys.stderr)
         return 130
-    except (ValueError, OSError, ImportError) as e:
+    except (ValueError, OSError, ImportError, RuntimeError) as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"layernas: error: {message}", file=sys.stderr)
         return 2

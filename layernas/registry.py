@@ -54,6 +54,33 @@ SPACES: dict[str, SpaceEntry] = {
 }
 
 
+def _mobile(name: str) -> Callable[[str], SearchSpace]:
+    def make(dataset: str) -> SearchSpace:
+        from layernas.search_spaces import mnasnet, mobilenet_v2, mobilenet_v3
+
+        factories = {**mobilenet_v2.SPACES, **mobilenet_v3.SPACES, **mnasnet.SPACES}
+        return factories[name]()
+
+    return make
+
+
+def _codec(dataset: str) -> SearchSpace:
+    from layernas.search_spaces.codec import CodecHyperpriorSpace
+
+    return CodecHyperpriorSpace()
+
+
+for _name in ("mobilenetv2", "mobilenetv2-1.4", "mobilenetv3-large", "mobilenetv3-small"):
+    SPACES[_name] = SpaceEntry(_mobile(_name), ("imagenet",), "trainer", "madds",
+                               f"{_name} layerwise space (224x224; MAdds as plain counts)")
+    SPACES[_name + "-cifar"] = SpaceEntry(_mobile(_name + "-cifar"), ("cifar10",), "trainer", "madds",
+                                          f"{_name} layerwise space, CIFAR-size (32x32, 10 classes)")
+SPACES["mnasnet-a1"] = SpaceEntry(_mobile("mnasnet-a1"), ("imagenet",), "trainer", "madds",
+                                  "MnasNet-A1 layerwise space (224x224)")
+SPACES["codec-hyperprior"] = SpaceEntry(_codec, ("photos",), "trainer", "decoder_gmacs",
+                                        "learned-codec decoder space (default: Balle hyperprior N=128, M=192)")
+
+
 def get_space_entry(name: str) -> SpaceEntry:
     if name not in SPACES:
         raise ValueError(f"unknown space {name!r}; expected one of {', '.join(SPACES)}")

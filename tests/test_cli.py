@@ -55,6 +55,8 @@ def test_search_on_default_table_then_resume(tmp_path, capsys, monkeypatch):
     (["search", "--space", "nats-tss", "--budget-evals", "ten"], "invalid int value: 'ten'"),
     (["describe", "--space", "nats-tss", "--arch", "|conv~0|"], "|conv~0|"),
     (["frobnicate"], "invalid choice"),
+    (["search", "--space", "mobilenetv2"], "--trainer proxy --data DIR"),
+    (["search", "--space", "mobilenetv2", "--trainer", "proxy"], "--trainer needs --data"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -97,3 +99,13 @@ def test_console_script_is_installed(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "layernas: error: unknown space 'nope'; expected one of " + \
         ", ".join(__import__("layernas.registry", fromlist=["SPACES"]).SPACES)
+
+
+def test_mobilenet_dry_run_search_respects_madds_and_params(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "search", "--space", "mobilenetv3-small", "--target-madds", "60M",
+                             "--cap", "params=2.6M", "--evaluator", "dry-run", "--budget-evals", "30",
+                             "--quiet", "--out", "r", "--json")
+    assert code == 0, err
+    best = json.loads(out)["best"]
+    assert best["costs"]["madds"] <= 60e6 and best["costs"]["params"] <= 2.6e6
