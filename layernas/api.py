@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,9 +25,10 @@ def search(
     searcher_options: Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
-    max_in_flight: int = 1,
+    max_in_flight: int | None = None,
     progress: bool = False,
     settings: Mapping[str, Any] | None = None,
+    distributed: bool | None = None,
 ) -> SearchResult:
     """Search ``space`` for the best architecture under ``target`` within ``budget``.
 
@@ -43,12 +45,24 @@ def search(
       out_dir: where to checkpoint and write history.csv, frontier.csv and result.json.
       resume: continue the run checkpointed in out_dir.
       max_in_flight: trials in flight at once for a plain evaluator (proposals are made
-        in batches of this size; results are identical to a parallel backend's).
-      progress: print a status line to stderr.
+        in batches of this size; results are identical to a parallel backend's). Default:
+        1, or in a multi-process search ``jax.device_count()`` (the trials of one round,
+        divided among the processes).
+      progress: print a status line to stderr (process 0 only).
       settings: extra JSON-able settings recorded in (and checked on resume against) the
         checkpoint, such as the dataset or the table used.
+      distributed: multi-process search over the processes joined by
+        ``jax.distributed.initialize()`` (call it first, in every process). Every process
+        calls ``search`` with the same arguments; the plain ``evaluator`` is wrapped in a
+        :class:`~layernas.trainers.parallel.DistributedExecutor`, so each process evaluates
+        its round-robin share of every round and all of them get every result; only
+        process 0 writes to ``out_dir``, and a resume reads process 0's checkpoint and
+        ships it to the others. None (default): on when ``jax.distributed`` is initialized
+        with more than one process; True: required (RunError if it is not initialized);
+        False: off (each process runs its own search).
     Returns:
-      A SearchResult with ``best``, ``frontier`` and ``history`` (a pandas DataFrame).
+      A SearchResult with ``best``, ``frontier`` and ``history`` (a pandas DataFrame);
+      in a multi-process search the same on every process except ``wall_seconds``.
 
     Example:
         >>> import layernas
@@ -67,7 +81,8 @@ def search(
         budget = Budget(evaluations=budget)
     if target is None:
         target = Target(space.cost_metrics[0])
-    if not isinstance(max_in_flight, int) or max_in_flight < 1:
+    if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                                      or max_in_flight < 1):
         raise RunError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
     if isinstance(searcher, str):
         options = dict(searcher_options or {})
@@ -77,9 +92,41 @@ def search(
         target.check(space)
         strategy, run_settings = searcher, {}
     run_settings.update(settings or {})
-    executor = as_executor(evaluator, max_in_flight)
+    executor = _distributed_executor(evaluator, distributed, max_in_flight)
+    if executor is None:
+        executor = as_executor(evaluator, max_in_flight or 1)
     out = Path(out_dir) if out_dir is not None else None
     record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
                       resume=resume, settings=run_settings,
                       progress=Progress() if progress else None)
     return build_result(space, target, record, out)
+
+
+def _distributed_executor(evaluator, distributed: bool | None, max_in_flight: int | None):
+    """A DistributedExecutor over ``evaluator`` for a multi-process search, or None.
+
+    Args:
+      evaluator: what :func:`search` was given.
+      distributed: :func:`search`'s ``distributed`` argument.
+      max_in_flight: trials per round (None: ``jax.device_count()``).
+    Returns:
+      the executor, or None for a single-process search.
+    Raises:
+      RunError: ``distributed=True`` without ``jax.distributed.initialize()``, or an
+        executor (not a plain evaluator) given for a multi-process search.
+    """
+    if distributed is False or hasattr(evaluator, "process_count"):
+        return None  # off, or already a multi-process executor
+    jax = sys.modules.get("jax")  # not imported: jax.distributed cannot be initialized
+    initialized = jax is not None and jax.distributed.is_initialized()
+    if distributed and not initialized:
+        raise RunError("distributed=True needs jax.distributed.initialize() to be called first, in every "
+                       "process (the CLI does it with --distributed)")
+    if not initialized or (distributed is None and jax.process_count() == 1):
+        return None
+    if hasattr(evaluator, "submit"):
+        raise RunError(f"a multi-process search needs a plain evaluator with evaluate(trial), got the executor "
+                       f"{type(evaluator).__name__}; pass the evaluator it wraps")
+    from layernas.trainers.parallel import DistributedExecutor
+
+    return DistributedExecutor(evaluator, max_in_flight)

@@ -138,7 +138,18 @@ def frontier_frame(space: SearchSpace, history: list[dict], target: Target,
 
 
 def build_result(space: SearchSpace, target: Target, record, out_dir: Path | None) -> SearchResult:
-    """Turn a RunRecord into a SearchResult (and write its files when out_dir is set)."""
+    """Turn a RunRecord into a SearchResult.
+
+    Args:
+      space: the searched space.
+      target: the run's target.
+      record: the :class:`~layernas.run.RunRecord` of the run loop.
+      out_dir: the run directory; history.csv, frontier.csv and result.json are written
+        there when it is set and ``record.writer`` is true (process 0 of a multi-process
+        run; the other processes return the same result without writing).
+    Returns:
+      the SearchResult.
+    """
     history = record.history
     best = None
     for h in history:
@@ -158,7 +169,7 @@ def build_result(space: SearchSpace, target: Target, record, out_dir: Path | Non
         settings=record.settings,
         out_dir=out_dir,
     )
-    if out_dir is not None:
+    if out_dir is not None and getattr(record, "writer", True):
         result.history.to_csv(out_dir / "history.csv", index=False)
         result.frontier.to_csv(out_dir / "frontier.csv", index=False)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2, default=_jsonable) + "\n")

@@ -11,6 +11,17 @@ After every submission and every result, the whole run (searcher state, committe
 history, trials in flight, results finished but not yet committed) is written to
 ``checkpoint.json`` atomically (write to a temporary file, fsync, rename). Resuming
 re-submits only the trials that were in flight and redoes no finished evaluation.
+
+**Several processes** (a multi-host run joined by ``jax.distributed``): when the executor
+says it spans processes (``process_count > 1``, with ``process_index`` and a collective
+``gather(obj)``, as :class:`layernas.trainers.parallel.DistributedExecutor` does), every
+process runs this same loop with the same settings and seed, and so proposes the same
+trials; the executor splits them among the processes and returns every result to every
+process. Only process 0 (the *writer*) touches ``out_dir``: it checks it, reads the
+checkpoint to resume from, writes the checkpoint and prints progress. At start-up process
+0's checkpoint (or its error) is shipped to every process through ``gather``, so the other
+processes never read the run's files and all of them raise the same error, or resume from
+the same state. Process 0's settings must equal every other process's (checked at start).
 """
 
 from __future__ import annotations
@@ -130,6 +141,7 @@ class RunRecord:
     settings: dict
     wall_seconds: float
     finished: bool
+    writer: bool = True
 
 
 def run_loop(
@@ -159,24 +171,42 @@ def run_loop(
         checkpoint there is an error (nothing already written is overwritten).
       settings: JSON-able description of the run; a resume must have the same settings
         (except the budget, which may be extended).
-      progress: a callable taking status lines, or None for silence.
+      progress: a callable taking status lines, or None for silence (always silent on
+        processes other than 0).
     Returns:
-      A RunRecord.
+      A RunRecord, the same on every process of a multi-process run (except
+      ``wall_seconds``, which is this process's wall time plus the checkpoint's, and
+      ``writer``, true on process 0 only).
+    Raises:
+      RunError: a budget, checkpoint or settings problem; in a multi-process run every
+        process raises the same one.
     """
     settings = json.loads(json.dumps(dict(settings or {}), default=str))
     settings.update({"seed": int(seed), "target": target.to_dict(), "searcher": searcher.name,
                      "space": space.name, "max_in_flight": int(executor.max_in_flight)})
     out = Path(out_dir) if out_dir is not None else None
-    checkpoint = None
-    if out is not None:
-        if out.exists() and not out.is_dir():
-            raise RunError(f"output path {out} exists and is not a directory")
-        checkpoint = load_checkpoint(out) if out.exists() else None
-        if checkpoint is not None and not resume:
-            raise RunError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
-        if checkpoint is None and resume and out.exists() and any(out.iterdir()):
-            raise RunError(f"--resume: {out} has no {CHECKPOINT_NAME} to resume from")
-        out.mkdir(parents=True, exist_ok=True)
+    processes = int(getattr(executor, "process_count", 1) or 1)
+    writer = int(getattr(executor, "process_index", 0) or 0) == 0
+    checkpoint, error = None, None
+    if writer:
+        try:
+            checkpoint = _open_run_dir(out, resume)
+        except RunError as e:
+            error = str(e)
+    if processes > 1:
+        every = executor.gather({"settings": {**settings, "budget": budget.to_dict()},
+                                 "checkpoint": checkpoint, "error": error})
+        if every[0]["error"]:
+            raise RunError(every[0]["error"])
+        for i, other in enumerate(every[1:], start=1):
+            if other["settings"] != every[0]["settings"]:
+                diffs = [f"{k}: {every[0]['settings'].get(k)!r} vs {other['settings'].get(k)!r}"
+                         for k in sorted(set(every[0]["settings"]) | set(other["settings"]))
+                         if every[0]["settings"].get(k) != other["settings"].get(k)]
+                raise RunError(f"process {i}'s settings differ from process 0's ({'; '.join(diffs)})")
+        checkpoint = every[0]["checkpoint"]
+    elif error:
+        raise RunError(error)
 
     if checkpoint is not None:
         old = {k: v for k, v in checkpoint["settings"].items() if k != "budget"}
@@ -195,7 +225,7 @@ def run_loop(
         state = searcher.init(int(seed))
         history, issued, in_flight, finished, wall_before = [], 0, {}, {}, 0.0
     settings["budget"] = budget.to_dict()
-    say = progress or (lambda line, final=False: None)
+    say = (progress if writer else None) or (lambda line, final=False: None)
     started = time.monotonic()
     charged = sum(h["cost_seconds"] for h in history)
     best: dict | None = None
@@ -204,7 +234,7 @@ def run_loop(
             best = h
 
     def save() -> None:
-        if out is None:
+        if out is None or not writer:
             return
         write_json_atomic(out / CHECKPOINT_NAME, {
             "version": CHECKPOINT_VERSION,
@@ -298,4 +328,29 @@ def run_loop(
         save()
     status(final=True)
     done = not in_flight
-    return RunRecord(history, state, settings, wall_before + time.monotonic() - started, done)
+    return RunRecord(history, state, settings, wall_before + time.monotonic() - started, done, writer)
+
+
+def _open_run_dir(out: Path | None, resume: bool) -> dict | None:
+    """Check ``out`` for a new run or a resume, create it, and return its checkpoint.
+
+    Args:
+      out: the run directory, or None (in memory).
+      resume: whether a checkpoint is expected.
+    Returns:
+      the checkpoint to resume from, or None for a new run.
+    Raises:
+      RunError: ``out`` is a file, already holds a run (without ``resume``), has no
+        checkpoint (with ``resume``), or its checkpoint is unreadable.
+    """
+    if out is None:
+        return None
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output path {out} exists and is not a directory")
+    checkpoint = load_checkpoint(out) if out.exists() else None
+    if checkpoint is not None and not resume:
+        raise RunError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
+    if checkpoint is None and resume and out.exists() and any(out.iterdir()):
+        raise RunError(f"--resume: {out} has no {CHECKPOINT_NAME} to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+    return checkpoint

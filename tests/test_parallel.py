@@ -122,21 +122,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_split_children_and_gather(tmp_path):
+def run_processes(argv_of, n: int = 2, timeout: float = 600, expect_rc: int = 0) -> list[subprocess.CompletedProcess]:
+    """Start ``n`` processes at once, ``argv_of(process_id, port)`` each (``port``: a free
+    loopback port for the jax.distributed coordinator), and wait for all of them.
+
+    Args:
+      argv_of: (process id, port) -> the argv of that process.
+      n: how many processes.
+      timeout: seconds to wait for each.
+      expect_rc: the exit code every process must have (asserted, with its stderr).
+    Returns:
+      one CompletedProcess per process, in process order.
+    """
     port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESS, str(i), port, str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_run_env())
-             for i in range(2)]
-    outs = []
+    procs = [subprocess.Popen(argv_of(i, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_run_env()) for i in range(n)]
+    done = []
     try:
         for p in procs:
-            stdout, stderr = p.communicate(timeout=600)
-            assert p.returncode == 0, stderr[-3000:]
-            outs.append(_result(stdout))
+            stdout, stderr = p.communicate(timeout=timeout)
+            assert p.returncode == expect_rc, stderr[-3000:]
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    return done
+
+
+def test_two_processes_split_children_and_gather(tmp_path):
+    outs = [_result(p.stdout) for p in
+            run_processes(lambda i, port: [sys.executable, "-c", TWO_PROCESS, str(i), port, str(tmp_path)])]
     assert [o["pid"] for o in outs] == [0, 1] and all(o["count"] == 2 for o in outs)
     assert outs[0]["results"] == outs[1]["results"]  # every process has every result
     res = outs[0]["results"]
@@ -159,3 +175,86 @@ def test_process_share_round_robin():
     with pytest.raises(ValueError, match="process_index"):
         parallel.process_share(items, 3, 3)
     assert parallel.gather_objects([{"a": 1}]) == [{"a": 1}]  # one process: identity
+
+
+# ------------------------------------------------------------------ multi-host search
+# Every process runs this same script: the same seeded search, joined by jax.distributed.
+# A counting wrapper records which trials this process evaluated itself.
+TABLE_SEARCH = textwrap.dedent("""
+    import json, sys
+    pid, port, out, budget, resume = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+    from layernas.trainers import parallel
+    parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
+    import layernas
+    from layernas.search_spaces.nats_tss import NatsTss
+    from layernas.tables import TableEvaluator, default_table
+    space = NatsTss("cifar10")
+    target = layernas.Target("flops", max=0.25 * space.cost_bounds((), "flops")[1])
+    class Counting:
+        def __init__(self, ev):
+            self.ev, self.seen = ev, []
+        def evaluate(self, trial):
+            self.seen.append(trial.trial_id)
+            return self.ev.evaluate(trial)
+    ev = Counting(TableEvaluator(default_table(), "cifar10", space))
+    res = layernas.search(space, ev, budget, target, seed=3, out_dir=out, resume=resume)
+    out = res.to_json()
+    out.pop("wall_seconds")
+    print("RESULT" + json.dumps({"pid": pid, "seen": ev.seen, "result": out,
+                                 "history": res.history.to_dict(orient="list")}, default=str))
+""")
+
+
+def _table_search_reference(budget: int):
+    """The same search as TABLE_SEARCH in this one process (max_in_flight = 2 devices)."""
+    import layernas
+    from layernas.search_spaces.nats_tss import NatsTss
+    from layernas.tables import TableEvaluator, default_table
+
+    space = NatsTss("cifar10")
+    target = layernas.Target("flops", max=0.25 * space.cost_bounds((), "flops")[1])
+    return layernas.search(space, TableEvaluator(default_table(), "cifar10", space), budget, target, seed=3,
+                           max_in_flight=2)
+
+
+def _same_json(a: dict, b: dict) -> bool:
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+
+def test_two_process_search_splits_trials_and_only_process_0_writes(tmp_path):
+    # process 1 is given its own out dir (on a pod it is the same path) to show that it never
+    # touches it: it must not even be created
+    outs = {0: tmp_path / "run", 1: tmp_path / "run-of-process-1"}
+
+    def argv(budget, resume):
+        return lambda i, port: [sys.executable, "-c", TABLE_SEARCH, str(i), port, str(outs[i]), str(budget), resume]
+
+    first = [_result(p.stdout) for p in run_processes(argv(40, "0"))]
+    assert not outs[1].exists()
+    assert sorted(p.name for p in outs[0].iterdir()) == ["checkpoint.json", "frontier.csv", "history.csv",
+                                                         "result.json"]
+    # every process returns the same result, history included
+    assert first[0]["result"] == first[1]["result"] and first[0]["history"] == first[1]["history"]
+    # each process evaluated only its round-robin share, and together every trial once
+    seen0, seen1 = set(first[0]["seen"]), set(first[1]["seen"])
+    assert seen0 and seen1 and not seen0 & seen1 and seen0 | seen1 == set(range(40))
+    rows = json.loads((outs[0] / "checkpoint.json").read_text())["history"]
+    assert {r["trial_id"] for r in rows if r["info"]["process_index"] == 1} == seen1
+
+    # resume with a larger budget: process 0's checkpoint is shipped to process 1; only the
+    # 20 new trials are evaluated, and the answer equals one uninterrupted 60-trial run
+    second = [_result(p.stdout) for p in run_processes(argv(60, "1"))]
+    assert not outs[1].exists()
+    assert second[0]["result"] == second[1]["result"]
+    new0, new1 = set(second[0]["seen"]), set(second[1]["seen"])
+    assert new0 and new1 and not new0 & new1 and new0 | new1 == set(range(40, 60))
+    assert second[0]["history"]["reward"][:40] == first[0]["history"]["reward"]
+
+    # equal to a single-process run with the same seed and trials per round
+    ref = _table_search_reference(60)
+    got = second[0]["result"]
+    assert got["best"] == json.loads(json.dumps(ref.best)) and got["evaluations"] == 60
+    ref_json = ref.to_json()
+    ref_json.pop("wall_seconds")
+    assert _same_json(got, ref_json)
+    assert second[0]["history"]["arch_str"] == list(ref.history["arch_str"])

@@ -26,6 +26,8 @@ Example (data-parallel over 4 CPU devices;
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import queue
 import threading
@@ -154,8 +156,15 @@ def process_share(items: Sequence[Any], process_index: int | None = None,
 def gather_objects(local: list[Any]) -> list[Any]:
     """Concatenate every process's JSON-able list, in process order, on every process.
 
-    Uses ``multihost_utils.process_allgather`` on the UTF-8 JSON bytes (two collectives:
-    the lengths, then the padded payloads). With one process it returns ``local``.
+    A collective: every process must call it, the same number of times. It uses
+    ``multihost_utils.process_allgather`` on the UTF-8 JSON bytes (two collectives: the
+    lengths, then the payloads padded to a power of two, so that a long search compiles
+    a handful of gather shapes rather than one per round).
+
+    Args:
+      local: this process's JSON-able items.
+    Returns:
+      every process's items, process 0's first. With one process, ``local``.
     """
     if jax.process_count() == 1:
         return list(local)
@@ -163,7 +172,7 @@ def gather_objects(local: list[Any]) -> list[Any]:
 
     payload = np.frombuffer(json.dumps(local).encode(), dtype=np.uint8)
     lengths = np.asarray(multihost_utils.process_allgather(np.asarray([payload.size], np.int32))).reshape(-1)
-    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded = np.zeros(max(256, 1 << int(lengths.max() - 1).bit_length()), np.uint8)
     padded[: payload.size] = payload
     every = np.asarray(multihost_utils.process_allgather(padded))
     out: list[Any] = []
@@ -172,26 +181,69 @@ def gather_objects(local: list[Any]) -> list[Any]:
     return out
 
 
-def evaluate_distributed(evaluator, trials: Sequence[Trial]) -> list[EvalResult]:
+def _accepts_placement(evaluator) -> bool:
+    """Whether ``evaluator.evaluate`` takes a ``placement`` keyword (the JAX trainer does,
+    a table lookup does not)."""
+    try:
+        params = inspect.signature(evaluator.evaluate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "placement" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _fingerprint(trials: Sequence[Trial]) -> str:
+    text = json.dumps([t.to_dict() for t in trials], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def evaluate_distributed(evaluator, trials: Sequence[Trial], per_device: bool = True) -> list[EvalResult]:
     """Evaluate ``trials`` split across processes; every process gets all results.
 
-    Each process evaluates :func:`process_share` of the trials (on its local devices, one
-    trial per device at a time via :func:`map_on_devices` when the evaluator accepts a
-    ``placement``), then the results are gathered and returned in trial order.
-    """
-    mine = process_share(list(trials))
+    A collective: every process must call it with the same trials (it checks, and raises
+    RuntimeError on every process when they differ, e.g. when processes were started with
+    different seeds). Each process evaluates :func:`process_share` of the trials, then the
+    results are gathered and returned in trial order. Each result's ``info`` records the
+    ``process_index`` that evaluated it.
 
-    def one(trial, device):
+    Args:
+      evaluator: has ``evaluate(trial)``; when it also takes ``placement=`` (the JAX
+        trainer) and ``per_device`` is true, this process's share runs one trial per local
+        device at a time (:func:`map_on_devices`); otherwise one after another.
+      trials: the trials of this round, the same on every process.
+      per_device: pin each trial to one local device (candidate-parallel); False lets the
+        evaluator use its own placement (e.g. a data-parallel mesh over the local devices).
+    Returns:
+      every trial's EvalResult, in the order of ``trials``.
+    """
+    trials = list(trials)
+    mine = process_share(trials)
+    index = jax.process_index()
+
+    def one(trial, device=None):
         try:
-            d = evaluator.evaluate(trial, placement=device).to_dict()
-        except Exception as e:
+            res = evaluator.evaluate(trial, placement=device) if device is not None else evaluator.evaluate(trial)
+            d = res.to_dict()
+        except Exception as e:  # one broken trial must not end the search
             d = EvalResult.failed(trial, f"{type(e).__name__}: {e}").to_dict()
-        d["info"]["process_index"] = jax.process_index()
+        d["info"] = {**d["info"], "process_index": index}
         return d
 
-    local = map_on_devices(one, mine)
-    results = [EvalResult.from_dict(d) for d in gather_objects(local)]
+    if per_device and _accepts_placement(evaluator):
+        local = map_on_devices(one, mine)
+    else:
+        local = [one(t) for t in mine]
+    every = gather_objects([{"process": index, "fingerprint": _fingerprint(trials), "results": local}])
+    prints = {e["fingerprint"] for e in every}
+    if len(prints) > 1:
+        raise RuntimeError(
+            f"processes diverged: they submitted different trials in the same round "
+            f"({len(prints)} different trial lists over {len(every)} processes); every process must run "
+            f"the same search with the same settings and seed")
+    results = [EvalResult.from_dict(d) for e in every for d in e["results"]]
     order = {t.trial_id: k for k, t in enumerate(trials)}
+    if sorted(order) != sorted(r.trial_id for r in results):
+        raise RuntimeError(f"gathered results are for trials {sorted(r.trial_id for r in results)}; "
+                           f"expected {sorted(order)}")
     return sorted(results, key=lambda r: order[r.trial_id])
 
 
@@ -200,27 +252,50 @@ class DistributedExecutor:
 
     Every process runs the same (deterministic, same-seed) search loop and so submits the
     same trials; ``wait()`` is a collective: it evaluates the pending trials with
-    :func:`evaluate_distributed` (each process trains its round-robin share on its local
-    devices) and returns all results on every process, so every host's searcher state stays
-    identical. Let only process 0 write the run's outputs (``jax.process_index() == 0``).
+    :func:`evaluate_distributed` (each process its round-robin share) and returns all
+    results on every process, so every host's searcher state stays identical.
+
+    It is also the run loop's view of the processes (``process_index``,
+    ``process_count``, :meth:`gather`): :func:`layernas.run.run_loop` lets only process 0
+    write the run's files and ships process 0's checkpoint to the others on resume.
+    ``layernas.search`` wraps a plain evaluator in one by itself when
+    ``jax.distributed`` is initialized with more than one process.
 
     Args:
-      evaluator: has ``evaluate(trial, placement=device)``.
+      evaluator: has ``evaluate(trial)`` (and, for the JAX trainer, ``placement=``).
       max_in_flight: trials per collective round (default: the number of devices over all
-        processes, ``jax.device_count()``).
+        processes, ``jax.device_count()``). The run's answer depends on it exactly as it
+        does on ``max_in_flight`` of a local run: a local run with the same value and seed
+        gives the same search.
+      per_device: pin each trial to one local device (default); False runs each process's
+        share one after another with the evaluator's own placement (a data-parallel mesh).
     """
 
-    def __init__(self, evaluator, max_in_flight: int | None = None):
+    def __init__(self, evaluator, max_in_flight: int | None = None, per_device: bool = True):
+        if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                                          or max_in_flight < 1):
+            raise ValueError(f"max_in_flight={max_in_flight!r}; expected a positive integer or None")
         self.evaluator = evaluator
         self.max_in_flight = int(max_in_flight or jax.device_count())
+        self.per_device = bool(per_device)
+        self.process_index = jax.process_index()
+        self.process_count = jax.process_count()
         self._pending: list[Trial] = []
 
     def submit(self, trial: Trial) -> None:
         self._pending.append(trial)
 
     def wait(self, timeout: float | None = None) -> list[EvalResult]:
+        """Evaluate every pending trial over all processes (a collective; ``timeout`` is
+        ignored) and return all their results, in trial order."""
         trials, self._pending = self._pending, []
-        return evaluate_distributed(self.evaluator, trials) if trials else []
+        return evaluate_distributed(self.evaluator, trials, self.per_device) if trials else []
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's JSON-able ``obj``, in process order (a collective)."""
+        return gather_objects([obj])
 
     def close(self) -> None:
-        pass
+        close = getattr(self.evaluator, "close", None)
+        if close:
+            close()
