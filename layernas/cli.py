@@ -2,6 +2,8 @@
 
     layernas search --space nats-tss --dataset cifar10 --flops-fraction 0.5
     layernas search --space nats-tss --dataset cifar10 --flops-fraction 0.5 --resume
+    layernas search --space nats-sss --trainer proxy --data DIR --epochs 1 --train-per-class 50
+    layernas search ... --distributed --coordinator HOST:PORT --num-processes N --process-id I
     layernas describe --space nats-tss --arch '|nor_conv_3x3~0|+|...|'
     layernas convert-table NATS-tss-v1_0-3ffb9-simple/ tss.parquet --space tss
     layernas spaces
@@ -12,7 +14,9 @@ Bad input of any kind prints one line, ``layernas: error: ...``, and exits with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -77,12 +81,20 @@ def build_parser() -> Parser:
     e = s.add_argument_group("evaluation")
     e.add_argument("--table", help="NATS table: a compact .csv/.parquet, or official NATS-Bench "
                                   "files (default: the table packaged with the install)")
-    e.add_argument("--max-in-flight", type=int, default=1, help="trials in flight at once")
+    e.add_argument("--max-in-flight", type=int,
+                   help="trials in flight at once (default 1; with --distributed, every device of every process)")
     e.add_argument("--evaluator", choices=["auto", "dry-run"], default="auto",
                    help="dry-run: a training-free proxy score (NOT accuracy) for trying a space")
     e.add_argument("--trainer", help="train children: proxy | nats-12 | nats-200 (with --data)")
     e.add_argument("--data", help="image folder root/<split>/<class>/*.jpg for --trainer")
     e.add_argument("--devices", default="auto", help="trainer placement: auto|candidates|data|single")
+    e.add_argument("--epochs", type=int, help="--trainer: epochs per child (default: the recipe's; proxy 5)")
+    e.add_argument("--batch-size", type=int, help="--trainer: global batch (default: the recipe's; proxy 128)")
+    e.add_argument("--train-per-class", type=int,
+                   help="--trainer: images per class taken from the train split, validation included "
+                        "(default: the recipe's; proxy 500)")
+    e.add_argument("--valid-per-class", type=int,
+                   help="--trainer: of those, images per class held out for validation (proxy 100)")
     e.add_argument("--lambda", dest="lmbda", type=float, default=0.013, help="codec RD lambda")
     e.add_argument("--width-scale", type=float, default=0.25, help="codec proxy width scale")
     e.add_argument("--proxy-steps", type=int, default=60, help="codec proxy training steps")
@@ -92,6 +104,14 @@ def build_parser() -> Parser:
     e.add_argument("--gpus-per-trial", type=float, default=0.0)
     e.add_argument("--cpus-per-trial", type=float, default=1.0)
     e.add_argument("--max-retries", type=int, default=2)
+    h = s.add_argument_group("multi-host search (jax.distributed); start the same command in every process")
+    h.add_argument("--distributed", action="store_true",
+                   help="join the processes with jax.distributed.initialize() before anything else; each process "
+                        "evaluates its share of every round, only process 0 writes --out (implied by the next three)")
+    h.add_argument("--coordinator", help="HOST:PORT of the coordinator, which process 0 starts (default: what JAX "
+                                         "detects on TPU/SLURM/Open MPI, or $JAX_COORDINATOR_ADDRESS)")
+    h.add_argument("--num-processes", type=int, help="how many processes (default: detected by JAX)")
+    h.add_argument("--process-id", type=int, help="this process, 0..N-1 (default: detected by JAX)")
     o = s.add_argument_group("output")
     o.add_argument("--out", help="run directory (default: runs/<named from the arguments>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -149,6 +169,71 @@ def make_target(args, space, entry):
     return Target(metric, max=target_max, min=args.target_min, caps=dict(args.cap))
 
 
+def distributed_options(args) -> dict | None:
+    """The ``jax.distributed.initialize`` arguments from ``--distributed``, ``--coordinator``,
+    ``--num-processes`` and ``--process-id``, checked; None for a one-process search.
+
+    Args:
+      args: the parsed ``search`` arguments.
+    Returns:
+      ``{"coordinator_address", "num_processes", "process_id"}`` (None values are left to
+      JAX's detection), or None when none of the four flags is given.
+    Raises:
+      UsageError: a malformed coordinator, a non-positive process count, a process id out of
+        range, or ``--backend ray`` with a multi-host search.
+    """
+    given = args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    if not given:
+        return None
+    if args.backend == "ray":
+        raise UsageError("--distributed and --backend ray are two different multi-machine backends; choose one")
+    if args.coordinator is not None:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})", args.coordinator.strip())
+        if not m or not 1 <= int(m.group(2)) <= 65535:
+            raise UsageError(f"--coordinator {args.coordinator!r}: expected HOST:PORT with a port in 1..65535, "
+                             f"e.g. 10.0.0.2:8476")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UsageError(f"--num-processes {args.num_processes}: expected a positive integer")
+    if args.process_id is not None:
+        if args.process_id < 0:
+            raise UsageError(f"--process-id {args.process_id}: expected 0 or more")
+        if args.num_processes is not None and args.process_id >= args.num_processes:
+            raise UsageError(f"--process-id {args.process_id}: expected 0..{args.num_processes - 1} "
+                             f"(--num-processes {args.num_processes})")
+    return {"coordinator_address": args.coordinator and args.coordinator.strip(),
+            "num_processes": args.num_processes, "process_id": args.process_id}
+
+
+def recipe_overrides(args) -> dict:
+    """Recipe fields set by ``--epochs``, ``--batch-size``, ``--train-per-class`` and
+    ``--valid-per-class``, checked.
+
+    Args:
+      args: the parsed ``search`` arguments.
+    Returns:
+      ``{field: value}`` for the flags given (empty when none is).
+    Raises:
+      UsageError: a flag without ``--trainer``, or a value out of range.
+    """
+    flags = {"epochs": ("--epochs", 1), "batch_size": ("--batch-size", 1),
+             "train_per_class": ("--train-per-class", 2), "valid_per_class": ("--valid-per-class", 1)}
+    out = {}
+    for field, (flag, least) in flags.items():
+        value = getattr(args, field)
+        if value is None:
+            continue
+        if not args.trainer:
+            raise UsageError(f"{flag} sets the training recipe; it needs --trainer proxy|nats-12|nats-200")
+        if value < least:
+            raise UsageError(f"{flag} {value}: expected an integer >= {least}")
+        out[field] = value
+    train, valid = out.get("train_per_class"), out.get("valid_per_class")
+    if train is not None and valid is not None and valid >= train:
+        raise UsageError(f"--valid-per-class {valid} must be below --train-per-class {train} "
+                         f"(validation is held out of the training images)")
+    return out
+
+
 def make_evaluator(args, space, entry, dataset, out=None):
     if args.evaluator == "dry-run":
         from layernas.dry_run import ProxyScoreEvaluator
@@ -164,9 +249,13 @@ def make_evaluator(args, space, entry, dataset, out=None):
             raise UsageError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")
         from layernas.trainers.evaluator import make_trainer_evaluator
 
+        devices = args.devices
+        if args.distributed and devices in ("auto", "candidates"):
+            devices = "single"  # DistributedExecutor spreads this process's share over its devices
         return make_trainer_evaluator(space, args.data, args.trainer,
                                       work_dir=(out / "trainer") if out else None,
-                                      data_seed=args.seed, devices=args.devices)
+                                      data_seed=args.seed, devices=devices,
+                                      recipe_overrides=recipe_overrides(args))
     if entry.evaluator == "table":
         from layernas.tables import TableEvaluator, load_table
 
@@ -176,10 +265,40 @@ def make_evaluator(args, space, entry, dataset, out=None):
                      f"or --evaluator dry-run")
 
 
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool = True):
+    """Send file descriptor 1 to stderr inside the block (when ``active``).
+
+    The collectives of a multi-host run (gloo on CPU) print connection messages straight to
+    the process's stdout from C++, which would corrupt ``--json`` output; this moves them,
+    and anything else printed during the search, to stderr.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def cmd_search(args) -> int:
     import layernas
     from layernas.run import Budget
 
+    init = distributed_options(args)
+    if init is not None:  # before anything else touches JAX's devices
+        from layernas.trainers.parallel import initialize_distributed
+
+        args.distributed = True
+        initialize_distributed(**init)
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        raise UsageError(f"--max-in-flight {args.max_in_flight}: expected a positive integer")
     entry = registry.get_space_entry(args.space)
     dataset = args.dataset or entry.datasets[0]
     space = registry.make_space(args.space, dataset)
@@ -190,24 +309,35 @@ def cmd_search(args) -> int:
     options = {k: v for k, v in (("num_buckets", args.num_buckets), ("per_bucket", args.per_bucket))
                if v is not None}
     out = Path(args.out) if args.out else default_out_dir(args, args.space, dataset, target)
+    overrides = recipe_overrides(args)
     evaluator = make_evaluator(args, space, entry, dataset, out)
-    max_in_flight = getattr(evaluator, "max_in_flight", args.max_in_flight) if args.trainer else args.max_in_flight
-    if args.backend == "ray":
+    max_in_flight = args.max_in_flight or 1
+    if args.trainer:
+        max_in_flight = getattr(evaluator, "max_in_flight", max_in_flight)
+    if args.distributed:
+        from layernas.trainers.parallel import DistributedExecutor
+
+        evaluator = DistributedExecutor(evaluator, args.max_in_flight, per_device=args.devices != "data")
+        max_in_flight = evaluator.max_in_flight
+    elif args.backend == "ray":
         import functools
 
         from layernas.ray_backend import make_ray_executor
 
         factory = functools.partial(make_evaluator, args, space, entry, dataset, out)
-        evaluator = make_ray_executor(factory, args.address, args.max_concurrent or args.max_in_flight,
+        evaluator = make_ray_executor(factory, args.address, args.max_concurrent or args.max_in_flight or 1,
                                       num_gpus_per_trial=args.gpus_per_trial,
                                       num_cpus_per_trial=args.cpus_per_trial, max_retries=args.max_retries)
         max_in_flight = evaluator.max_in_flight
     settings = {"dataset": dataset, "table": str(args.table) if args.table else "default",
                 "evaluator": "dry-run" if args.evaluator == "dry-run" else (args.trainer or entry.evaluator)}
-    result = layernas.search(space, evaluator, budget, target, seed=args.seed, searcher=args.searcher,
-                             searcher_options=options, out_dir=out, resume=args.resume,
-                             max_in_flight=max_in_flight, progress=not args.quiet,
-                             settings=settings)
+    if overrides:
+        settings["recipe_overrides"] = overrides
+    with stdout_to_stderr(args.distributed):  # gloo prints to stdout; keep --json output clean
+        result = layernas.search(space, evaluator, budget, target, seed=args.seed, searcher=args.searcher,
+                                 searcher_options=options, out_dir=out, resume=args.resume,
+                                 max_in_flight=max_in_flight, progress=not args.quiet,
+                                 settings=settings)
     close = getattr(evaluator, "close", None)
     if close:
         close()
@@ -220,7 +350,11 @@ def cmd_search(args) -> int:
         print(f"target: {target.metric} in [{target.min if target.min is not None else '-inf'}, "
               f"{target.max if target.max is not None else 'inf'}]" +
               "".join(f", {m} <= {v:g}" for m, v in target.caps.items()))
-        print(f"wrote {out}/history.csv, frontier.csv, result.json")
+        if getattr(evaluator, "process_index", 0) == 0:
+            print(f"wrote {out}/history.csv, frontier.csv, result.json")
+        else:
+            print(f"process {evaluator.process_index} of {evaluator.process_count}: "
+                  f"the run's files are written by process 0")
     return 0
 
 

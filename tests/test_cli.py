@@ -57,6 +57,17 @@ def test_search_on_default_table_then_resume(tmp_path, capsys, monkeypatch):
     (["frobnicate"], "invalid choice"),
     (["search", "--space", "mobilenetv2"], "--trainer proxy --data DIR"),
     (["search", "--space", "mobilenetv2", "--trainer", "proxy"], "--trainer needs --data"),
+    (["search", "--space", "nats-tss", "--coordinator", "localhost"], "--coordinator 'localhost': expected HOST:PORT"),
+    (["search", "--space", "nats-tss", "--coordinator", "h:99999"], "port in 1..65535"),
+    (["search", "--space", "nats-tss", "--distributed", "--num-processes", "0"], "--num-processes 0"),
+    (["search", "--space", "nats-tss", "--num-processes", "2", "--process-id", "2"], "--process-id 2: expected 0..1"),
+    (["search", "--space", "nats-tss", "--process-id", "-1"], "--process-id -1"),
+    (["search", "--space", "nats-tss", "--distributed", "--backend", "ray"], "choose one"),
+    (["search", "--space", "nats-tss", "--max-in-flight", "0"], "--max-in-flight 0"),
+    (["search", "--space", "nats-tss", "--epochs", "1"], "--epochs sets the training recipe; it needs --trainer"),
+    (["search", "--space", "nats-sss", "--trainer", "proxy", "--data", ".", "--epochs", "0"], "--epochs 0"),
+    (["search", "--space", "nats-sss", "--trainer", "proxy", "--data", ".", "--train-per-class", "5",
+      "--valid-per-class", "5"], "--valid-per-class 5 must be below --train-per-class 5"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -189,7 +189,7 @@ TABLE_SEARCH = textwrap.dedent("""
     from layernas.search_spaces.nats_tss import NatsTss
     from layernas.tables import TableEvaluator, default_table
     space = NatsTss("cifar10")
-    target = layernas.Target("flops", max=0.25 * space.cost_bounds((), "flops")[1])
+    target = layernas.Target("flops", max=0.5 * space.cost_bounds((), "flops")[1])
     class Counting:
         def __init__(self, ev):
             self.ev, self.seen = ev, []
@@ -197,7 +197,7 @@ TABLE_SEARCH = textwrap.dedent("""
             self.seen.append(trial.trial_id)
             return self.ev.evaluate(trial)
     ev = Counting(TableEvaluator(default_table(), "cifar10", space))
-    res = layernas.search(space, ev, budget, target, seed=3, out_dir=out, resume=resume)
+    res = layernas.search(space, ev, budget, target, seed=1, out_dir=out, resume=resume)
     out = res.to_json()
     out.pop("wall_seconds")
     print("RESULT" + json.dumps({"pid": pid, "seen": ev.seen, "result": out,
@@ -212,8 +212,8 @@ def _table_search_reference(budget: int):
     from layernas.tables import TableEvaluator, default_table
 
     space = NatsTss("cifar10")
-    target = layernas.Target("flops", max=0.25 * space.cost_bounds((), "flops")[1])
-    return layernas.search(space, TableEvaluator(default_table(), "cifar10", space), budget, target, seed=3,
+    target = layernas.Target("flops", max=0.5 * space.cost_bounds((), "flops")[1])
+    return layernas.search(space, TableEvaluator(default_table(), "cifar10", space), budget, target, seed=1,
                            max_in_flight=2)
 
 
@@ -253,8 +253,39 @@ def test_two_process_search_splits_trials_and_only_process_0_writes(tmp_path):
     # equal to a single-process run with the same seed and trials per round
     ref = _table_search_reference(60)
     got = second[0]["result"]
-    assert got["best"] == json.loads(json.dumps(ref.best)) and got["evaluations"] == 60
+    assert got["best"] is not None and got["evaluations"] == 60
+    assert got["best"] == json.loads(json.dumps(ref.best))
     ref_json = ref.to_json()
     ref_json.pop("wall_seconds")
     assert _same_json(got, ref_json)
     assert second[0]["history"]["arch_str"] == list(ref.history["arch_str"])
+
+
+def test_cli_distributed_search_equals_one_process(tmp_path, capsys):
+    from layernas.cli import main
+
+    common = ["search", "--space", "nats-tss", "--flops-fraction", "0.5", "--budget-evals", "60", "--seed", "1",
+              "--quiet", "--json"]
+    outs = {0: tmp_path / "run", 1: tmp_path / "run-of-process-1"}
+    procs = run_processes(lambda i, port: [sys.executable, "-m", "layernas.cli", *common, "--out", str(outs[i]),
+                                           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                           "--process-id", str(i)])
+    results = [json.loads(p.stdout) for p in procs]
+    for r in results:
+        r.pop("wall_seconds")
+    assert results[0] == results[1] and results[0]["evaluations"] == 60 and results[0]["best"] is not None
+    assert results[0]["settings"]["max_in_flight"] == 2  # one device per process
+    assert (outs[0] / "checkpoint.json").exists() and not outs[1].exists()
+    rows = json.loads((outs[0] / "checkpoint.json").read_text())["history"]
+    assert {r["info"]["process_index"] for r in rows} == {0, 1}
+    # process 0's error (the run exists, no --resume) reaches every process: all exit 2
+    for p in run_processes(lambda i, port: [sys.executable, "-m", "layernas.cli", *common, "--out", str(outs[i]),
+                                            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                            "--process-id", str(i)], expect_rc=2):
+        assert "already holds a search; pass --resume" in p.stderr and "Traceback" not in p.stderr
+    assert not outs[1].exists()
+    # one process, two trials in flight, same seed: the same search
+    assert main([*common, "--out", str(tmp_path / "single"), "--max-in-flight", "2"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    single.pop("wall_seconds")
+    assert single == results[0]

@@ -203,7 +203,7 @@ def load_variables(path: Path):
 
 def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None, data_seed: int = 0,
                            devices: str = "auto", compilation_cache=train_lib.DEFAULT_COMPILATION_CACHE,
-                           model_kwargs: dict | None = None):
+                           model_kwargs: dict | None = None, recipe_overrides: dict | None = None):
     """What ``layernas search --trainer NAME --data DIR`` builds.
 
     Args:
@@ -219,6 +219,10 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
         or "single".
       compilation_cache: persistent compilation cache dir (None: leave JAX's setting).
       model_kwargs: NATS builder overrides (``{"C": 8, "N": 1}`` for a reduced tss proxy).
+      recipe_overrides: :class:`~layernas.trainers.train.Recipe` fields to change, e.g.
+        ``{"epochs": 1, "train_per_class": 20, "valid_per_class": 5}`` (what the CLI's
+        ``--epochs``, ``--train-per-class`` and ``--valid-per-class`` set). They are part
+        of the recipe, hence of every child's key.
 
     Returns:
       a :class:`TrainerEvaluator`, or a
@@ -231,7 +235,13 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
     if devices not in ("auto", "candidates", "data", "single"):
         raise ValueError(f"devices={devices!r}; expected 'auto', 'candidates', 'data' or 'single'")
     train_lib.configure_compilation_cache(compilation_cache)
-    ev = TrainerEvaluator(space, data, train_lib.RECIPES[trainer], work_dir=work_dir, data_seed=data_seed,
+    recipe = train_lib.RECIPES[trainer]
+    if recipe_overrides:
+        unknown = sorted(set(recipe_overrides) - {f.name for f in dataclasses.fields(recipe)})
+        if unknown:
+            raise ValueError(f"recipe_overrides has unknown fields {unknown}; expected fields of Recipe")
+        recipe = recipe.replace(**recipe_overrides)
+    ev = TrainerEvaluator(space, data, recipe, work_dir=work_dir, data_seed=data_seed,
                           model_kwargs=model_kwargs)
     n = len(jax.local_devices())
     if devices == "data" and n > 1:
