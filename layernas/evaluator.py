@@ -111,7 +111,14 @@ class Evaluator(Protocol):
 
 @runtime_checkable
 class Executor(Protocol):
-    """Keeps trials in flight and reports them as they finish (in any order)."""
+    """Keeps trials in flight and reports them as they finish (in any order).
+
+    An executor that spans several processes (a multi-host run) also has
+    ``process_index`` and ``process_count`` and a collective ``gather(obj) -> list`` (every
+    process's JSON-able ``obj``, in process order); the run loop then lets only process 0
+    write files (see :mod:`layernas.run` and
+    :class:`layernas.trainers.parallel.DistributedExecutor`).
+    """
 
     max_in_flight: int
 

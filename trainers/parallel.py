@@ -17,6 +17,9 @@ Three ways, all on current JAX APIs (``jax.pmap`` is in maintenance mode since J
   each process trains ``trials[process_index::process_count]`` on its local devices, and
   the results are gathered to every process with
   ``jax.experimental.multihost_utils.process_allgather`` (gloo on CPU).
+  :class:`DistributedExecutor` is the run loop's form: ``layernas.search`` (and
+  ``layernas search --distributed``) use it so that every process runs the same search and
+  only process 0 writes the run's files.
 
 Example (data-parallel over 4 CPU devices;
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` must be set before JAX starts):
