@@ -296,7 +296,12 @@ def cmd_search(args) -> int:
         from layernas.trainers.parallel import initialize_distributed
 
         args.distributed = True
-        initialize_distributed(**init)
+        try:
+            initialize_distributed(**init)
+        except (ValueError, TypeError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"jax.distributed.initialize: {first} (pass --coordinator HOST:PORT --num-processes N "
+                             f"--process-id I, or run where JAX finds them: Cloud TPU, SLURM, Open MPI)") from None
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise UsageError(f"--max-in-flight {args.max_in_flight}: expected a positive integer")
     entry = registry.get_space_entry(args.space)

@@ -261,34 +261,39 @@ def test_two_process_search_splits_trials_and_only_process_0_writes(tmp_path):
     assert second[0]["history"]["arch_str"] == list(ref.history["arch_str"])
 
 
+def run_cli_processes(argv: list[str], outs: dict, expect_rc: int = 0) -> list[subprocess.CompletedProcess]:
+    """``layernas <argv> --out outs[i]`` as process i of two, joined on a loopback coordinator."""
+    return run_processes(lambda i, port: [sys.executable, "-m", "layernas.cli", *argv, "--out", str(outs[i]),
+                                          "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                          "--process-id", str(i)], expect_rc=expect_rc)
+
+
+def _json_without_wall(text: str) -> dict:
+    """A ``--json`` result without ``wall_seconds`` (each process's own clock)."""
+    result = json.loads(text)
+    result.pop("wall_seconds")
+    return result
+
+
 def test_cli_distributed_search_equals_one_process(tmp_path, capsys):
     from layernas.cli import main
 
     common = ["search", "--space", "nats-tss", "--flops-fraction", "0.5", "--budget-evals", "60", "--seed", "1",
               "--quiet", "--json"]
     outs = {0: tmp_path / "run", 1: tmp_path / "run-of-process-1"}
-    procs = run_processes(lambda i, port: [sys.executable, "-m", "layernas.cli", *common, "--out", str(outs[i]),
-                                           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                           "--process-id", str(i)])
-    results = [json.loads(p.stdout) for p in procs]
-    for r in results:
-        r.pop("wall_seconds")
+    results = [_json_without_wall(p.stdout) for p in run_cli_processes(common, outs)]
     assert results[0] == results[1] and results[0]["evaluations"] == 60 and results[0]["best"] is not None
     assert results[0]["settings"]["max_in_flight"] == 2  # one device per process
     assert (outs[0] / "checkpoint.json").exists() and not outs[1].exists()
     rows = json.loads((outs[0] / "checkpoint.json").read_text())["history"]
     assert {r["info"]["process_index"] for r in rows} == {0, 1}
     # process 0's error (the run exists, no --resume) reaches every process: all exit 2
-    for p in run_processes(lambda i, port: [sys.executable, "-m", "layernas.cli", *common, "--out", str(outs[i]),
-                                            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                            "--process-id", str(i)], expect_rc=2):
+    for p in run_cli_processes(common, outs, expect_rc=2):
         assert "already holds a search; pass --resume" in p.stderr and "Traceback" not in p.stderr
     assert not outs[1].exists()
     # one process, two trials in flight, same seed: the same search
     assert main([*common, "--out", str(tmp_path / "single"), "--max-in-flight", "2"]) == 0
-    single = json.loads(capsys.readouterr().out)
-    single.pop("wall_seconds")
-    assert single == results[0]
+    assert _json_without_wall(capsys.readouterr().out) == results[0]
 
 
 @pytest.mark.slow
@@ -303,12 +308,7 @@ def test_cli_distributed_trainer_search_on_cifar10(tmp_path, capsys, cifar10_dir
               "--train-per-class", "12", "--valid-per-class", "4", "--batch-size", "32", "--budget-evals", "4",
               "--quiet", "--json"]
     outs = {0: tmp_path / "run", 1: tmp_path / "run-of-process-1"}
-    procs = run_processes(lambda i, port: [sys.executable, "-m", "layernas.cli", *common, "--out", str(outs[i]),
-                                           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                           "--process-id", str(i)])
-    results = [json.loads(p.stdout) for p in procs]
-    for r in results:  # wall_seconds is each process's own clock
-        r.pop("wall_seconds")
+    results = [_json_without_wall(p.stdout) for p in run_cli_processes(common, outs)]
     assert results[0] == results[1] and results[0]["evaluations"] == 4
     rows = json.loads((outs[0] / "checkpoint.json").read_text())["history"]
     assert [r["info"]["process_index"] for r in rows] == [0, 1, 0, 1]
@@ -336,3 +336,12 @@ def test_distributed_true_without_jax_distributed_is_a_run_error():
         layernas.search(space, TableEvaluator(default_table(), "cifar10", space), 5, distributed=True)
     with pytest.raises(ValueError, match="max_in_flight=0"):
         parallel.DistributedExecutor(object(), max_in_flight=0)
+
+
+def test_cli_distributed_without_a_cluster_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "layernas.cli", "search", "--space", "nats-tss", "--distributed",
+                           "--quiet"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_run_env())
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("layernas: error: jax.distributed.initialize:"), proc.stderr
+    assert "--coordinator HOST:PORT" in lines[0] and not (tmp_path / "runs").exists()
