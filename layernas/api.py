@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from layernas.evaluator import Evaluator, Executor, as_executor
+from layernas.evaluator import Evaluator, Executor, as_executor, check_max_in_flight
 from layernas.results import SearchResult, build_result
 from layernas.run import Budget, Progress, RunError, run_loop
 from layernas.searchers import make_searcher
@@ -81,9 +81,7 @@ def search(
         budget = Budget(evaluations=budget)
     if target is None:
         target = Target(space.cost_metrics[0])
-    if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
-                                      or max_in_flight < 1):
-        raise RunError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+    check_max_in_flight(max_in_flight, RunError)
     if isinstance(searcher, str):
         options = dict(searcher_options or {})
         strategy = make_searcher(searcher, space, target, **options)

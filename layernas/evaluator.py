@@ -165,6 +165,17 @@ class SerialExecutor:
             close()
 
 
+def check_max_in_flight(value, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless ``value`` is None or a positive integer (bools are not).
+
+    Args:
+      value: an executor's or a search's ``max_in_flight``.
+      error: the exception type to raise (``RunError`` from :func:`layernas.search`).
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise error(f"max_in_flight={value!r}; expected a positive integer")
+
+
 def as_executor(evaluator: Evaluator | Executor, max_in_flight: int = 1) -> Executor:
     """Wrap a plain evaluator in a SerialExecutor; pass an Executor through."""
     if isinstance(evaluator, Executor) and hasattr(evaluator, "submit"):

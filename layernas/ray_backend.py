@@ -41,7 +41,7 @@ import socket
 import time
 from typing import Any, Callable
 
-from layernas.evaluator import EvalResult, Evaluator, Trial
+from layernas.evaluator import EvalResult, Evaluator, Trial, check_max_in_flight
 
 RAY_MISSING = ("the Ray backend needs Ray, which is not installed; "
                "install it with `pip install -e .[ray]` (or `pip install 'ray[default]>=2.40'`)")
@@ -179,8 +179,9 @@ class RayEvaluator:
         check_resources: bool = True,
     ):
         _check_evaluator_or_factory(evaluator_or_factory)
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        if max_in_flight is None:
+            raise ValueError("max_in_flight=None; expected a positive integer")
+        check_max_in_flight(max_in_flight)
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")

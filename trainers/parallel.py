@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from layernas.evaluator import EvalResult, Trial
+from layernas.evaluator import EvalResult, Trial, check_max_in_flight
 from layernas.trainers import train as train_lib
 
 
@@ -275,9 +275,7 @@ class DistributedExecutor:
     """
 
     def __init__(self, evaluator, max_in_flight: int | None = None, per_device: bool = True):
-        if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
-                                          or max_in_flight < 1):
-            raise ValueError(f"max_in_flight={max_in_flight!r}; expected a positive integer or None")
+        check_max_in_flight(max_in_flight)
         self.evaluator = evaluator
         self.max_in_flight = int(max_in_flight or jax.device_count())
         self.per_device = bool(per_device)
