@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -25,6 +26,9 @@ from layernas import registry
 
 TARGET_METRICS = ("flops", "madds", "params", "latency", "decoder_gmacs")
 SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+CODEC_DEFAULTS = {"lmbda": 0.013, "width_scale": 0.25, "proxy_steps": 60}
 
 
 class UsageError(ValueError):
@@ -95,9 +99,12 @@ def build_parser() -> Parser:
                         "(default: the recipe's; proxy 500)")
     e.add_argument("--valid-per-class", type=int,
                    help="--trainer: of those, images per class held out for validation (proxy 100)")
-    e.add_argument("--lambda", dest="lmbda", type=float, default=0.013, help="codec RD lambda")
-    e.add_argument("--width-scale", type=float, default=0.25, help="codec proxy width scale")
-    e.add_argument("--proxy-steps", type=int, default=60, help="codec proxy training steps")
+    e.add_argument("--lambda", dest="lmbda", type=float,
+                   help=f"codec: the RD trade-off of the reward (default {CODEC_DEFAULTS['lmbda']})")
+    e.add_argument("--width-scale", type=float,
+                   help=f"codec: proxy width multiplier in (0, 1] (default {CODEC_DEFAULTS['width_scale']})")
+    e.add_argument("--proxy-steps", type=int,
+                   help=f"codec: proxy training steps per child (default {CODEC_DEFAULTS['proxy_steps']})")
     e.add_argument("--backend", choices=["local", "ray"], default="local")
     e.add_argument("--address", default="auto", help="Ray address: auto | host:port | local")
     e.add_argument("--max-concurrent", type=int, help="Ray: trials in flight (default --max-in-flight)")
@@ -234,6 +241,38 @@ def recipe_overrides(args) -> dict:
     return out
 
 
+def codec_options(args) -> dict | None:
+    """``--lambda``, ``--width-scale`` and ``--proxy-steps`` with their defaults, checked.
+
+    Args:
+      args: the parsed ``search`` arguments.
+    Returns:
+      ``{"lmbda", "width_scale", "proxy_steps"}`` for ``--space codec-hyperprior``, else None.
+    Raises:
+      UsageError: a codec flag with another space, a classifier recipe flag with the codec
+        space, or a value out of range.
+    """
+    flags = {"lmbda": "--lambda", "width_scale": "--width-scale", "proxy_steps": "--proxy-steps"}
+    if args.space != "codec-hyperprior":
+        for field, flag in flags.items():
+            if getattr(args, field) is not None:
+                raise UsageError(f"{flag} applies to --space codec-hyperprior, not --space {args.space}")
+        return None
+    for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size"),
+                        ("--train-per-class", "train_per_class"), ("--valid-per-class", "valid_per_class")):
+        if getattr(args, field) is not None:
+            raise UsageError(f"{flag} sets the image-classifier recipe; the codec space trains with "
+                             f"--proxy-steps, --width-scale and --lambda")
+    out = {k: (CODEC_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)) for k in flags}
+    if not (out["lmbda"] > 0 and math.isfinite(out["lmbda"])):
+        raise UsageError(f"--lambda {out['lmbda']}: expected a positive number (CompressAI uses 0.0018-0.18)")
+    if not 0 < out["width_scale"] <= 1:
+        raise UsageError(f"--width-scale {out['width_scale']}: expected a number in (0, 1]")
+    if out["proxy_steps"] < 1:
+        raise UsageError(f"--proxy-steps {out['proxy_steps']}: expected an integer >= 1")
+    return out
+
+
 def make_evaluator(args, space, entry, dataset, out=None):
     if args.evaluator == "dry-run":
         from layernas.dry_run import ProxyScoreEvaluator
@@ -242,8 +281,9 @@ def make_evaluator(args, space, entry, dataset, out=None):
     if args.space == "codec-hyperprior":
         from layernas.trainers.codec_train import make_codec_evaluator
 
-        return make_codec_evaluator(space, args.lmbda, width_scale=args.width_scale,
-                                    steps=args.proxy_steps, seed=args.seed)
+        codec = codec_options(args)
+        return make_codec_evaluator(space, codec["lmbda"], width_scale=codec["width_scale"],
+                                    steps=codec["proxy_steps"], seed=args.seed)
     if args.trainer:
         if not args.data:
             raise UsageError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")
@@ -314,6 +354,7 @@ def cmd_search(args) -> int:
     options = {k: v for k, v in (("num_buckets", args.num_buckets), ("per_bucket", args.per_bucket))
                if v is not None}
     out = Path(args.out) if args.out else default_out_dir(args, args.space, dataset, target)
+    codec = codec_options(args)
     overrides = recipe_overrides(args)
     evaluator = make_evaluator(args, space, entry, dataset, out)
     max_in_flight = args.max_in_flight or 1
@@ -338,6 +379,8 @@ def cmd_search(args) -> int:
                 "evaluator": "dry-run" if args.evaluator == "dry-run" else (args.trainer or entry.evaluator)}
     if overrides:
         settings["recipe_overrides"] = overrides
+    if codec:
+        settings["codec"] = codec
     with stdout_to_stderr(args.distributed):  # gloo prints to stdout; keep --json output clean
         result = layernas.search(space, evaluator, budget, target, seed=args.seed, searcher=args.searcher,
                                  searcher_options=options, out_dir=out, resume=args.resume,

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from layernas.cli import main
+from tests.conftest import shared_path
 
 
 def run_cli(capsys, *argv):
@@ -68,6 +69,12 @@ def test_search_on_default_table_then_resume(tmp_path, capsys, monkeypatch):
     (["search", "--space", "nats-sss", "--trainer", "proxy", "--data", ".", "--epochs", "0"], "--epochs 0"),
     (["search", "--space", "nats-sss", "--trainer", "proxy", "--data", ".", "--train-per-class", "5",
       "--valid-per-class", "5"], "--valid-per-class 5 must be below --train-per-class 5"),
+    (["search", "--space", "nats-tss", "--lambda", "0.01"], "--lambda applies to --space codec-hyperprior"),
+    (["search", "--space", "codec-hyperprior", "--lambda", "0"], "--lambda 0.0: expected a positive number"),
+    (["search", "--space", "codec-hyperprior", "--lambda", "nan"], "--lambda nan"),
+    (["search", "--space", "codec-hyperprior", "--width-scale", "1.5"], "--width-scale 1.5: expected a number in (0, 1]"),
+    (["search", "--space", "codec-hyperprior", "--proxy-steps", "0"], "--proxy-steps 0"),
+    (["search", "--space", "codec-hyperprior", "--epochs", "3"], "--epochs sets the image-classifier recipe"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -193,3 +200,26 @@ def test_mobilenet_cifar_trainer_search(tmp_path, capsys, cifar10_dir):
     assert best is not None and best["costs"]["madds"] <= 100e6
     assert 0 <= best["reward"] <= 100 and best["test"] is None
     assert len(list((tmp_path / "run" / "trainer" / "children").glob("*/variables"))) == 1
+
+
+def test_codec_search_on_real_photos_respects_the_gmacs_budget_and_resumes(tmp_path, capsys):
+    # LayerNAS with the codec trainer end to end: tiny proxies (widths / 16, 3 steps) on crops
+    # of ../shared/data/photos; the reward is -RD loss with hard rounding on held-out photos.
+    shared_path("data", "photos")
+    out = tmp_path / "run"
+    args = ["search", "--space", "codec-hyperprior", "--target-decoder-gmacs", "16.5", "--lambda", "0.0067",
+            "--width-scale", "0.0625", "--proxy-steps", "3", "--budget-evals", "3", "--quiet", "--out", str(out)]
+    code, _, err = run_cli(capsys, *args, "--json")
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    assert result["settings"]["codec"] == {"lmbda": 0.0067, "width_scale": 0.0625, "proxy_steps": 3}
+    rows = json.loads((out / "checkpoint.json").read_text())["history"]
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert r["info"]["lmbda"] == 0.0067 and r["info"]["steps"] == 3 and r["reward"] < 0
+        assert r["reward"] == pytest.approx(-(0.0067 * 255 ** 2 * r["info"]["val_mse"] + r["info"]["val_bpp"]),
+                                            rel=1e-4)
+    assert result["best"]["costs"]["decoder_gmacs"] <= 16.5
+    # a resume with another lambda is another search
+    code, _, err = run_cli(capsys, *[a if a != "0.0067" else "0.013" for a in args], "--resume")
+    assert code == 2 and "settings differ" in err and "codec" in err

@@ -169,6 +169,31 @@ def test_training_lowers_the_rd_loss():
     assert after["loss"] < 0.9 * before["loss"]
 
 
+def test_fine_tuning_starts_from_the_given_parameters():
+    images = synthetic_images(6, 96)
+    held_out = np.stack([im[:64, :64] for im in synthetic_images(2, 96, seed=9)]).astype(np.float32) / 255.0
+    trained, _, _ = train(TINY, dataclasses.replace(TINY_RECIPE, lmbda=0.01), images)
+    # one step at a tiny learning rate barely moves the weights: a fine-tune starts where the
+    # given model is, far below a fresh initialization
+    step = dataclasses.replace(TINY_RECIPE, lmbda=0.005, steps=1, learning_rate=1e-7)
+    tuned, _, _ = train(TINY, step, images, initial_params=trained)
+    fresh, _, _ = train(TINY, step, images)
+    loss = lambda p: evaluate(TINY, p, held_out, 0.005)["loss"]  # noqa: E731
+    assert loss(tuned) == pytest.approx(loss(trained), rel=1e-3)
+    assert loss(tuned) < 0.9 * loss(fresh)
+    # the given parameters are not consumed (the train step donates its state)
+    assert np.isfinite(loss(trained))
+
+
+@pytest.mark.parametrize("field, value, match", [("lmbda", 0.0, "lmbda 0.0"), ("lmbda", float("nan"), "lmbda nan"),
+                                                 ("learning_rate", -1.0, "learning_rate -1.0"),
+                                                 ("ema_decay", 1.0, "ema_decay 1.0"),
+                                                 ("crop_size", 100, "crop_size 100")])
+def test_train_config_rejects_bad_values(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(TINY_RECIPE, **{field: value})
+
+
 def test_codec_evaluator_protocol():
     space = CodecHyperpriorSpace(analysis_width=8)
     images = synthetic_images(4, 96)

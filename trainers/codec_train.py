@@ -83,9 +83,21 @@ class TrainConfig:
             raise ValueError(f"crop_size {self.crop_size} must be a multiple of 64")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps {self.steps} and batch_size {self.batch_size} must be >= 1")
+        if not (self.lmbda > 0 and math.isfinite(self.lmbda)):
+            raise ValueError(f"lmbda {self.lmbda}: expected a positive number")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate {self.learning_rate}: expected a positive number")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay {self.ema_decay}: expected a number in [0, 1)")
 
 
 SMALL_CPU_RECIPE = TrainConfig()
+# The RD-curve recipe for this CPU: batch 8 (split over 2 host devices), 64x64 crops, a
+# slower EMA.  ``benchmarks/codec_rd.py`` trains the highest lambda from scratch with it and
+# fine-tunes each lower lambda from the previous one with ``CPU_RD_FINETUNE``.
+CPU_RD_RECIPE = TrainConfig(lmbda=0.0483, steps=1600, batch_size=8, crop_size=64, learning_rate=1e-3,
+                            warmup_steps=50, final_lr_fraction=0.05, ema_decay=0.99)
+CPU_RD_FINETUNE = dataclasses.replace(CPU_RD_RECIPE, steps=500, learning_rate=3e-4, warmup_steps=20)
 PROXY_RECIPE = TrainConfig(steps=60, batch_size=4, warmup_steps=10, ema_decay=0.9)
 FULL_GPU_RECIPE = TrainConfig(steps=1_000_000, batch_size=16, crop_size=256, learning_rate=1e-4,
                               warmup_steps=1000, final_lr_fraction=0.1, ema_decay=0.999)
@@ -144,7 +156,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 def _train_step(config: CodecConfig, cfg: TrainConfig):
     # lmbda and seed are traced/unused by the step, so one compile serves every lambda
-    return _train_step_cached(config, dataclasses.replace(cfg, lmbda=0.0, seed=0))
+    return _train_step_cached(config, dataclasses.replace(cfg, lmbda=1.0, seed=0))
 
 
 @functools.lru_cache(maxsize=32)
@@ -181,7 +193,7 @@ def _eval_fn(config: CodecConfig):
 
 
 def train(config: CodecConfig, cfg: TrainConfig, images: list[np.ndarray], log_every: int = 0,
-          data_parallel: int = 1):
+          data_parallel: int = 1, initial_params=None):
     """Train a codec on random crops of ``images``.
 
     Args:
@@ -191,11 +203,15 @@ def train(config: CodecConfig, cfg: TrainConfig, images: list[np.ndarray], log_e
       data_parallel: split each batch over this many local devices (jit + NamedSharding;
         on CPU start Python with ``--xla_force_host_platform_device_count=2``, which
         DESIGN.md measured 2.3-2.5x faster on 2 cores). The batch must divide evenly.
+      initial_params: start from these parameters (fine-tuning, e.g. from a model trained
+        at another lambda) instead of a fresh ``init_params(config, cfg.seed)``.
     Returns:
       (params, ema_params, history): history is a list of per-step metric dicts.
     """
     step, opt = _train_step(config, cfg)
-    params = init_params(config, cfg.seed)
+    # a copy: the step donates its state, and the caller keeps ``initial_params``
+    params = init_params(config, cfg.seed) if initial_params is None else jax.tree_util.tree_map(
+        lambda p: jnp.array(p, copy=True), initial_params)
     state = (params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params))
     batch_sharding = None
     if data_parallel > 1:
@@ -273,6 +289,8 @@ class CodecEvaluator:
                  seed_policy: str = "fixed", seed: int = 0, train_images=None, val_images=None):
         if seed_policy not in ("fixed", "trial"):
             raise ValueError(f"seed_policy {seed_policy!r} is not 'fixed' or 'trial'")
+        if not 0 < width_scale <= 1:
+            raise ValueError(f"width_scale {width_scale}: expected a number in (0, 1]")
         if train_images is None:
             if photos_dir is None:
                 raise ValueError("give photos_dir or train_images/val_images")

@@ -1,0 +1,50 @@
+"""The codec RD benchmark's pieces: BD-rate, the published reference points, JPEG anchors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_trainer_benchmarks import _import_bench
+
+pytest.importorskip("bjontegaard")
+codec_rd = _import_bench("codec_rd")
+
+
+def _curve(method, bpp, psnr):
+    return pd.DataFrame({"method": method, "bpp_real": bpp, "psnr": psnr, "ms_ssim_db": psnr / 2})
+
+
+def test_bd_rate_measures_a_known_saving_and_refuses_without_overlap():
+    bpp = np.array([0.2, 0.4, 0.8, 1.6])
+    psnr = 24 + 4 * np.log2(bpp / 0.2)
+    curves = pd.concat([_curve("JPEG (Pillow)", bpp, psnr),
+                        _curve("ours", 0.8 * bpp, psnr),              # 20 % fewer bits everywhere
+                        _curve("far", bpp, psnr - 40)])               # no PSNR overlap
+    bd = codec_rd.bd_rates(curves, "JPEG (Pillow)", "psnr")
+    assert bd["ours"] == pytest.approx(-20.0, abs=0.5)
+    assert np.isnan(bd["far"])
+    assert codec_rd.bd_rates(curves, "JPEG (Pillow)", "ms_ssim_db")["ours"] == pytest.approx(-20.0, abs=0.5)
+
+
+def test_reference_points_agree_with_design_md():
+    ref = codec_rd.load_reference_points()
+    assert set(ref.method) == {"CompressAI bmshj2018-hyperprior", "CompressAI bmshj2018-factorized"}
+    assert (ref.groupby("method").size() == 8).all()
+    q3 = ref[ref.setting == 3].set_index("method")
+    # DESIGN.md: factorized q3 0.288 / 29.62, hyperprior q3 0.320 / 30.97
+    assert q3.loc["CompressAI bmshj2018-factorized", ["bpp_real", "psnr"]].tolist() == pytest.approx([0.288, 29.61], abs=0.01)
+    assert q3.loc["CompressAI bmshj2018-hyperprior", ["bpp_real", "psnr"]].tolist() == pytest.approx([0.320, 30.97], abs=0.01)
+    assert (np.diff(ref[ref.method == "CompressAI bmshj2018-hyperprior"].ms_ssim_db) > 0).all()
+
+
+def test_jpeg_points_rate_and_quality_rise_with_quality():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:192, :192]
+    im = np.clip(128 + 50 * np.sin(xx / 7)[..., None] + rng.normal(0, 10, (192, 192, 3)), 0, 255).astype(np.uint8)
+    df = codec_rd.jpeg_points([("a", im), ("b", im[::-1].copy())])
+    mean = df.groupby("setting")[["bpp_real", "psnr", "ms_ssim"]].mean().sort_index()
+    assert list(mean.index) == sorted(codec_rd.JPEG_QUALITIES)
+    assert mean.bpp_real.iloc[-1] > mean.bpp_real.iloc[0] and mean.psnr.iloc[-1] > mean.psnr.iloc[0]
+    assert mean.ms_ssim.iloc[-1] > mean.ms_ssim.iloc[0] and (mean.ms_ssim <= 1).all()
