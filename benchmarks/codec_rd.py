@@ -273,7 +273,8 @@ def run_stability(args) -> None:
     s = piv.columns
     corr = {"spearman": float(spearmanr(piv[s[0]], piv[s[1]]).statistic),
             "kendall": float(kendalltau(piv[s[0]], piv[s[1]]).statistic),
-            "seeds": [int(x) for x in s], "archs": len(piv)}
+            "seeds": [int(x) for x in s], "archs": len(piv), "width_scale": args.width_scale,
+            "proxy_steps": PROXY_RECIPE.steps, "lmbda": args.search_lambda}
     (OUT / "stability" / "stability.json").write_text(json.dumps(corr, indent=2) + "\n")
 
 
@@ -319,16 +320,24 @@ def write_summary(args) -> None:
     fig.tight_layout()
     fig.savefig(OUT / "rd_kodak.png", dpi=120)
 
+    from layernas.trainers.codec_train import CPU_RD_RECIPE
+
     training = pd.read_csv(OUT / "training.csv") if (OUT / "training.csv").exists() else None
+    trained_steps = ""
+    if training is not None and "model" in training:
+        per_model = training.groupby("model").agg(steps=("steps", "sum"), seconds=("train_seconds", "sum"))
+        trained_steps = "Optimizer steps per model, all lambdas: " + ", ".join(
+            f"{m} {int(r.steps)} ({r.seconds / 60:.0f} min)" for m, r in per_model.iterrows()) + "."
     lines = ["# Codec rate-distortion on Kodak", "",
              "Made by `benchmarks/codec_rd.py` (command, machine and wall time in provenance.json; the stability "
              f"run's in stability/provenance.json). Kodak: all {per.image.nunique()} images, {where}; "
              "nothing is trained on Kodak (training crops come from ../shared/data/photos, minus the 8 held-out "
              "photos).", "",
-             "Our codecs are trained with the *CPU RD recipe* (`CPU_RD_RECIPE` in "
-             "layernas/trainers/codec_train.py): the highest lambda from scratch, then each lower lambda "
-             "fine-tuned from the previous one (`CPU_RD_FINETUNE`); batch 8 of 64x64 crops, Adam with warm-up "
-             "and cosine decay, EMA weights for evaluation. That is about 0.3% of the ~1M steps published "
+             f"Our codecs are trained with the *CPU RD recipe* (`CPU_RD_RECIPE` in "
+             f"layernas/trainers/codec_train.py): the highest lambda from scratch, then each lower lambda "
+             f"fine-tuned from the previous one (`CPU_RD_FINETUNE`); batch {CPU_RD_RECIPE.batch_size} of "
+             f"{CPU_RD_RECIPE.crop_size}x{CPU_RD_RECIPE.crop_size} crops, Adam with warm-up and cosine decay, "
+             f"EMA weights for evaluation. {trained_steps} That is a small fraction of the ~1M steps published "
              "models train for, so the gap to CompressAI's markers is mostly training, not architecture.", "",
              "## Decoder cost against BD-rate", "",
              "BD-rate against Pillow JPEG (bjontegaard, PCHIP; negative = fewer bits than JPEG for the same "
@@ -363,7 +372,7 @@ def write_summary(args) -> None:
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lambdas", type=float, nargs="+", default=[0.0067, 0.0130, 0.0250, 0.0483])
     p.add_argument("--steps", type=int, default=1600, help="steps of the highest lambda (from scratch)")
@@ -378,7 +387,11 @@ def main(argv=None) -> None:
     p.add_argument("--stability-archs", type=int, default=6)
     p.add_argument("--width-scale", type=float, default=0.25)
     p.add_argument("--search-lambda", type=float, default=0.0130)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     jax.config.update("jax_compilation_cache_dir", str(REPO / ".cache" / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
@@ -394,7 +407,8 @@ def main(argv=None) -> None:
         start = time.time()
         run_stability(args)
         write_provenance(OUT / "stability", time.time() - start, command, args=vars(args))
-    write_summary(args)
+    if not args.stability_only:
+        write_summary(args)
 
 
 if __name__ == "__main__":

@@ -389,6 +389,11 @@ def cmd_search(args) -> int:
     close = getattr(evaluator, "close", None)
     if close:
         close()
+    if getattr(evaluator, "process_index", 0) == 0:
+        from layernas.provenance import write_provenance
+
+        write_provenance(out, result.wall_seconds, " ".join(["layernas", *args.argv]), args={
+            k: v for k, v in vars(args).items() if k not in ("func", "argv")})
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
     else:
@@ -399,7 +404,7 @@ def cmd_search(args) -> int:
               f"{target.max if target.max is not None else 'inf'}]" +
               "".join(f", {m} <= {v:g}" for m, v in target.caps.items()))
         if getattr(evaluator, "process_index", 0) == 0:
-            print(f"wrote {out}/history.csv, frontier.csv, result.json")
+            print(f"wrote {out}/history.csv, frontier.csv, result.json, provenance.json")
         else:
             print(f"process {evaluator.process_index} of {evaluator.process_count}: "
                   f"the run's files are written by process 0")
@@ -433,7 +438,9 @@ COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("\nlayernas: interrupted; everything finished so far is checkpointed "

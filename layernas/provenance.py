@@ -46,5 +46,5 @@ def write_provenance(out_dir: str | Path, seconds: float, command: str, **extra)
     path = out / "provenance.json"
     record = {"command": command, "wall_seconds": round(float(seconds), 3), **extra,
               "machine": machine_info()}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path

@@ -59,7 +59,8 @@ class SearchResult:
             lines.append("no evaluated architecture satisfies the target")
         else:
             b = self.best
-            test = "n/a (table has none)" if b["test"] is None else f"{b['test']:.3f}"
+            # the search never looks at test numbers; a table may carry one, a trainer has none
+            test = "not measured" if b["test"] is None else f"{b['test']:.3f}"
             costs = ", ".join(f"{k}={v:.6g}" for k, v in b["costs"].items())
             lines += [f"best: {b['arch_str']}",
                       f"  validation {b['reward']:.3f}, test {test}",

@@ -30,6 +30,9 @@ def test_search_on_default_table_then_resume(tmp_path, capsys, monkeypatch):
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1
     result = json.loads((runs[0] / "result.json").read_text())
+    provenance = json.loads((runs[0] / "provenance.json").read_text())
+    assert provenance["command"] == "layernas " + " ".join(args)
+    assert provenance["args"]["budget_evals"] == 120 and provenance["machine"]["cpu_count"] >= 1
     max_flops = 220.11969
     assert result["best"]["costs"]["flops"] <= 0.5 * max_flops + 1e-9
     assert result["evaluations"] == 120

@@ -48,3 +48,30 @@ def test_jpeg_points_rate_and_quality_rise_with_quality():
     assert list(mean.index) == sorted(codec_rd.JPEG_QUALITIES)
     assert mean.bpp_real.iloc[-1] > mean.bpp_real.iloc[0] and mean.psnr.iloc[-1] > mean.psnr.iloc[0]
     assert mean.ms_ssim.iloc[-1] > mean.ms_ssim.iloc[0] and (mean.ms_ssim <= 1).all()
+
+
+def test_summary_table_plot_and_bd_rates_from_per_image_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(codec_rd, "OUT", tmp_path)
+    rows = []
+    for method, settings, saving in [("JPEG (Pillow)", (5, 10, 20, 40), 1.0), ("ours", (0.0067, 0.013, 0.025, 0.0483), 0.7)]:
+        for i, s in enumerate(settings):
+            for image in ("kodim01", "kodim02"):
+                bpp = 0.25 * 2 ** i
+                rows.append({"method": method, "setting": s, "image": image, "bpp_real": saving * bpp,
+                             "bpp_est": np.nan if method.startswith("JPEG") else saving * bpp / 1.02,
+                             "psnr": 24 + 3 * i, "ms_ssim": 1 - 0.1 / 2 ** i, "encode_s": 0.1, "decode_s": 0.05,
+                             "bit_exact": True})
+    pd.DataFrame(rows).to_csv(tmp_path / "rd_per_image.csv", index=False)
+    pd.DataFrame([{"model": "ours", "arch": "M=192", "decoder_madds": 43540.0, "decoder_gmacs": 17.12}]).to_csv(
+        tmp_path / "decoder_cost.csv", index=False)
+    args = codec_rd.build_parser().parse_args([])
+    codec_rd.write_summary(args)
+    cost = pd.read_csv(tmp_path / "decoder_cost.csv")
+    assert cost.bd_rate_psnr_vs_jpeg_pct.iloc[0] == pytest.approx(-30.0, abs=0.5)
+    assert cost.bd_rate_msssim_vs_jpeg_pct.iloc[0] == pytest.approx(-30.0, abs=0.5)
+    assert cost.decode_s_per_image.iloc[0] == pytest.approx(0.05)
+    curves = pd.read_csv(tmp_path / "rd_curves.csv")
+    assert len(curves) == 8 and (curves.images == 2).all()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| ours | -30.0" in summary.replace("-29.9", "-30.0") and "+2.00 %" in summary
+    assert (tmp_path / "rd_kodak.png").stat().st_size > 10_000
