@@ -10,7 +10,7 @@ the module). The default run measures, on the 8 held-out validation photos (neve
 the PSNR of the proxy's hard-rounded reconstruction minus the PSNR of the real JPEG at the same
 quality, the rate proxy's relative error against the real entropy-coded bytes, and the Spearman
 correlation of proxy bits and real file bytes across qualities. Writes
-``results/codec/sandwich/proxy.json`` and ``provenance.json`` beside it.
+``results/codec/sandwich/proxy/proxy.json`` and ``provenance.json`` beside it.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     p.add_argument("--fit", action="store_true", help="fit the rate constants on training photos")
     p.add_argument("--photos", type=int, default=20, help="--fit: how many training photos")
     p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--out", default=str(REPO / "results" / "codec" / "sandwich" / "proxy.json"))
+    p.add_argument("--out", default=str(REPO / "results" / "codec" / "sandwich" / "proxy" / "proxy.json"))
     args = p.parse_args(argv)
 
     from layernas.provenance import write_provenance
