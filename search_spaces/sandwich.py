@@ -117,6 +117,13 @@ class SandwichSpace(NamedOptionStrings, SearchSpace):
                               post_widths=tuple(o(f"post_w{i}") for i in range(LEVELS)), quality=o("quality"))
 
     def cost(self, arch) -> dict[str, float]:
+        """Every cost metric of ``arch`` (module docstring): the U-Nets' MACs and parameters.
+
+        Args:
+          arch: a complete architecture (option indices).
+        Returns:
+          ``{metric: value}`` for every name in ``cost_metrics``.
+        """
         config = self.config(arch)
         pre, post = unet_cost(config.pre_widths, prefix="pre"), unet_cost(config.post_widths, prefix="post")
         pixels = REFERENCE_SIZE[0] * REFERENCE_SIZE[1]
@@ -129,4 +136,5 @@ class SandwichSpace(NamedOptionStrings, SearchSpace):
         }
 
     def build(self, arch) -> Sandwich:
+        """The flax :class:`~layernas.trainers.sandwich_model.Sandwich` of ``arch``."""
         return Sandwich(self.config(arch))
