@@ -29,6 +29,9 @@ SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
 CODEC_DEFAULTS = {"lmbda": 0.013, "width_scale": 0.25, "proxy_steps": 60}
+# the codec spaces and their defaults; the sandwich's U-Nets are narrow already (widths 8..48,
+# kept >= 4 when scaled), so its proxy scales them by 0.5, not 0.25
+CODEC_SPACES = {"codec-hyperprior": CODEC_DEFAULTS, "codec-sandwich": {**CODEC_DEFAULTS, "width_scale": 0.5}}
 
 
 class UsageError(ValueError):
@@ -102,7 +105,8 @@ def build_parser() -> Parser:
     e.add_argument("--lambda", dest="lmbda", type=float,
                    help=f"codec: the RD trade-off of the reward (default {CODEC_DEFAULTS['lmbda']})")
     e.add_argument("--width-scale", type=float,
-                   help=f"codec: proxy width multiplier in (0, 1] (default {CODEC_DEFAULTS['width_scale']})")
+                   help=f"codec: proxy width multiplier in (0, 1] (default {CODEC_DEFAULTS['width_scale']}; "
+                        f"codec-sandwich {CODEC_SPACES['codec-sandwich']['width_scale']})")
     e.add_argument("--proxy-steps", type=int,
                    help=f"codec: proxy training steps per child (default {CODEC_DEFAULTS['proxy_steps']})")
     e.add_argument("--backend", choices=["local", "ray"], default="local")
@@ -247,23 +251,25 @@ def codec_options(args) -> dict | None:
     Args:
       args: the parsed ``search`` arguments.
     Returns:
-      ``{"lmbda", "width_scale", "proxy_steps"}`` for ``--space codec-hyperprior``, else None.
+      ``{"lmbda", "width_scale", "proxy_steps"}`` for a codec space (``CODEC_SPACES``:
+      ``codec-hyperprior``, ``codec-sandwich``), else None.
     Raises:
-      UsageError: a codec flag with another space, a classifier recipe flag with the codec
+      UsageError: a codec flag with another space, a classifier recipe flag with a codec
         space, or a value out of range.
     """
     flags = {"lmbda": "--lambda", "width_scale": "--width-scale", "proxy_steps": "--proxy-steps"}
-    if args.space != "codec-hyperprior":
+    if args.space not in CODEC_SPACES:
         for field, flag in flags.items():
             if getattr(args, field) is not None:
-                raise UsageError(f"{flag} applies to --space codec-hyperprior, not --space {args.space}")
+                raise UsageError(f"{flag} applies to --space {' or '.join(CODEC_SPACES)}, not --space {args.space}")
         return None
+    defaults = CODEC_SPACES[args.space]
     for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size"),
                         ("--train-per-class", "train_per_class"), ("--valid-per-class", "valid_per_class")):
         if getattr(args, field) is not None:
-            raise UsageError(f"{flag} sets the image-classifier recipe; the codec space trains with "
+            raise UsageError(f"{flag} sets the image-classifier recipe; the codec spaces train with "
                              f"--proxy-steps, --width-scale and --lambda")
-    out = {k: (CODEC_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)) for k in flags}
+    out = {k: (defaults[k] if getattr(args, k) is None else getattr(args, k)) for k in flags}
     if not (out["lmbda"] > 0 and math.isfinite(out["lmbda"])):
         raise UsageError(f"--lambda {out['lmbda']}: expected a positive number (CompressAI uses 0.0018-0.18)")
     if not 0 < out["width_scale"] <= 1:
@@ -284,6 +290,12 @@ def make_evaluator(args, space, entry, dataset, out=None):
         codec = codec_options(args)
         return make_codec_evaluator(space, codec["lmbda"], width_scale=codec["width_scale"],
                                     steps=codec["proxy_steps"], seed=args.seed)
+    if args.space == "codec-sandwich":
+        from layernas.trainers.sandwich_train import make_sandwich_evaluator
+
+        codec = codec_options(args)
+        return make_sandwich_evaluator(space, codec["lmbda"], width_scale=codec["width_scale"],
+                                       steps=codec["proxy_steps"], seed=args.seed)
     if args.trainer:
         if not args.data:
             raise UsageError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")

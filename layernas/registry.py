@@ -70,6 +70,12 @@ def _codec(dataset: str) -> SearchSpace:
     return CodecHyperpriorSpace()
 
 
+def _sandwich(dataset: str) -> SearchSpace:
+    from layernas.search_spaces.sandwich import SandwichSpace
+
+    return SandwichSpace()
+
+
 for _name in ("mobilenetv2", "mobilenetv2-1.4", "mobilenetv3-large", "mobilenetv3-small"):
     SPACES[_name] = SpaceEntry(_mobile(_name), ("imagenet",), "trainer", "madds",
                                f"{_name} layerwise space (224x224; MAdds as plain counts)")
@@ -79,6 +85,8 @@ SPACES["mnasnet-a1"] = SpaceEntry(_mobile("mnasnet-a1"), ("imagenet",), "trainer
                                   "MnasNet-A1 layerwise space (224x224)")
 SPACES["codec-hyperprior"] = SpaceEntry(_codec, ("photos",), "trainer", "decoder_gmacs",
                                         "learned-codec decoder space (default: Balle hyperprior N=128, M=192)")
+SPACES["codec-sandwich"] = SpaceEntry(_sandwich, ("photos",), "trainer", "decoder_gmacs",
+                                      "JPEG sandwich: pre/post U-Net widths and JPEG quality (default: widths 48, q75)")
 
 
 def get_space_entry(name: str) -> SpaceEntry:

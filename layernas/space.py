@@ -225,3 +225,41 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}: {self.num_layers} layers, {self.size} archs>"
+
+
+class NamedOptionStrings:
+    """Mixin for spaces whose text form names every layer: ``name=value`` parts joined by
+    ``-`` (for example ``M=192-hs0_width=128-...``), and a by-name option lookup.
+
+    Put it before :class:`SearchSpace` in the bases. Option values must print without ``-``.
+    """
+
+    def option(self, arch: Sequence[int], name: str) -> Any:
+        """The option value that ``arch`` picks for the layer called ``name``."""
+        index = {layer.name: i for i, layer in enumerate(self.layers)}
+        if name not in index:
+            raise SpaceError(f"space {self.name!r} has no layer {name!r}")
+        i = index[name]
+        return self.layers[i].options[arch[i]]
+
+    def arch_to_str(self, arch: Sequence[int]) -> str:
+        """``name=value`` per layer joined by '-': readable, parsed back by :meth:`str_to_arch`."""
+        arch = self.validate(arch)
+        return "-".join(f"{layer.name}={layer.options[a]}" for layer, a in zip(self.layers, arch))
+
+    def str_to_arch(self, text: str) -> Arch:
+        """Inverse of :meth:`arch_to_str`; raises SpaceError naming the bad part."""
+        parts = text.strip().split("-")
+        if len(parts) != self.num_layers:
+            raise SpaceError(f"cannot parse {self.name} arch {text!r}: expected {self.num_layers} 'name=value' parts")
+        arch = []
+        for layer, part in zip(self.layers, parts):
+            name, _, value = part.partition("=")
+            if name != layer.name:
+                raise SpaceError(f"{self.name} arch {text!r}: part {part!r} should name layer {layer.name!r}")
+            matches = [i for i, opt in enumerate(layer.options) if str(opt) == value]
+            if not matches:
+                raise SpaceError(f"{self.name} arch {text!r}: {value!r} is not an option of {layer.name!r} "
+                                 f"{layer.options}")
+            arch.append(matches[0])
+        return tuple(arch)

@@ -44,7 +44,7 @@ Example:
 from __future__ import annotations
 
 from layernas import cost_model as cm
-from layernas.space import Arch, Layer, SearchSpace, SpaceError
+from layernas.space import Layer, NamedOptionStrings, SearchSpace
 from layernas.trainers.codec_model import CodecConfig, HyperpriorCodec, SynthesisBlock
 
 REFERENCE_SIZE = (512, 768)  # Kodak, H x W
@@ -114,7 +114,7 @@ def codec_costs(config: CodecConfig, size: tuple[int, int] = REFERENCE_SIZE) -> 
     return {"g_a": ga.result(), "h_a": ha.result(), "h_s": hs.result(), "g_s": gs.result()}
 
 
-class CodecHyperpriorSpace(SearchSpace):
+class CodecHyperpriorSpace(NamedOptionStrings, SearchSpace):
     """The codec decoder space (see the module docstring).
 
     Args:
@@ -127,10 +127,6 @@ class CodecHyperpriorSpace(SearchSpace):
     def __init__(self, analysis_width: int = 128):
         self.analysis_width = int(analysis_width)
         self.layers = _layers()
-        self._index = {layer.name: i for i, layer in enumerate(self.layers)}
-
-    def option(self, arch: Arch, name: str):
-        return self.layers[self._index[name]].options[arch[self._index[name]]]
 
     def config(self, arch) -> CodecConfig:
         """The :class:`CodecConfig` of an architecture."""
@@ -157,23 +153,3 @@ class CodecHyperpriorSpace(SearchSpace):
 
     def build(self, arch) -> HyperpriorCodec:
         return HyperpriorCodec(self.config(arch))
-
-    def arch_to_str(self, arch) -> str:
-        """``M192-hs128k5deconv-...``: readable, and parsed back by :meth:`str_to_arch`."""
-        arch = self.validate(arch)
-        return "-".join(f"{layer.name}={layer.options[a]}" for layer, a in zip(self.layers, arch))
-
-    def str_to_arch(self, text: str) -> Arch:
-        parts = text.strip().split("-")
-        if len(parts) != self.num_layers:
-            raise SpaceError(f"cannot parse codec arch {text!r}: expected {self.num_layers} 'name=value' parts")
-        arch = []
-        for layer, part in zip(self.layers, parts):
-            name, _, value = part.partition("=")
-            if name != layer.name:
-                raise SpaceError(f"codec arch {text!r}: part {part!r} should name layer {layer.name!r}")
-            matches = [i for i, opt in enumerate(layer.options) if str(opt) == value]
-            if not matches:
-                raise SpaceError(f"codec arch {text!r}: {value!r} is not an option of {layer.name!r} {layer.options}")
-            arch.append(matches[0])
-        return tuple(arch)

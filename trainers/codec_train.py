@@ -319,6 +319,14 @@ class CodecEvaluator:
                   "proxy_params": count_params(ema), "lmbda": self.lmbda})
 
 
+def default_photos_dir() -> Path:
+    """``$LAYERNAS_SHARED/data/photos``, else ``../shared/data/photos`` beside the repository."""
+    import os
+
+    shared = Path(os.environ.get("LAYERNAS_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+    return shared / "data" / "photos"
+
+
 def make_codec_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
                          width_scale: float = 0.25, steps: int | None = None, seed: int = 0) -> CodecEvaluator:
     """The evaluator the CLI's ``--space codec-hyperprior`` uses.
@@ -332,11 +340,7 @@ def make_codec_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | 
       steps: proxy optimizer steps (``--proxy-steps``; default PROXY_RECIPE.steps).
       seed: the common-random-numbers seed of every trial.
     """
-    import os
-
-    if photos_dir is None:
-        shared = Path(os.environ.get("LAYERNAS_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-        photos_dir = shared / "data" / "photos"
+    photos_dir = default_photos_dir() if photos_dir is None else photos_dir
     recipe = PROXY_RECIPE if steps is None else dataclasses.replace(PROXY_RECIPE, steps=int(steps))
     return CodecEvaluator(space, lmbda=lmbda, recipe=recipe, photos_dir=photos_dir,
                           width_scale=width_scale, seed=seed)

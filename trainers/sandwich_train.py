@@ -1,0 +1,265 @@
+"""Training of the JPEG sandwich through the proxy, evaluation with the real codec, and the
+search's :class:`SandwichEvaluator`.
+
+Training (:func:`train`): the pre and post U-Nets are trained end to end through the
+differentiable JPEG proxy (:mod:`layernas.trainers.jpeg_proxy`) with
+``loss = lmbda * 255^2 * MSE + bpp_proxy`` on random crops of the training photos. The data
+helpers, the recipe (:class:`~layernas.trainers.codec_train.TrainConfig`), the optimizer and
+the proxy recipe are the hyperprior's, from :mod:`layernas.trainers.codec_train`; so is the
+photo split (the last 8 photos are held out) and the rule that Kodak is never trained on.
+
+Evaluation (:func:`evaluate_real`) uses the **real** codec: ``pre(x)`` is clipped and rounded
+to uint8, compressed by Pillow's JPEG (4:4:4, the config's quality), decoded, and restored by
+``post``; PSNR and MS-SSIM are computed on the 8-bit result, and the bpp from the length of the
+whole JPEG file (header included, ~620 bytes).
+
+Example:
+    >>> cfg = TrainConfig(steps=2, batch_size=2, crop_size=64)                       # doctest: +SKIP
+    >>> params, ema, log = train(SandwichConfig((8, 8, 8), (8, 8, 8), 50), cfg, images)  # doctest: +SKIP
+    >>> evaluate_real(SandwichConfig((8, 8, 8), (8, 8, 8), 50), ema, val, 0.013)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from layernas.evaluator import EvalResult, Trial
+from layernas.trainers.codec_model import count_params
+from layernas.trainers.codec_train import (
+    PROXY_RECIPE, TrainConfig, center_crops, default_photos_dir, load_images, make_optimizer, random_crops,
+    split_photos)
+from layernas.trainers.image_quality import ms_ssim, psnr
+from layernas.trainers.jpeg_proxy import jpeg_decode, jpeg_encode, payload_bytes, quant_tables
+from layernas.trainers.sandwich_model import Sandwich, SandwichConfig, init_params, sandwich_loss
+
+# The quality is a traced argument of the compiled functions (its tables), so the cache key
+# replaces it with this constant: architectures that differ only in quality share one compile.
+_KEY_QUALITY = 75
+
+
+def _shape_key(config: SandwichConfig) -> SandwichConfig:
+    return dataclasses.replace(config, quality=_KEY_QUALITY)
+
+
+@functools.lru_cache(maxsize=32)
+def _train_step_cached(config: SandwichConfig, cfg: TrainConfig):
+    """One jitted step per (U-Net widths, recipe shape); the state is donated."""
+    model = Sandwich(config)
+    opt = make_optimizer(cfg)
+
+    def loss_fn(params, x, tables, lmbda):
+        return sandwich_loss(model.apply({"params": params}, x, train=True, tables=tables), x, lmbda)
+
+    def step(state, x, tables, lmbda):
+        params, opt_state, ema = state
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, tables, lmbda)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        d = cfg.ema_decay
+        ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, ema, params) if d > 0 else params
+        return (params, opt_state, ema), metrics
+
+    return jax.jit(step, donate_argnums=0), opt
+
+
+def train_step(config: SandwichConfig, cfg: TrainConfig):
+    """The compiled ``step(state, x, tables, lmbda) -> (state, metrics)`` and its optimizer.
+
+    ``state = (params, opt_state, ema_params)`` is donated. lmbda, the seed and the quality
+    (whose tables are an argument) are not part of the compiled shape, so one compile serves
+    them all.
+
+    Args:
+      config: the architecture.
+      cfg: the recipe.
+    Returns:
+      ``(step, optimizer)``.
+    """
+    return _train_step_cached(_shape_key(config), dataclasses.replace(cfg, lmbda=1.0, seed=0))
+
+
+def train(config: SandwichConfig, cfg: TrainConfig, images: list[np.ndarray], log_every: int = 0,
+          initial_params=None):
+    """Train a sandwich through the JPEG proxy on random crops of ``images``.
+
+    Args:
+      config: the architecture (U-Net widths and JPEG quality).
+      cfg: the recipe; ``cfg.seed`` seeds the init (``jax.random.key``) and the crops.
+      images: HxWx3 uint8 training images (never Kodak).
+      log_every: print metrics every this many steps (0: silent).
+      initial_params: start from these parameters (copied; the step donates its state)
+        instead of ``init_params(config, cfg.seed)``.
+    Returns:
+      ``(params, ema_params, history)``: history is a list of per-step metric dicts.
+    Raises:
+      FloatingPointError: the loss became NaN or infinite.
+    """
+    step, opt = train_step(config, cfg)
+    params = init_params(config, cfg.seed) if initial_params is None else jax.tree_util.tree_map(
+        lambda p: jnp.array(p, copy=True), initial_params)
+    state = (params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params))
+    tables = jnp.asarray(quant_tables(config.quality))
+    data_rng = np.random.default_rng([cfg.seed, 1])
+    history = []
+    for i in range(cfg.steps):
+        x = jnp.asarray(random_crops(images, data_rng, cfg.batch_size, cfg.crop_size))
+        state, metrics = step(state, x, tables, jnp.float32(cfg.lmbda))
+        metrics = {k: float(v) for k, v in metrics.items()}
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"loss became {metrics['loss']} at step {i}")
+        history.append(metrics)
+        if log_every and (i % log_every == 0 or i == cfg.steps - 1):
+            print(f"step {i:5d} loss {metrics['loss']:.4f} bpp {metrics['bpp']:.3f} psnr {metrics['psnr']:.2f}",
+                  flush=True)
+    params, _, ema = state
+    return params, ema, history
+
+
+@functools.lru_cache(maxsize=32)
+def _apply_fns(config: SandwichConfig):
+    model = Sandwich(config)
+    pre = jax.jit(lambda p, x: model.apply({"params": p}, x, method="preprocess"))
+    post = jax.jit(lambda p, x: model.apply({"params": p}, x, method="postprocess"))
+    proxy = jax.jit(lambda p, x, t, lmbda: sandwich_loss(model.apply({"params": p}, x, tables=t), x, lmbda)[1])
+    return pre, post, proxy
+
+
+def _to_uint8(x) -> np.ndarray:
+    return np.clip(np.round(np.asarray(x, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def evaluate_real(config: SandwichConfig, params, images: np.ndarray, lmbda: float) -> dict:
+    """Rate-distortion of the sandwich with the real JPEG codec, averaged over images.
+
+    ``pre(x)`` -> uint8 -> Pillow JPEG bytes (4:4:4, ``config.quality``) -> decode -> ``post``
+    -> uint8. Per image: ``mse`` on [0, 1], ``bpp`` = 8 * file bytes / pixels (header
+    included), ``bpp_payload`` (entropy-coded bytes only), ``psnr``, ``ms_ssim`` (NaN when a
+    side is under 161 pixels), ``loss = lmbda*255^2*mse + bpp``; plus the same numbers for
+    plain JPEG at that quality (``jpeg_*``) and the proxy's own hard-rounded ``proxy_bpp``
+    and ``proxy_psnr`` on the same images.
+
+    Args:
+      config: the architecture.
+      params: its parameters (``{"pre": ..., "post": ...}``).
+      images: float (N, H, W, 3) in [0, 1] on the 8-bit grid (e.g. ``center_crops``); H and W
+        multiples of ``config.size_multiple``.
+      lmbda: the rate-distortion trade-off.
+    Returns:
+      a dict of the per-image means.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images of shape {images.shape}: expected (N, H, W, 3) floats in [0, 1]")
+    key = _shape_key(config)
+    pre, post, proxy = _apply_fns(key)
+    tables = jnp.asarray(quant_tables(config.quality))
+    originals = _to_uint8(images)
+    bottleneck = _to_uint8(pre(params, jnp.asarray(images)))
+    files = [jpeg_encode(b, config.quality) for b in bottleneck]
+    decoded = np.stack([jpeg_decode(f) for f in files]).astype(np.float32) / 255.0
+    restored = _to_uint8(post(params, jnp.asarray(decoded)))
+    plain = [jpeg_encode(o, config.quality) for o in originals]
+    pixels = images.shape[1] * images.shape[2]
+    rows = []
+    for i, (o, r) in enumerate(zip(originals, restored)):
+        mse = float(np.mean((o.astype(np.float64) - r) ** 2)) / 255.0 ** 2
+        bpp = 8.0 * len(files[i]) / pixels
+        plain_dec = jpeg_decode(plain[i])
+        plain_mse = float(np.mean((o.astype(np.float64) - plain_dec) ** 2)) / 255.0 ** 2
+        plain_bpp = 8.0 * len(plain[i]) / pixels
+        small = min(o.shape[:2]) < 161
+        m = proxy(params, jnp.asarray(images[i:i + 1]), tables, jnp.float32(lmbda))
+        rows.append({
+            "loss": lmbda * 255.0 ** 2 * mse + bpp, "mse": mse, "bpp": bpp,
+            "bpp_payload": 8.0 * payload_bytes(files[i]) / pixels, "psnr": psnr(o, r),
+            "ms_ssim": float("nan") if small else ms_ssim(o, r),
+            "jpeg_bpp": plain_bpp, "jpeg_psnr": psnr(o, plain_dec), "jpeg_loss": lmbda * 255.0 ** 2 * plain_mse + plain_bpp,
+            "proxy_bpp": float(m["bpp"]), "proxy_psnr": float(m["psnr"]),
+        })
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+class SandwichEvaluator:
+    """Evaluator protocol: train one sandwich architecture through the proxy; reward =
+    -(lmbda * 255^2 * MSE + bpp) with the **real** JPEG on held-out photo centre crops,
+    higher is better. ``cost_seconds`` is the measured wall time. The seed policy is
+    :class:`~layernas.trainers.codec_train.CodecEvaluator`'s (common random numbers by
+    default: every trial sees the same crops and the same init seed).
+
+    Args:
+      space: a :class:`~layernas.search_spaces.sandwich.SandwichSpace`.
+      lmbda: the fixed rate-distortion trade-off of the search.
+      recipe: the proxy :class:`TrainConfig` (its ``lmbda`` and ``seed`` are replaced).
+      photos_dir: training/validation photos (never Kodak).
+      width_scale: train width-scaled U-Nets (1.0 = the real architecture); the costs
+        reported are always those of the real architecture.
+      val_crop: side of the validation centre crops (192: MS-SSIM needs at least 161).
+      seed_policy: "fixed" (every trial uses ``seed``) or "trial" (``trial.seed``).
+      seed: the seed for ``seed_policy="fixed"``.
+      train_images / val_images: pass arrays directly instead of ``photos_dir`` (tests).
+    """
+
+    def __init__(self, space, lmbda: float = 0.0130, recipe: TrainConfig = PROXY_RECIPE,
+                 photos_dir: str | Path | None = None, width_scale: float = 1.0, val_crop: int = 192,
+                 seed_policy: str = "fixed", seed: int = 0, train_images=None, val_images=None):
+        if seed_policy not in ("fixed", "trial"):
+            raise ValueError(f"seed_policy {seed_policy!r} is not 'fixed' or 'trial'")
+        if not 0 < width_scale <= 1:
+            raise ValueError(f"width_scale {width_scale}: expected a number in (0, 1]")
+        if not (lmbda > 0 and math.isfinite(lmbda)):
+            raise ValueError(f"lmbda {lmbda}: expected a positive number")
+        if train_images is None:
+            if photos_dir is None:
+                raise ValueError("give photos_dir or train_images/val_images")
+            train_images, val_list = split_photos(load_images(photos_dir))
+            val_images = center_crops(val_list, val_crop)
+        self.space, self.lmbda, self.recipe = space, float(lmbda), recipe
+        self.width_scale, self.seed_policy, self.seed = float(width_scale), seed_policy, int(seed)
+        self.train_images, self.val_images = list(train_images), np.asarray(val_images, np.float32)
+
+    def evaluate(self, trial: Trial) -> EvalResult:
+        start = time.time()
+        config = self.space.config(trial.arch).scaled(self.width_scale)
+        seed = self.seed if self.seed_policy == "fixed" else int(trial.seed) % (2 ** 31)
+        cfg = dataclasses.replace(self.recipe, lmbda=self.lmbda, seed=seed)
+        try:
+            _, ema, history = train(config, cfg, self.train_images)
+        except FloatingPointError as e:
+            return EvalResult.failed(trial, str(e), time.time() - start)
+        val = evaluate_real(config, ema, self.val_images, self.lmbda)
+        seconds = time.time() - start
+        info = {f"val_{k}": v for k, v in val.items() if k != "loss"}
+        info.update({"train_loss_last": float(np.mean([h["loss"] for h in history[-20:]])), "steps": cfg.steps,
+                     "seed": seed, "width_scale": self.width_scale, "proxy_params": count_params(ema),
+                     "lmbda": self.lmbda, "quality": config.quality})
+        return EvalResult(trial.trial_id, tuple(trial.arch), -val["loss"], seconds, None,
+                          self.space.cost(trial.arch), info=info)
+
+
+def make_sandwich_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
+                            width_scale: float = 0.5, steps: int | None = None, seed: int = 0) -> SandwichEvaluator:
+    """The evaluator the CLI's ``--space codec-sandwich`` uses.
+
+    Args:
+      space: the SandwichSpace.
+      lmbda: ``--lambda``, the fixed RD trade-off of the search.
+      photos_dir: training photos (default: ``codec_train.default_photos_dir()``).
+      width_scale: proxy width multiplier (``--width-scale``; widths are kept >= 4).
+      steps: proxy optimizer steps (``--proxy-steps``; default PROXY_RECIPE.steps).
+      seed: the common-random-numbers seed of every trial.
+    Returns:
+      a :class:`SandwichEvaluator`.
+    """
+    photos_dir = default_photos_dir() if photos_dir is None else photos_dir
+    recipe = PROXY_RECIPE if steps is None else dataclasses.replace(PROXY_RECIPE, steps=int(steps))
+    return SandwichEvaluator(space, lmbda=lmbda, recipe=recipe, photos_dir=photos_dir,
+                             width_scale=width_scale, seed=seed)
