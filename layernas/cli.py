@@ -283,7 +283,8 @@ def make_evaluator(args, space, entry, dataset, out=None):
     if args.evaluator == "dry-run":
         from layernas.dry_run import ProxyScoreEvaluator
 
-        return ProxyScoreEvaluator(space)
+        # the score grows with model size: MAdds where the space counts them, else its main metric
+        return ProxyScoreEvaluator(space, metric="madds" if "madds" in space.cost_metrics else entry.default_metric)
     if args.space == "codec-hyperprior":
         from layernas.trainers.codec_train import make_codec_evaluator
 

@@ -106,6 +106,20 @@ def test_corrupt_table_checkpoint_and_changed_settings(tmp_path, capsys, monkeyp
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("space, target", [("codec-hyperprior", "16.5"), ("codec-sandwich", "5"),
+                                           ("nats-sss", None)])
+def test_dry_run_works_for_spaces_without_madds(space, target, tmp_path, capsys):
+    argv = ["search", "--space", space, "--evaluator", "dry-run", "--budget-evals", "6", "--quiet", "--json",
+            "--out", str(tmp_path / "run")]
+    code, out, err = run_cli(capsys, *argv, *(["--target-decoder-gmacs", target] if target else []))
+    assert code == 0, err
+    best = json.loads(out)["best"]
+    rows = json.loads((tmp_path / "run" / "checkpoint.json").read_text())["history"]
+    assert len(rows) == 6 and all(r["info"]["evaluator"].startswith("proxy-score") for r in rows)
+    if target:
+        assert best["costs"]["decoder_gmacs"] <= float(target)
+
+
 def test_describe_and_spaces(capsys):
     code, out, _ = run_cli(capsys, "describe", "--space", "nats-tss")
     assert code == 0 and "flops" in out and "nor_conv_3x3" in out
