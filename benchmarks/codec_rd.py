@@ -112,26 +112,51 @@ def codec_points(label, config, params, images, lmbda) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bd_rates(curves: pd.DataFrame, anchor: str, metric: str = "psnr") -> dict[str, float]:
+def monotone_points(curve: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list]:
+    """The points of one RD curve that a BD-rate can use, and the settings it drops.
+
+    Sorted by rate, a point is kept only if its quality beats every cheaper point: a point
+    that costs more bits for less quality (an under-trained model does this) would make the
+    quality-to-rate interpolation non-monotone. Dropped points stay in every table and plot.
+    """
+    c = curve.sort_values("bpp_real").reset_index(drop=True)
+    keep = c[metric].to_numpy() > np.maximum.accumulate(np.r_[-np.inf, c[metric].to_numpy()[:-1]])
+    return c[keep], list(c.setting[~keep])
+
+
+def bd_rates(curves: pd.DataFrame, anchor: str, metric: str = "psnr", notes: dict | None = None) -> dict[str, float]:
     """BD-rate (%) of every other method against ``anchor`` on ``metric`` (bjontegaard, PCHIP).
 
-    A method whose quality range does not overlap the anchor's gets NaN (printed), never a
-    made-up number.
+    Args:
+      curves: one row per (method, setting) with ``bpp_real`` and ``metric``.
+      anchor: the method every other is compared with.
+      metric: the quality column ("psnr" or "ms_ssim_db").
+      notes: if given, filled with ``{method: text}`` saying which points were dropped (see
+        :func:`monotone_points`) and the quality range the BD-rate integrates over.
+    Returns:
+      ``{method: BD-rate %}``; a method whose quality range does not overlap the anchor's
+      gets NaN (printed), never a made-up number.
     """
     import bjontegaard as bd
 
-    a = curves[curves.method == anchor].sort_values("bpp_real")
+    a, _ = monotone_points(curves[curves.method == anchor], metric)
     out = {}
     for method, c in curves.groupby("method"):
         if method == anchor:
             continue
-        c = c.sort_values("bpp_real")
+        c, dropped = monotone_points(c, metric)
+        lo, hi = max(a[metric].min(), c[metric].min()), min(a[metric].max(), c[metric].max())
         try:
+            if len(c) < 2 or hi <= lo:
+                raise ValueError(f"no {metric} overlap with {anchor} over 2+ points")
             out[method] = float(bd.bd_rate(a.bpp_real.values, a[metric].values, c.bpp_real.values, c[metric].values,
                                            method="pchip", require_matching_points=False, min_overlap=0.0))
         except Exception as e:  # no overlap: say so instead of inventing a number
             print(f"BD-rate ({metric}) {method} vs {anchor}: {e}", file=sys.stderr)
             out[method] = float("nan")
+        if notes is not None:
+            notes[method] = (f"over {metric} {lo:.2f}..{hi:.2f}" if hi > lo else "no overlap") + (
+                f"; dropped settings {dropped} (more bits, less quality than a cheaper point)" if dropped else "")
     return out
 
 
@@ -295,7 +320,9 @@ def write_summary(args) -> None:
     full_res = args.kodak_downscale == 1
     ref = load_reference_points()
     both = pd.concat([curves, ref]) if full_res else curves
-    bd_psnr, bd_msssim = bd_rates(both, JPEG, "psnr"), bd_rates(both, JPEG, "ms_ssim_db")
+    notes_psnr, notes_msssim = {}, {}
+    bd_psnr = bd_rates(both, JPEG, "psnr", notes_psnr)
+    bd_msssim = bd_rates(both, JPEG, "ms_ssim_db", notes_msssim)
     ours = curves[curves.method != JPEG]
     cost = pd.read_csv(OUT / "decoder_cost.csv")
     times = ours.groupby("method")[["encode_s", "decode_s"]].mean()
@@ -346,9 +373,11 @@ def write_summary(args) -> None:
              markdown_table(cost.drop(columns=["arch"]), ".5g"), "",
              "Architectures:", ""] + [f"- {r.model}: `{r.arch}`" for r in cost.itertuples()] + [
              "", "## BD-rate against JPEG, every method", "",
-             "| method | BD-rate PSNR (%) | BD-rate MS-SSIM (%) |", "|---|---|---|"]
+             "| method | BD-rate PSNR (%) | BD-rate MS-SSIM (%) | PSNR points used | MS-SSIM points used |",
+             "|---|---|---|---|---|"]
     for m in bd_psnr:
-        lines.append(f"| {m} | {bd_psnr[m]:.2f} | {bd_msssim.get(m, np.nan):.2f} |")
+        lines.append(f"| {m} | {bd_psnr[m]:.2f} | {bd_msssim.get(m, np.nan):.2f} | {notes_psnr.get(m, '')} | "
+                     f"{notes_msssim.get(m, '')} |")
     missing = [m for m, v in bd_psnr.items() if not np.isfinite(v)]
     for m in missing:
         c, j = both[both.method == m], curves[curves.method == JPEG]

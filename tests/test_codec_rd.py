@@ -13,7 +13,8 @@ codec_rd = _import_bench("codec_rd")
 
 
 def _curve(method, bpp, psnr):
-    return pd.DataFrame({"method": method, "bpp_real": bpp, "psnr": psnr, "ms_ssim_db": psnr / 2})
+    return pd.DataFrame({"method": method, "setting": np.arange(len(bpp)), "bpp_real": bpp, "psnr": psnr,
+                         "ms_ssim_db": psnr / 2})
 
 
 def test_bd_rate_measures_a_known_saving_and_refuses_without_overlap():
@@ -75,3 +76,18 @@ def test_summary_table_plot_and_bd_rates_from_per_image_rows(tmp_path, monkeypat
     summary = (tmp_path / "summary.md").read_text()
     assert "| ours | -30.0" in summary.replace("-29.9", "-30.0") and "+2.00 %" in summary
     assert (tmp_path / "rd_kodak.png").stat().st_size > 10_000
+
+
+def test_bd_rate_drops_dominated_points_and_says_so():
+    bpp = np.array([0.2, 0.4, 0.8, 1.6])
+    psnr = 24 + 4 * np.log2(bpp / 0.2)
+    ours = _curve("ours", 0.8 * bpp, psnr).assign(setting=[1, 2, 3, 4])
+    # an under-trained extra point: more bits than setting 4, less quality than setting 2
+    ours = pd.concat([ours, _curve("ours", np.array([2.0]), np.array([27.0])).assign(setting=[5])])
+    curves = pd.concat([_curve("JPEG (Pillow)", bpp, psnr).assign(setting=[5, 10, 20, 40]), ours])
+    kept, dropped = codec_rd.monotone_points(ours, "psnr")
+    assert dropped == [5] and list(kept.setting) == [1, 2, 3, 4]
+    notes = {}
+    bd = codec_rd.bd_rates(curves, "JPEG (Pillow)", "psnr", notes)
+    assert bd["ours"] == pytest.approx(-20.0, abs=0.5)
+    assert "dropped settings [5]" in notes["ours"] and "psnr 24.00..36.00" in notes["ours"]
