@@ -124,7 +124,11 @@ def monotone_points(curve: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, lis
     return c[keep], list(c.setting[~keep])
 
 
-def bd_rates(curves: pd.DataFrame, anchor: str, metric: str = "psnr", notes: dict | None = None) -> dict[str, float]:
+MIN_BD_RANGE = 1.0  # dB: a BD-rate integrates log-rate over at least this much shared quality
+
+
+def bd_rates(curves: pd.DataFrame, anchor: str, metric: str = "psnr", notes: dict | None = None,
+             min_range: float = MIN_BD_RANGE) -> dict[str, float]:
     """BD-rate (%) of every other method against ``anchor`` on ``metric`` (bjontegaard, PCHIP).
 
     Args:
@@ -133,6 +137,8 @@ def bd_rates(curves: pd.DataFrame, anchor: str, metric: str = "psnr", notes: dic
       metric: the quality column ("psnr" or "ms_ssim_db").
       notes: if given, filled with ``{method: text}`` saying which points were dropped (see
         :func:`monotone_points`) and the quality range the BD-rate integrates over.
+      min_range: the least shared quality range (dB) worth integrating over; a narrower one
+        gives NaN (a curve that is nearly flat in quality has no meaningful average).
     Returns:
       ``{method: BD-rate %}``; a method whose quality range does not overlap the anchor's
       gets NaN (printed), never a made-up number.
@@ -149,15 +155,39 @@ def bd_rates(curves: pd.DataFrame, anchor: str, metric: str = "psnr", notes: dic
         try:
             if len(c) < 2 or hi <= lo:
                 raise ValueError(f"no {metric} overlap with {anchor} over 2+ points")
+            if hi - lo < min_range:
+                raise ValueError(f"{metric} overlap {lo:.2f}..{hi:.2f} is narrower than {min_range} dB")
             out[method] = float(bd.bd_rate(a.bpp_real.values, a[metric].values, c.bpp_real.values, c[metric].values,
                                            method="pchip", require_matching_points=False, min_overlap=0.0))
         except Exception as e:  # no overlap: say so instead of inventing a number
             print(f"BD-rate ({metric}) {method} vs {anchor}: {e}", file=sys.stderr)
             out[method] = float("nan")
         if notes is not None:
-            notes[method] = (f"over {metric} {lo:.2f}..{hi:.2f}" if hi > lo else "no overlap") + (
+            span = (f"over {metric} {lo:.2f}..{hi:.2f}" if hi - lo >= min_range else
+                    f"overlap {lo:.2f}..{hi:.2f} narrower than {min_range} dB: not computed" if hi > lo else "no overlap")
+            notes[method] = span + (
                 f"; dropped settings {dropped} (more bits, less quality than a cheaper point)" if dropped else "")
     return out
+
+
+def rate_vs_anchor(curves: pd.DataFrame, anchor: str, metric: str = "psnr") -> pd.DataFrame:
+    """Per point: the bits the anchor needs for the same quality, and our rate difference.
+
+    The anchor's log-rate is interpolated against quality with PCHIP (as the BD-rate does) on
+    its monotone points; points outside the anchor's quality range get NaN.
+
+    Returns:
+      one row per non-anchor (method, setting): ``metric``, ``bpp_real``, ``anchor_bpp`` and
+      ``rate_vs_anchor_pct`` = 100 * (bpp_real / anchor_bpp - 1).
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    a, _ = monotone_points(curves[curves.method == anchor], metric)
+    log_rate = PchipInterpolator(a[metric].to_numpy(), np.log(a.bpp_real.to_numpy()), extrapolate=False)
+    rows = curves[curves.method != anchor][["method", "setting", metric, "bpp_real"]].copy()
+    rows["anchor_bpp"] = np.exp(log_rate(rows[metric].to_numpy()))
+    rows["rate_vs_anchor_pct"] = 100 * (rows.bpp_real / rows.anchor_bpp - 1)
+    return rows.reset_index(drop=True)
 
 
 def load_reference_points() -> pd.DataFrame:
@@ -226,7 +256,7 @@ def train_ladder(space, arch, lambdas, train_imgs, args):
             meta.write_text(json.dumps(row, indent=1))
             print(f"  lambda {lmbda}: trained {cfg.steps} steps in {row['train_seconds']:.0f}s "
                   f"(train psnr {row['last_train_psnr']:.2f}, bpp {row['last_train_bpp']:.3f})", flush=True)
-        out.append((lmbda, ema, row))
+        out.append((lmbda, ema, {**row, "key": key}))
         parent, parent_key = ema, key
     return out
 
@@ -237,7 +267,8 @@ def run_rd(args) -> None:
 
     space = CodecHyperpriorSpace()
     train_imgs, _ = split_photos(load_images(SHARED / "data" / "photos"))
-    models = rd_models(space)
+    models = {label: arch for label, arch in rd_models(space).items()
+              if args.models is None or any(label.startswith(m) for m in args.models)}
     trained = {}
     for label, arch in models.items():  # train everything first: evaluation is cheap to redo
         print(f"training {label}: {space.arch_to_str(arch)}", flush=True)
@@ -249,10 +280,19 @@ def run_rd(args) -> None:
     for label, arch in models.items():
         config = space.config(arch)
         for lmbda, ema, row in trained[label]:
-            frames.append(codec_points(label, config, ema, kodak, lmbda))
-            train_rows.append({"model": label, **row})
+            # evaluations are cached beside the model: a rerun (or a run for other models)
+            # reuses them; the key names the model, the Kodak scale and the image count
+            cached = CACHE / f"{row['key']}-kodak{args.kodak_downscale}-{len(kodak)}.csv"
+            if cached.exists():
+                points = pd.read_csv(cached).assign(method=label)
+                print(f"{label} lambda {lmbda}: reusing {cached.name}", flush=True)
+            else:
+                points = codec_points(label, config, ema, kodak, lmbda)
+                points.to_csv(cached, index=False)
+                print(f"{label} lambda {lmbda}: evaluated on {len(kodak)} Kodak images", flush=True)
+            frames.append(points)
+            train_rows.append({"model": label, **{k: v for k, v in row.items() if k != "key"}})
             pd.concat(frames).to_csv(OUT / "rd_per_image.csv", index=False)
-            print(f"{label} lambda {lmbda}: evaluated on {len(kodak)} Kodak images", flush=True)
         cost_rows.append({"model": label, "arch": space.arch_to_str(arch), **space.cost(arch)})
     pd.DataFrame(train_rows).to_csv(OUT / "training.csv", index=False)
     pd.DataFrame(cost_rows).to_csv(OUT / "decoder_cost.csv", index=False)
@@ -378,11 +418,20 @@ def write_summary(args) -> None:
     for m in bd_psnr:
         lines.append(f"| {m} | {bd_psnr[m]:.2f} | {bd_msssim.get(m, np.nan):.2f} | {notes_psnr.get(m, '')} | "
                      f"{notes_msssim.get(m, '')} |")
-    missing = [m for m, v in bd_psnr.items() if not np.isfinite(v)]
-    for m in missing:
-        c, j = both[both.method == m], curves[curves.method == JPEG]
-        lines.append(f"\n{m}: BD-rate not computable: PSNR {c.psnr.min():.2f}-{c.psnr.max():.2f} dB does not "
-                     f"overlap JPEG's {j.psnr.min():.2f}-{j.psnr.max():.2f} dB.")
+    lines += ["", f"A BD-rate needs the curves to share at least {MIN_BD_RANGE} dB of quality; where they do "
+              "not (a curve nearly flat in quality), the cell is nan and the per-point comparison below says "
+              "more.", "", "## Rate against JPEG at the same quality, per point", "",
+              "JPEG's bits for the same PSNR / MS-SSIM (PCHIP on JPEG's log-rate, as the BD-rate uses); "
+              "positive = we spend more bits than JPEG.", ""]
+    per_point = rate_vs_anchor(curves, JPEG, "psnr").merge(
+        rate_vs_anchor(curves, JPEG, "ms_ssim_db"), on=["method", "setting", "bpp_real"],
+        suffixes=("_psnr", "_msssim"))
+    per_point = per_point.rename(columns={"anchor_bpp_psnr": "jpeg_bpp_same_psnr",
+                                          "rate_vs_anchor_pct_psnr": "rate_vs_jpeg_psnr_pct",
+                                          "anchor_bpp_msssim": "jpeg_bpp_same_msssim",
+                                          "rate_vs_anchor_pct_msssim": "rate_vs_jpeg_msssim_pct"})
+    per_point.to_csv(OUT / "rate_vs_jpeg.csv", index=False)
+    lines.append(markdown_table(per_point[per_point.method.isin(ours.method)]))
     if not full_res:
         lines.append("\nCompressAI's points are full-resolution Kodak, so no BD-rate is computed against them here.")
     lines += ["", "## RD points (means over images)", "", markdown_table(curves), "",
@@ -407,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1600, help="steps of the highest lambda (from scratch)")
     p.add_argument("--finetune-steps", type=int, default=500, help="steps of each lower lambda (fine-tuned)")
     p.add_argument("--train-only", action="store_true", help="train (or reuse) the models, evaluate nothing")
+    p.add_argument("--models", nargs="+", choices=["default", "LayerNAS"],
+                   help="only these models (labels starting with these words; default: all)")
     p.add_argument("--kodak-downscale", type=int, default=1, help="1 = full resolution (768x512)")
     p.add_argument("--max-images", type=int, default=24)
     p.add_argument("--stability", action="store_true", help="also measure the proxy's ranking stability")

@@ -91,3 +91,17 @@ def test_bd_rate_drops_dominated_points_and_says_so():
     bd = codec_rd.bd_rates(curves, "JPEG (Pillow)", "psnr", notes)
     assert bd["ours"] == pytest.approx(-20.0, abs=0.5)
     assert "dropped settings [5]" in notes["ours"] and "psnr 24.00..36.00" in notes["ours"]
+
+
+def test_rate_vs_anchor_per_point_and_narrow_overlap_gives_nan():
+    bpp = np.array([0.2, 0.4, 0.8, 1.6])
+    psnr = 24 + 4 * np.log2(bpp / 0.2)
+    flat = _curve("flat", np.array([0.5, 0.7]), np.array([25.0, 25.3]))
+    curves = pd.concat([_curve("JPEG (Pillow)", bpp, psnr), _curve("ours", 0.8 * bpp, psnr), flat,
+                        _curve("above", np.array([2.0]), np.array([50.0]))])
+    rows = codec_rd.rate_vs_anchor(curves, "JPEG (Pillow)", "psnr").set_index("method")
+    assert rows.loc["ours", "rate_vs_anchor_pct"].tolist() == pytest.approx([-20.0] * 4, abs=1e-6)
+    assert np.isnan(rows.loc["above", "rate_vs_anchor_pct"])  # outside JPEG's range: no number
+    notes = {}
+    bd = codec_rd.bd_rates(curves, "JPEG (Pillow)", "psnr", notes)
+    assert np.isnan(bd["flat"]) and "narrower than 1.0 dB" in notes["flat"]
