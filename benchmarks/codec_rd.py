@@ -396,7 +396,8 @@ def write_summary(args) -> None:
         trained_steps = "Optimizer steps per model, all lambdas: " + ", ".join(
             f"{m} {int(r.steps)} ({r.seconds / 60:.0f} min)" for m, r in per_model.iterrows()) + "."
     lines = ["# Codec rate-distortion on Kodak", "",
-             "Made by `benchmarks/codec_rd.py` (command, machine and wall time in provenance.json; the stability "
+             "Made by `benchmarks/codec_rd.py` (command, machine and wall time in provenance.json; the training "
+             "run's, when it was a separate `--train-only` run, in provenance_training.json; the stability "
              f"run's in stability/provenance.json). Kodak: all {per.image.nunique()} images, {where}; "
              "nothing is trained on Kodak (training crops come from ../shared/data/photos, minus the 8 held-out "
              "photos).", "",
