@@ -169,16 +169,47 @@ def _train_step_cached(config: CodecConfig, cfg: TrainConfig):
         out = model.apply({"params": params}, x, train=True, rng=rng)
         return rd_loss(out, x, lmbda)
 
-    def step(state, x, rng, lmbda):
+    return jax.jit(ema_train_step(loss_fn, opt, cfg.ema_decay), donate_argnums=0), opt
+
+
+def ema_train_step(loss_fn, opt: optax.GradientTransformation, ema_decay: float):
+    """``step(state, *batch) -> (state, metrics)`` for ``state = (params, opt_state, ema)``:
+    one optimizer update on ``loss_fn(params, *batch) -> (loss, metrics)``, then the
+    parameter EMA (``ema_decay`` 0: the EMA is the parameters). Jit it with the state donated.
+    """
+
+    def step(state, *batch):
         params, opt_state, ema = state
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, rng, lmbda)
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *batch)
         updates, opt_state = opt.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        d = cfg.ema_decay
+        d = ema_decay
         ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, ema, params) if d > 0 else params
         return (params, opt_state, ema), metrics
 
-    return jax.jit(step, donate_argnums=0), opt
+    return step
+
+
+def initial_train_state(params, opt: optax.GradientTransformation):
+    """``(params, opt_state, ema)`` to start training from; the params and the EMA are
+    fresh copies, because the train step donates its state and the caller keeps ``params``."""
+    params = jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params)
+    return params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params)
+
+
+def record_step(history: list, metrics: dict, step: int, steps: int, log_every: int = 0) -> None:
+    """Append one step's metrics (as floats) to ``history``; print every ``log_every`` steps.
+
+    Raises:
+      FloatingPointError: the loss is NaN or infinite.
+    """
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if not math.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"loss became {metrics['loss']} at step {step}")
+    history.append(metrics)
+    if log_every and (step % log_every == 0 or step == steps - 1):
+        print(f"step {step:5d} loss {metrics['loss']:.4f} bpp {metrics['bpp']:.3f} psnr {metrics['psnr']:.2f}",
+              flush=True)
 
 
 @functools.lru_cache(maxsize=32)
@@ -209,10 +240,7 @@ def train(config: CodecConfig, cfg: TrainConfig, images: list[np.ndarray], log_e
       (params, ema_params, history): history is a list of per-step metric dicts.
     """
     step, opt = _train_step(config, cfg)
-    # a copy: the step donates its state, and the caller keeps ``initial_params``
-    params = init_params(config, cfg.seed) if initial_params is None else jax.tree_util.tree_map(
-        lambda p: jnp.array(p, copy=True), initial_params)
-    state = (params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params))
+    state = initial_train_state(init_params(config, cfg.seed) if initial_params is None else initial_params, opt)
     batch_sharding = None
     if data_parallel > 1:
         if len(jax.devices()) < data_parallel or cfg.batch_size % data_parallel:
@@ -229,13 +257,7 @@ def train(config: CodecConfig, cfg: TrainConfig, images: list[np.ndarray], log_e
         x = random_crops(images, data_rng, cfg.batch_size, cfg.crop_size)
         x = jax.device_put(x, batch_sharding) if batch_sharding is not None else jnp.asarray(x)
         state, metrics = step(state, x, jax.random.fold_in(key, i), jnp.float32(cfg.lmbda))
-        metrics = {k: float(v) for k, v in metrics.items()}
-        if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"loss became {metrics['loss']} at step {i}")
-        history.append(metrics)
-        if log_every and (i % log_every == 0 or i == cfg.steps - 1):
-            print(f"step {i:5d} loss {metrics['loss']:.4f} bpp {metrics['bpp']:.3f} psnr {metrics['psnr']:.2f}",
-                  flush=True)
+        record_step(history, metrics, i, cfg.steps, log_every)
     params, _, ema = state
     return params, ema, history
 
@@ -266,17 +288,17 @@ def scale_widths(config: CodecConfig, scale: float, minimum: int = 8) -> CodecCo
 
 
 # ----------------------------------------------------------------------------- evaluator
-class CodecEvaluator:
-    """Evaluator protocol: train one codec architecture, reward = -RD loss (hard rounding)
-    on held-out photos, higher is better. ``cost_seconds`` is the measured wall time.
+class PhotoTrainedEvaluator:
+    """What every codec evaluator shares: the checked settings, the photo split and the
+    per-trial recipe. Subclasses implement ``evaluate(trial)``.
 
     Args:
-      space: a :class:`~layernas.search_spaces.codec.CodecHyperpriorSpace`.
-      lmbda: the fixed rate-distortion trade-off of the search.
+      space: the search space.
+      lmbda: the fixed rate-distortion trade-off of the search (> 0).
       recipe: the proxy :class:`TrainConfig` (its ``lmbda`` and ``seed`` are replaced).
-      photos_dir: training/validation photos (never Kodak).
-      width_scale: train a width-scaled proxy (1.0 = the real architecture); the costs
-        reported are always those of the real architecture.
+      photos_dir: training/validation photos (never Kodak); the last
+        ``VALIDATION_PHOTOS`` are held out and their centre crops score the reward.
+      width_scale: train a width-scaled proxy, in (0, 1] (1.0 = the real architecture).
       val_crop: side of the validation centre crops.
       seed_policy: "fixed" (common random numbers: every trial uses ``seed``) or "trial"
         (each trial uses its own ``trial.seed``).
@@ -284,27 +306,44 @@ class CodecEvaluator:
       train_images / val_images: pass arrays directly instead of ``photos_dir`` (tests).
     """
 
+    default_val_crop = 128
+
     def __init__(self, space, lmbda: float = 0.0130, recipe: TrainConfig = PROXY_RECIPE,
-                 photos_dir: str | Path | None = None, width_scale: float = 1.0, val_crop: int = 128,
+                 photos_dir: str | Path | None = None, width_scale: float = 1.0, val_crop: int | None = None,
                  seed_policy: str = "fixed", seed: int = 0, train_images=None, val_images=None):
         if seed_policy not in ("fixed", "trial"):
             raise ValueError(f"seed_policy {seed_policy!r} is not 'fixed' or 'trial'")
         if not 0 < width_scale <= 1:
             raise ValueError(f"width_scale {width_scale}: expected a number in (0, 1]")
+        if not (lmbda > 0 and math.isfinite(lmbda)):
+            raise ValueError(f"lmbda {lmbda}: expected a positive number")
         if train_images is None:
             if photos_dir is None:
                 raise ValueError("give photos_dir or train_images/val_images")
             train_images, val_list = split_photos(load_images(photos_dir))
-            val_images = center_crops(val_list, val_crop)
+            val_images = center_crops(val_list, self.default_val_crop if val_crop is None else val_crop)
         self.space, self.lmbda, self.recipe = space, float(lmbda), recipe
         self.width_scale, self.seed_policy, self.seed = float(width_scale), seed_policy, int(seed)
         self.train_images, self.val_images = list(train_images), np.asarray(val_images, np.float32)
 
+    def trial_recipe(self, trial: Trial) -> TrainConfig:
+        """The recipe one trial trains with: the search's lambda and the policy's seed."""
+        seed = self.seed if self.seed_policy == "fixed" else int(trial.seed) % (2 ** 31)
+        return dataclasses.replace(self.recipe, lmbda=self.lmbda, seed=seed)
+
+
+class CodecEvaluator(PhotoTrainedEvaluator):
+    """Evaluator protocol: train one codec architecture, reward = -RD loss (hard rounding)
+    on held-out photos, higher is better. ``cost_seconds`` is the measured wall time.
+    The arguments are :class:`PhotoTrainedEvaluator`'s (validation crops: 128x128); the
+    costs reported are always those of the real, unscaled architecture.
+    """
+
     def evaluate(self, trial: Trial) -> EvalResult:
         start = time.time()
         config = scale_widths(self.space.config(trial.arch), self.width_scale)
-        seed = self.seed if self.seed_policy == "fixed" else int(trial.seed) % (2 ** 31)
-        cfg = dataclasses.replace(self.recipe, lmbda=self.lmbda, seed=seed)
+        cfg = self.trial_recipe(trial)
+        seed = cfg.seed
         try:
             _, ema, history = train(config, cfg, self.train_images)
         except FloatingPointError as e:

@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from layernas.evaluator import EvalResult, Trial
 from layernas.trainers.codec_model import count_params
 from layernas.trainers.codec_train import (
-    PROXY_RECIPE, TrainConfig, center_crops, default_photos_dir, load_images, make_optimizer, random_crops,
-    split_photos)
+    PROXY_RECIPE, PhotoTrainedEvaluator, TrainConfig, default_photos_dir, ema_train_step, initial_train_state,
+    make_optimizer, random_crops, record_step)
 from layernas.trainers.image_quality import ms_ssim, psnr
 from layernas.trainers.jpeg_proxy import jpeg_decode, jpeg_encode, payload_bytes, quant_tables
 from layernas.trainers.sandwich_model import Sandwich, SandwichConfig, init_params, sandwich_loss
@@ -59,16 +57,7 @@ def _train_step_cached(config: SandwichConfig, cfg: TrainConfig):
     def loss_fn(params, x, tables, lmbda):
         return sandwich_loss(model.apply({"params": params}, x, train=True, tables=tables), x, lmbda)
 
-    def step(state, x, tables, lmbda):
-        params, opt_state, ema = state
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, tables, lmbda)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        d = cfg.ema_decay
-        ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, ema, params) if d > 0 else params
-        return (params, opt_state, ema), metrics
-
-    return jax.jit(step, donate_argnums=0), opt
+    return jax.jit(ema_train_step(loss_fn, opt, cfg.ema_decay), donate_argnums=0), opt
 
 
 def train_step(config: SandwichConfig, cfg: TrainConfig):
@@ -104,22 +93,14 @@ def train(config: SandwichConfig, cfg: TrainConfig, images: list[np.ndarray], lo
       FloatingPointError: the loss became NaN or infinite.
     """
     step, opt = train_step(config, cfg)
-    params = init_params(config, cfg.seed) if initial_params is None else jax.tree_util.tree_map(
-        lambda p: jnp.array(p, copy=True), initial_params)
-    state = (params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params))
+    state = initial_train_state(init_params(config, cfg.seed) if initial_params is None else initial_params, opt)
     tables = jnp.asarray(quant_tables(config.quality))
     data_rng = np.random.default_rng([cfg.seed, 1])
     history = []
     for i in range(cfg.steps):
         x = jnp.asarray(random_crops(images, data_rng, cfg.batch_size, cfg.crop_size))
         state, metrics = step(state, x, tables, jnp.float32(cfg.lmbda))
-        metrics = {k: float(v) for k, v in metrics.items()}
-        if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"loss became {metrics['loss']} at step {i}")
-        history.append(metrics)
-        if log_every and (i % log_every == 0 or i == cfg.steps - 1):
-            print(f"step {i:5d} loss {metrics['loss']:.4f} bpp {metrics['bpp']:.3f} psnr {metrics['psnr']:.2f}",
-                  flush=True)
+        record_step(history, metrics, i, cfg.steps, log_every)
     params, _, ema = state
     return params, ema, history
 
@@ -188,49 +169,23 @@ def evaluate_real(config: SandwichConfig, params, images: np.ndarray, lmbda: flo
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
-class SandwichEvaluator:
+class SandwichEvaluator(PhotoTrainedEvaluator):
     """Evaluator protocol: train one sandwich architecture through the proxy; reward =
     -(lmbda * 255^2 * MSE + bpp) with the **real** JPEG on held-out photo centre crops,
     higher is better. ``cost_seconds`` is the measured wall time. The seed policy is
-    :class:`~layernas.trainers.codec_train.CodecEvaluator`'s (common random numbers by
-    default: every trial sees the same crops and the same init seed).
-
-    Args:
-      space: a :class:`~layernas.search_spaces.sandwich.SandwichSpace`.
-      lmbda: the fixed rate-distortion trade-off of the search.
-      recipe: the proxy :class:`TrainConfig` (its ``lmbda`` and ``seed`` are replaced).
-      photos_dir: training/validation photos (never Kodak).
-      width_scale: train width-scaled U-Nets (1.0 = the real architecture); the costs
-        reported are always those of the real architecture.
-      val_crop: side of the validation centre crops (192: MS-SSIM needs at least 161).
-      seed_policy: "fixed" (every trial uses ``seed``) or "trial" (``trial.seed``).
-      seed: the seed for ``seed_policy="fixed"``.
-      train_images / val_images: pass arrays directly instead of ``photos_dir`` (tests).
+    :class:`~layernas.trainers.codec_train.PhotoTrainedEvaluator`'s (common random numbers by
+    default: every trial sees the same crops and the same init seed), and so are the
+    arguments (validation crops: 192x192, as MS-SSIM needs at least 161 pixels a side); the
+    costs reported are always those of the real, unscaled architecture.
     """
 
-    def __init__(self, space, lmbda: float = 0.0130, recipe: TrainConfig = PROXY_RECIPE,
-                 photos_dir: str | Path | None = None, width_scale: float = 1.0, val_crop: int = 192,
-                 seed_policy: str = "fixed", seed: int = 0, train_images=None, val_images=None):
-        if seed_policy not in ("fixed", "trial"):
-            raise ValueError(f"seed_policy {seed_policy!r} is not 'fixed' or 'trial'")
-        if not 0 < width_scale <= 1:
-            raise ValueError(f"width_scale {width_scale}: expected a number in (0, 1]")
-        if not (lmbda > 0 and math.isfinite(lmbda)):
-            raise ValueError(f"lmbda {lmbda}: expected a positive number")
-        if train_images is None:
-            if photos_dir is None:
-                raise ValueError("give photos_dir or train_images/val_images")
-            train_images, val_list = split_photos(load_images(photos_dir))
-            val_images = center_crops(val_list, val_crop)
-        self.space, self.lmbda, self.recipe = space, float(lmbda), recipe
-        self.width_scale, self.seed_policy, self.seed = float(width_scale), seed_policy, int(seed)
-        self.train_images, self.val_images = list(train_images), np.asarray(val_images, np.float32)
+    default_val_crop = 192  # MS-SSIM needs at least 161 pixels a side
 
     def evaluate(self, trial: Trial) -> EvalResult:
         start = time.time()
         config = self.space.config(trial.arch).scaled(self.width_scale)
-        seed = self.seed if self.seed_policy == "fixed" else int(trial.seed) % (2 ** 31)
-        cfg = dataclasses.replace(self.recipe, lmbda=self.lmbda, seed=seed)
+        cfg = self.trial_recipe(trial)
+        seed = cfg.seed
         try:
             _, ema, history = train(config, cfg, self.train_images)
         except FloatingPointError as e:
