@@ -298,6 +298,14 @@ def run_rd(args) -> None:
     pd.DataFrame(cost_rows).to_csv(OUT / "decoder_cost.csv", index=False)
 
 
+def stability_dir(args) -> Path:
+    """``stability/`` for the default proxy length, ``stability_steps{N}/`` for another."""
+    from layernas.trainers.codec_train import PROXY_RECIPE
+
+    steps = args.stability_steps or PROXY_RECIPE.steps
+    return OUT / ("stability" if steps == PROXY_RECIPE.steps else f"stability_steps{steps}")
+
+
 def run_stability(args) -> None:
     """Rank a few architectures with the search's proxy under two seeds."""
     from scipy.stats import kendalltau, spearmanr
@@ -322,7 +330,8 @@ def run_stability(args) -> None:
     archs = archs[: args.stability_archs]
     rows = []
     for seed in args.stability_seeds:
-        ev = CodecEvaluator(space, lmbda=args.search_lambda, recipe=PROXY_RECIPE,
+        recipe = dataclasses.replace(PROXY_RECIPE, steps=args.stability_steps or PROXY_RECIPE.steps)
+        ev = CodecEvaluator(space, lmbda=args.search_lambda, recipe=recipe,
                             photos_dir=SHARED / "data" / "photos", width_scale=args.width_scale, seed=seed,
                             val_crop=128)
         for i, a in enumerate(archs):
@@ -332,15 +341,16 @@ def run_stability(args) -> None:
                          **{k: r.info.get(k) for k in ("val_bpp", "val_psnr")}})
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    (OUT / "stability").mkdir(parents=True, exist_ok=True)
-    df.to_csv(OUT / "stability" / "stability.csv", index=False)
+    out = stability_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "stability.csv", index=False)
     piv = df.pivot(index="arch", columns="seed", values="reward")
     s = piv.columns
     corr = {"spearman": float(spearmanr(piv[s[0]], piv[s[1]]).statistic),
             "kendall": float(kendalltau(piv[s[0]], piv[s[1]]).statistic),
             "seeds": [int(x) for x in s], "archs": len(piv), "width_scale": args.width_scale,
-            "proxy_steps": PROXY_RECIPE.steps, "lmbda": args.search_lambda}
-    (OUT / "stability" / "stability.json").write_text(json.dumps(corr, indent=2) + "\n")
+            "proxy_steps": recipe.steps, "lmbda": args.search_lambda}
+    (out / "stability.json").write_text(json.dumps(corr, indent=2) + "\n")
 
 
 def write_summary(args) -> None:
@@ -442,12 +452,14 @@ def write_summary(args) -> None:
                      f"({100 * (r.bpp_real / r.bpp_est - 1):+.2f} %), bit-exact decode: {bool(r.bit_exact)}")
     if training is not None:
         lines += ["", "## Training", "", markdown_table(training), ""]
-    if (OUT / "stability" / "stability.json").exists():
-        st = json.loads((OUT / "stability" / "stability.json").read_text())
-        lines += ["", "## Ranking stability of the search proxy", "",
-                  f"{st['archs']} architectures, proxy recipe at width scale {st.get('width_scale', args.width_scale)}, "
-                  f"seeds {st['seeds']}: Spearman {st['spearman']:.3f}, Kendall {st['kendall']:.3f} (see stability/).",
-                  ""]
+    stability = sorted(OUT.glob("stability*/stability.json"))
+    if stability:
+        lines += ["", "## Ranking stability of the search proxy", ""]
+    for path in stability:
+        st = json.loads(path.read_text())
+        lines.append(f"- {st['archs']} architectures, proxy at width scale {st.get('width_scale', args.width_scale)} "
+                     f"with {st.get('proxy_steps', '?')} steps, seeds {st['seeds']}: Spearman {st['spearman']:.3f}, "
+                     f"Kendall {st['kendall']:.3f} (see {path.parent.name}/).")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -466,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-only", action="store_true")
     p.add_argument("--stability-seeds", type=int, nargs=2, default=[0, 1])
     p.add_argument("--stability-archs", type=int, default=6)
+    p.add_argument("--stability-steps", type=int, help="proxy steps (default PROXY_RECIPE.steps, 60)")
     p.add_argument("--width-scale", type=float, default=0.25)
     p.add_argument("--search-lambda", type=float, default=0.0130)
     return p
@@ -487,7 +500,7 @@ def main(argv=None) -> None:
     if args.stability or args.stability_only:
         start = time.time()
         run_stability(args)
-        write_provenance(OUT / "stability", time.time() - start, command, args=vars(args))
+        write_provenance(stability_dir(args), time.time() - start, command, args=vars(args))
     if not args.stability_only:
         write_summary(args)
 
