@@ -285,18 +285,14 @@ def make_evaluator(args, space, entry, dataset, out=None):
 
         # the score grows with model size: MAdds where the space counts them, else its main metric
         return ProxyScoreEvaluator(space, metric="madds" if "madds" in space.cost_metrics else entry.default_metric)
-    if args.space == "codec-hyperprior":
-        from layernas.trainers.codec_train import make_codec_evaluator
-
+    if args.space in CODEC_SPACES:
+        if args.space == "codec-sandwich":
+            from layernas.trainers.sandwich_train import SandwichEvaluator as evaluator_class
+        else:
+            from layernas.trainers.codec_train import CodecEvaluator as evaluator_class
         codec = codec_options(args)
-        return make_codec_evaluator(space, codec["lmbda"], width_scale=codec["width_scale"],
-                                    steps=codec["proxy_steps"], seed=args.seed)
-    if args.space == "codec-sandwich":
-        from layernas.trainers.sandwich_train import make_sandwich_evaluator
-
-        codec = codec_options(args)
-        return make_sandwich_evaluator(space, codec["lmbda"], width_scale=codec["width_scale"],
-                                       steps=codec["proxy_steps"], seed=args.seed)
+        return evaluator_class.for_search(space, codec["lmbda"], width_scale=codec["width_scale"],
+                                          steps=codec["proxy_steps"], seed=args.seed)
     if args.trainer:
         if not args.data:
             raise UsageError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 from typing import Any, Iterator, Sequence
@@ -234,12 +235,16 @@ class NamedOptionStrings:
     Put it before :class:`SearchSpace` in the bases. Option values must print without ``-``.
     """
 
+    @functools.cached_property
+    def _layer_index(self) -> dict[str, int]:
+        # built once per space: config() and cost() look layers up by name on every call
+        return {layer.name: i for i, layer in enumerate(self.layers)}
+
     def option(self, arch: Sequence[int], name: str) -> Any:
         """The option value that ``arch`` picks for the layer called ``name``."""
-        index = {layer.name: i for i, layer in enumerate(self.layers)}
-        if name not in index:
+        if name not in self._layer_index:
             raise SpaceError(f"space {self.name!r} has no layer {name!r}")
-        i = index[name]
+        i = self._layer_index[name]
         return self.layers[i].options[arch[i]]
 
     def arch_to_str(self, arch: Sequence[int]) -> str:

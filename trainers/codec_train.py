@@ -289,8 +289,9 @@ def scale_widths(config: CodecConfig, scale: float, minimum: int = 8) -> CodecCo
 
 # ----------------------------------------------------------------------------- evaluator
 class PhotoTrainedEvaluator:
-    """What every codec evaluator shares: the checked settings, the photo split and the
-    per-trial recipe. Subclasses implement ``evaluate(trial)``.
+    """What every codec evaluator shares: the checked settings, the photo split, the
+    per-trial recipe and ``evaluate(trial)`` (train, score, time, report). Subclasses supply
+    the model family's ``proxy_config``, ``train_proxy`` and ``validate``.
 
     Args:
       space: the search space.
@@ -326,10 +327,50 @@ class PhotoTrainedEvaluator:
         self.width_scale, self.seed_policy, self.seed = float(width_scale), seed_policy, int(seed)
         self.train_images, self.val_images = list(train_images), np.asarray(val_images, np.float32)
 
+    @classmethod
+    def for_search(cls, space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
+                   width_scale: float = 1.0, steps: int | None = None, seed: int = 0):
+        """The evaluator a search uses: ``PROXY_RECIPE`` (with ``steps`` if given) on the
+        photos in ``photos_dir`` (default :func:`default_photos_dir`), one fixed seed.
+
+        Args:
+          space: the search space.
+          lmbda: ``--lambda``, the fixed RD trade-off of the search.
+          photos_dir: training photos (default ``$LAYERNAS_SHARED/data/photos`` or
+            ``../shared/data/photos`` beside the repository).
+          width_scale: proxy width multiplier (``--width-scale``); 1.0 trains the real model.
+          steps: proxy optimizer steps (``--proxy-steps``; default ``PROXY_RECIPE.steps``).
+          seed: the common-random-numbers seed of every trial.
+        Returns:
+          an instance of ``cls``.
+        """
+        recipe = PROXY_RECIPE if steps is None else dataclasses.replace(PROXY_RECIPE, steps=int(steps))
+        return cls(space, lmbda=lmbda, recipe=recipe, photos_dir=default_photos_dir() if photos_dir is None
+                   else photos_dir, width_scale=width_scale, seed=seed)
+
     def trial_recipe(self, trial: Trial) -> TrainConfig:
         """The recipe one trial trains with: the search's lambda and the policy's seed."""
         seed = self.seed if self.seed_policy == "fixed" else int(trial.seed) % (2 ** 31)
         return dataclasses.replace(self.recipe, lmbda=self.lmbda, seed=seed)
+
+    def evaluate(self, trial: Trial) -> EvalResult:
+        """Train the trial's proxy, score it on the held-out crops; a diverged training is a
+        failed result. Subclasses supply ``proxy_config(arch)``, ``train_proxy(config, cfg)
+        -> (params, ema, history)`` and ``validate(config, params) -> (rd_loss, info)``."""
+        start = time.time()
+        config = self.proxy_config(trial.arch)
+        cfg = self.trial_recipe(trial)
+        try:
+            _, ema, history = self.train_proxy(config, cfg)
+        except FloatingPointError as e:
+            return EvalResult.failed(trial, str(e), time.time() - start)
+        loss, info = self.validate(config, ema)
+        seconds = time.time() - start
+        info.update({"train_loss_last": float(np.mean([h["loss"] for h in history[-20:]])), "steps": cfg.steps,
+                     "seed": cfg.seed, "width_scale": self.width_scale, "proxy_params": count_params(ema),
+                     "lmbda": self.lmbda})
+        return EvalResult(trial.trial_id, tuple(trial.arch), -loss, seconds, None, self.space.cost(trial.arch),
+                          info=info)
 
 
 class CodecEvaluator(PhotoTrainedEvaluator):
@@ -339,23 +380,15 @@ class CodecEvaluator(PhotoTrainedEvaluator):
     costs reported are always those of the real, unscaled architecture.
     """
 
-    def evaluate(self, trial: Trial) -> EvalResult:
-        start = time.time()
-        config = scale_widths(self.space.config(trial.arch), self.width_scale)
-        cfg = self.trial_recipe(trial)
-        seed = cfg.seed
-        try:
-            _, ema, history = train(config, cfg, self.train_images)
-        except FloatingPointError as e:
-            return EvalResult.failed(trial, str(e), time.time() - start)
-        val = evaluate(config, ema, self.val_images, self.lmbda)
-        seconds = time.time() - start
-        return EvalResult(
-            trial.trial_id, tuple(trial.arch), -val["loss"], seconds, None, self.space.cost(trial.arch),
-            info={"val_bpp": val["bpp"], "val_psnr": val["psnr"], "val_mse": val["mse"],
-                  "train_loss_last": float(np.mean([h["loss"] for h in history[-20:]])),
-                  "steps": cfg.steps, "seed": seed, "width_scale": self.width_scale,
-                  "proxy_params": count_params(ema), "lmbda": self.lmbda})
+    def proxy_config(self, arch):
+        return scale_widths(self.space.config(arch), self.width_scale)
+
+    def train_proxy(self, config, cfg: TrainConfig):
+        return train(config, cfg, self.train_images)
+
+    def validate(self, config, params) -> tuple[float, dict]:
+        val = evaluate(config, params, self.val_images, self.lmbda)
+        return val["loss"], {"val_bpp": val["bpp"], "val_psnr": val["psnr"], "val_mse": val["mse"]}
 
 
 def default_photos_dir() -> Path:
@@ -368,18 +401,6 @@ def default_photos_dir() -> Path:
 
 def make_codec_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
                          width_scale: float = 0.25, steps: int | None = None, seed: int = 0) -> CodecEvaluator:
-    """The evaluator the CLI's ``--space codec-hyperprior`` uses.
-
-    Args:
-      space: the CodecHyperpriorSpace.
-      lmbda: ``--lambda``, the fixed RD trade-off of the search.
-      photos_dir: training photos (default ``$LAYERNAS_SHARED/data/photos`` or
-        ``../shared/data/photos`` beside the repository).
-      width_scale: proxy width multiplier (``--width-scale``); 1.0 trains the real model.
-      steps: proxy optimizer steps (``--proxy-steps``; default PROXY_RECIPE.steps).
-      seed: the common-random-numbers seed of every trial.
-    """
-    photos_dir = default_photos_dir() if photos_dir is None else photos_dir
-    recipe = PROXY_RECIPE if steps is None else dataclasses.replace(PROXY_RECIPE, steps=int(steps))
-    return CodecEvaluator(space, lmbda=lmbda, recipe=recipe, photos_dir=photos_dir,
-                          width_scale=width_scale, seed=seed)
+    """The evaluator the CLI's ``--space codec-hyperprior`` uses: :meth:`CodecEvaluator.for_search`
+    (same arguments) with the proxy at width scale 0.25 by default."""
+    return CodecEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed)

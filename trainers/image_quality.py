@@ -21,6 +21,8 @@ from scipy.ndimage import correlate1d
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
+# the coarsest of the 5 scales must still hold one window: (11 - 1) * 2^4 + 1 = 161 pixels
+MS_SSIM_MIN_SIDE = (WINDOW_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
 
 
 def psnr(reference: np.ndarray, distorted: np.ndarray, data_range: float = 255.0) -> float:
@@ -110,10 +112,9 @@ def ms_ssim(reference: np.ndarray, distorted: np.ndarray, data_range: float = 25
       MS-SSIM in [0, 1] (1 for identical images), averaged over channels.
     """
     a, b = _as_hwc(*_pair(reference, distorted))
-    min_side = (WINDOW_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
-    if min(a.shape[:2]) < min_side:
+    if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         raise ValueError(f"image {a.shape[0]}x{a.shape[1]} is too small for 5-scale MS-SSIM: "
-                         f"each side must be at least {min_side} pixels")
+                         f"each side must be at least {MS_SSIM_MIN_SIDE} pixels")
     weights = np.asarray(MS_SSIM_WEIGHTS)
     terms = []
     for scale in range(len(weights)):

@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layernas.evaluator import EvalResult, Trial
-from layernas.trainers.codec_model import count_params
 from layernas.trainers.codec_train import (
-    PROXY_RECIPE, PhotoTrainedEvaluator, TrainConfig, default_photos_dir, ema_train_step, initial_train_state,
-    make_optimizer, random_crops, record_step)
-from layernas.trainers.image_quality import ms_ssim, psnr
+    PhotoTrainedEvaluator, TrainConfig, ema_train_step, initial_train_state, make_optimizer, random_crops,
+    record_step)
+from layernas.trainers.image_quality import MS_SSIM_MIN_SIDE, ms_ssim, psnr
 from layernas.trainers.jpeg_proxy import jpeg_decode, jpeg_encode, payload_bytes, quant_tables
 from layernas.trainers.sandwich_model import Sandwich, SandwichConfig, init_params, sandwich_loss
 
@@ -157,7 +154,7 @@ def evaluate_real(config: SandwichConfig, params, images: np.ndarray, lmbda: flo
         plain_dec = jpeg_decode(plain[i])
         plain_mse = float(np.mean((o.astype(np.float64) - plain_dec) ** 2)) / 255.0 ** 2
         plain_bpp = 8.0 * len(plain[i]) / pixels
-        small = min(o.shape[:2]) < 161
+        small = min(o.shape[:2]) < MS_SSIM_MIN_SIDE
         m = proxy(params, jnp.asarray(images[i:i + 1]), tables, jnp.float32(lmbda))
         rows.append({
             "loss": lmbda * 255.0 ** 2 * mse + bpp, "mse": mse, "bpp": bpp,
@@ -179,42 +176,23 @@ class SandwichEvaluator(PhotoTrainedEvaluator):
     costs reported are always those of the real, unscaled architecture.
     """
 
-    default_val_crop = 192  # MS-SSIM needs at least 161 pixels a side
+    default_val_crop = 192  # MS-SSIM needs at least MS_SSIM_MIN_SIDE (161) pixels a side
 
-    def evaluate(self, trial: Trial) -> EvalResult:
-        start = time.time()
-        config = self.space.config(trial.arch).scaled(self.width_scale)
-        cfg = self.trial_recipe(trial)
-        seed = cfg.seed
-        try:
-            _, ema, history = train(config, cfg, self.train_images)
-        except FloatingPointError as e:
-            return EvalResult.failed(trial, str(e), time.time() - start)
-        val = evaluate_real(config, ema, self.val_images, self.lmbda)
-        seconds = time.time() - start
+    def proxy_config(self, arch) -> SandwichConfig:
+        return self.space.config(arch).scaled(self.width_scale)
+
+    def train_proxy(self, config, cfg: TrainConfig):
+        return train(config, cfg, self.train_images)
+
+    def validate(self, config, params) -> tuple[float, dict]:
+        val = evaluate_real(config, params, self.val_images, self.lmbda)
         info = {f"val_{k}": v for k, v in val.items() if k != "loss"}
-        info.update({"train_loss_last": float(np.mean([h["loss"] for h in history[-20:]])), "steps": cfg.steps,
-                     "seed": seed, "width_scale": self.width_scale, "proxy_params": count_params(ema),
-                     "lmbda": self.lmbda, "quality": config.quality})
-        return EvalResult(trial.trial_id, tuple(trial.arch), -val["loss"], seconds, None,
-                          self.space.cost(trial.arch), info=info)
+        return val["loss"], {**info, "quality": config.quality}
 
 
 def make_sandwich_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
                             width_scale: float = 0.5, steps: int | None = None, seed: int = 0) -> SandwichEvaluator:
-    """The evaluator the CLI's ``--space codec-sandwich`` uses.
-
-    Args:
-      space: the SandwichSpace.
-      lmbda: ``--lambda``, the fixed RD trade-off of the search.
-      photos_dir: training photos (default: ``codec_train.default_photos_dir()``).
-      width_scale: proxy width multiplier (``--width-scale``; widths are kept >= 4).
-      steps: proxy optimizer steps (``--proxy-steps``; default PROXY_RECIPE.steps).
-      seed: the common-random-numbers seed of every trial.
-    Returns:
-      a :class:`SandwichEvaluator`.
-    """
-    photos_dir = default_photos_dir() if photos_dir is None else photos_dir
-    recipe = PROXY_RECIPE if steps is None else dataclasses.replace(PROXY_RECIPE, steps=int(steps))
-    return SandwichEvaluator(space, lmbda=lmbda, recipe=recipe, photos_dir=photos_dir,
-                             width_scale=width_scale, seed=seed)
+    """The evaluator the CLI's ``--space codec-sandwich`` uses:
+    :meth:`~layernas.trainers.codec_train.PhotoTrainedEvaluator.for_search` (same arguments)
+    with the U-Nets at width scale 0.5 by default (widths are kept >= 4)."""
+    return SandwichEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed)
