@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -137,16 +138,24 @@ def run_processes(argv_of, n: int = 2, timeout: float = 600, expect_rc: int = 0)
     port = str(_free_port())
     procs = [subprocess.Popen(argv_of(i, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=_run_env()) for i in range(n)]
-    done = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=timeout)
-            assert p.returncode == expect_rc, stderr[-3000:]
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outputs: dict[int, tuple[str, str]] = {}
+
+    def drain(i: int) -> None:  # every process's pipes are read at once: none can block on a full pipe
+        try:
+            outputs[i] = procs[i].communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            procs[i].kill()
+            outputs[i] = procs[i].communicate()
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [subprocess.CompletedProcess(p.args, p.returncode, *outputs[i]) for i, p in enumerate(procs)]
+    # on failure, show every process's exit code and stderr: the failing one is often not the first
+    assert all(d.returncode == expect_rc for d in done), "\n".join(
+        f"--- process {i}: exit {d.returncode}\n{d.stderr[-2000:]}" for i, d in enumerate(done))
     return done
 
 
