@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     import layernas
     from layernas.provenance import write_provenance
     from layernas.search_spaces.codec import CodecHyperpriorSpace
-    from layernas.searchers.base import Target
+    from layernas.target import Target
     from layernas.trainers.codec_train import make_codec_evaluator
 
     start = time.time()

@@ -33,7 +33,8 @@ import pandas as pd
 import layernas
 from layernas.evaluator import EvalResult, SerialExecutor, Trial
 from layernas.provenance import write_provenance
-from layernas.searchers.base import Searcher, Target
+from layernas.searchers.base import Searcher
+from layernas.target import Target
 from layernas.space import Layer, SearchSpace
 
 

@@ -8,7 +8,8 @@ from layernas.evaluator import EvalResult, Evaluator, Executor, SerialExecutor, 
 from layernas.results import SearchResult
 from layernas.run import Budget, RunError
 from layernas.searchers import SEARCHERS, make_searcher
-from layernas.searchers.base import Searcher, Target
+from layernas.searchers.base import Searcher
+from layernas.target import Target
 from layernas.space import Arch, Costs, Layer, SearchSpace, SpaceError
 
 __version__ = "0.1.0"

@@ -10,7 +10,8 @@ from layernas.evaluator import Evaluator, Executor, as_executor, check_max_in_fl
 from layernas.results import SearchResult, build_result
 from layernas.run import Budget, Progress, RunError, run_loop
 from layernas.searchers import make_searcher
-from layernas.searchers.base import Searcher, Target
+from layernas.searchers.base import Searcher
+from layernas.target import Target
 from layernas.space import SearchSpace
 
 

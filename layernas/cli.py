@@ -22,6 +22,7 @@ import re
 import sys
 from pathlib import Path
 
+from layernas.errors import first_line
 from layernas import registry
 
 TARGET_METRICS = ("flops", "madds", "params", "latency", "decoder_gmacs")
@@ -158,7 +159,7 @@ def default_out_dir(args, space_name: str, dataset: str, target) -> Path:
 
 
 def make_target(args, space, entry):
-    from layernas.searchers.base import Target
+    from layernas.target import Target
 
     metric, target_max = args.metric, args.target_max
     for m in TARGET_METRICS:
@@ -348,7 +349,7 @@ def cmd_search(args) -> int:
         try:
             initialize_distributed(**init)
         except (ValueError, TypeError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise UsageError(f"jax.distributed.initialize: {first} (pass --coordinator HOST:PORT --num-processes N "
                              f"--process-id I, or run where JAX finds them: Cloud TPU, SLURM, Open MPI)") from None
     if args.max_in_flight is not None and args.max_in_flight < 1:
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
               "(continue with --resume)", file=sys.stderr)
         return 130
     except (ValueError, OSError, ImportError, RuntimeError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = first_line(e)
         print(f"layernas: error: {message}", file=sys.stderr)
         return 2
 

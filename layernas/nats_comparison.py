@@ -16,7 +16,7 @@ and 25% of the largest model's FLOPs), with the NATS-Bench search protocol:
   ``t`` if its cumulative charge is <= ``t``;
 * oracle: the best test accuracy of any architecture satisfying the constraint.
 
-Every searcher gets the same :class:`~layernas.searchers.base.Target`. The baselines know
+Every searcher gets the same :class:`~layernas.target.Target`. The baselines know
 the cost model and never propose an infeasible architecture; LayerNAS evaluates
 intermediate models whose unsearched layers keep the default (most expensive) op, which
 may be over the budget, cost time, and are never the answer.
@@ -47,7 +47,7 @@ import pandas as pd
 
 from layernas.evaluator import Trial, trial_seed
 from layernas.searchers import make_searcher
-from layernas.searchers.base import Target
+from layernas.target import Target
 
 ALGORITHMS = ("layernas", "random", "rea", "reinforce")
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")

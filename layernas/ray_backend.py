@@ -41,6 +41,7 @@ import socket
 import time
 from typing import Any, Callable
 
+from layernas.errors import first_line
 from layernas.evaluator import EvalResult, Evaluator, Trial, check_max_in_flight
 
 RAY_MISSING = ("the Ray backend needs Ray, which is not installed; "
@@ -83,14 +84,6 @@ def _check_evaluator_or_factory(obj) -> None:
     raise TypeError(f"expected an evaluator with evaluate(trial) or a zero-argument factory, got {obj!r}")
 
 
-def _first_line(error: BaseException | str, limit: int = 300) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else ""
-    name = error.__class__.__name__ if isinstance(error, BaseException) else ""
-    line = f"{name}: {line}" if name and line else (name or line)
-    return line[:limit]
-
-
 class TrialWorker:
     """The body of one Ray actor: builds the evaluator once, then evaluates trials.
 
@@ -103,7 +96,7 @@ class TrialWorker:
         try:
             self.evaluator = build_evaluator(evaluator_or_factory)
         except Exception as e:  # reported through ready()
-            self.error = _first_line(e)
+            self.error = first_line(e, with_type=True)
 
     def ready(self) -> dict:
         """Where this worker runs, and the error building its evaluator ("" if none)."""
@@ -113,7 +106,7 @@ class TrialWorker:
         try:
             result = self.evaluator.evaluate(trial)
         except Exception as e:  # one broken trial must not end the search
-            return EvalResult.failed(trial, _first_line(e))
+            return EvalResult.failed(trial, first_line(e, with_type=True))
         if not isinstance(result, EvalResult) or result.trial_id != trial.trial_id:
             return EvalResult.failed(trial, f"evaluator returned {result!r} for trial {trial.trial_id}")
         return result
@@ -316,7 +309,7 @@ class RayEvaluator:
             self.stats["worker_deaths"] += 1
             if self.stats["worker_deaths"] > (self.max_retries + 1) * self.max_in_flight and \
                     self.stats["workers_started"] == 0:
-                raise RayBackendError(f"no Ray worker could start: {_first_line(e)}") from None
+                raise RayBackendError(f"no Ray worker could start: {first_line(e, with_type=True)}") from None
             return
         worker.where = f"pid {info['pid']} on {info['host']}"
         if info["error"]:
@@ -338,7 +331,7 @@ class RayEvaluator:
             self._remove(worker)
             self.stats["worker_deaths"] += 1
             deaths = self._deaths.setdefault(trial.trial_id, [])
-            deaths.append(f"{worker.where}: {_first_line(e)}")
+            deaths.append(f"{worker.where}: {first_line(e, with_type=True)}")
             if len(deaths) <= self.max_retries:
                 self.stats["retries"] += 1
                 self._queue.appendleft(trial)
@@ -349,7 +342,7 @@ class RayEvaluator:
             return
         except ray.exceptions.RayError as e:  # e.g. the result could not be unpickled
             self._remove(worker)
-            self._done.append(EvalResult.failed(trial, f"Ray error: {_first_line(e)}"))
+            self._done.append(EvalResult.failed(trial, f"Ray error: {first_line(e, with_type=True)}"))
             return
         self._done.append(result)
 

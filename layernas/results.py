@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layernas.searchers.base import State, Target
+from layernas.searchers.base import State
+from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 

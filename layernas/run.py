@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from layernas.evaluator import EvalResult, Executor, Trial, trial_seed
-from layernas.searchers.base import Searcher, State, Target
+from layernas.searchers.base import Searcher, State
+from layernas.target import Target
 from layernas.space import SearchSpace
 
 CHECKPOINT_VERSION = 1

@@ -50,6 +50,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from layernas.errors import first_line
 from layernas.space import SpaceError
 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
@@ -281,7 +282,7 @@ def _read_compact(path: Path, space: str) -> Table:
             raw = (arrow.schema.metadata or {}).get(METADATA_KEY)
             meta = json.loads(raw) if raw else {}
     except Exception as e:  # pandas/pyarrow raise many types for corrupt files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise TableError(f"cannot read table {path}: {first}") from None
     if meta.get("space", space) != space:
         raise TableError(f"table {path} is a NATS {meta['space']} table, not {space}")
@@ -360,7 +361,7 @@ def _open_official(src, space: str):
         return nats_bench.create(None if src is None else str(src), space, fast_mode=fast, verbose=False)
     except Exception as e:  # nats_bench raises ValueError/AssertionError/OSError/...
         where = "$TORCH_HOME (nats_bench's default location)" if src is None else str(src)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise TableError(f"cannot open official NATS-Bench {space} files at {where}: {first}") from None
 
 
@@ -446,7 +447,7 @@ def convert_official(
     except TableError:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise TableError(f"cannot read official NATS-Bench {space} record {index} from {src}: {first}") from None
     meta = {
         "source": f"official NATS-Bench {space} files ({src if src is not None else '$TORCH_HOME'})",

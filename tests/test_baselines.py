@@ -12,7 +12,7 @@ import layernas
 from layernas.evaluator import Trial, trial_seed
 from layernas.run import Budget
 from layernas.searchers import SEARCHERS, make_searcher
-from layernas.searchers.base import Target
+from layernas.target import Target
 from tests.toy_spaces import AdditiveEvaluator, AdditiveSpace, brute_force_best
 
 ALL = sorted(SEARCHERS)

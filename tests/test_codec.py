@@ -11,7 +11,7 @@ import pytest
 
 from layernas.evaluator import Evaluator, Trial
 from layernas.search_spaces.codec import CodecHyperpriorSpace
-from layernas.searchers.base import Target
+from layernas.target import Target
 from layernas.space import SpaceError
 from layernas.trainers.codec_bitstream import BitstreamCodec, bitstream_bpp, scale_indexes, scale_table
 from layernas.trainers.codec_model import (

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from layernas import latency
-from layernas.searchers.base import Target
+from layernas.target import Target
 from layernas.search_spaces import layerwise
 
 

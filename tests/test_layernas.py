@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import layernas
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Target
+from layernas.target import Target
 from layernas.searchers.layernas import layernas as make_layernas, memorial_table
 from toy_spaces import AdditiveEvaluator, AdditiveSpace, brute_force_best
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from layernas.searchers.base import Target
+from layernas.target import Target
 from layernas.search_spaces import layerwise
 from layernas.search_spaces.mbconv import count_params, init_variables, make_divisible
 from layernas.search_spaces.mnasnet import mnasnet_a1

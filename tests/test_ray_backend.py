@@ -284,7 +284,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import numpy as np, layernas
 from layernas.ray_backend import RayEvaluator
-from layernas.searchers.base import Target
+from layernas.target import Target
 from toy_spaces import AdditiveSpace
 from test_ray_backend import JitterEvaluator
 space = AdditiveSpace.random(np.random.default_rng(11), 5, 4, max_cost=9)

@@ -16,7 +16,7 @@ import pytest
 import layernas
 from layernas.evaluator import EvalResult
 from layernas.run import Budget, RunError
-from layernas.searchers.base import Target
+from layernas.target import Target
 from toy_spaces import AdditiveEvaluator, AdditiveSpace
 
 TESTS = Path(__file__).resolve().parent
@@ -24,7 +24,7 @@ SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 import numpy as np, layernas
-from layernas.searchers.base import Target
+from layernas.target import Target
 from toy_spaces import AdditiveSpace, AdditiveEvaluator
 space = AdditiveSpace.random(np.random.default_rng(11), 5, 4, max_cost=9)
 result = layernas.search(space, AdditiveEvaluator(space, sleep={sleep}, log={log!r}), budget=60,

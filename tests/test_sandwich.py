@@ -18,7 +18,7 @@ import layernas
 from layernas.cli import main
 from layernas.evaluator import Evaluator, Trial
 from layernas.search_spaces.sandwich import SandwichSpace, unet_cost
-from layernas.searchers.base import Target
+from layernas.target import Target
 from layernas.space import SpaceError
 from layernas.trainers import jpeg_proxy as jp
 from layernas.trainers.codec_model import count_params

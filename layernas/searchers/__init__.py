@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from layernas.searchers.base import Searcher, Target
+from layernas.searchers.base import Searcher
+from layernas.target import Target
 from layernas.searchers.evolution import regularized_evolution
 from layernas.searchers.layernas import layernas
 from layernas.searchers.random_search import random_search

@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import (Searcher, State, Target, arch_key, feasibility_check, key_arch,
-                                     rng_from, sample_feasible)
+from layernas.searchers.base import Searcher, State, arch_key, feasibility_check, key_arch, rng_from, sample_feasible
+from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 

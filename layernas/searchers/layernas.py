@@ -34,7 +34,7 @@ Open choices of the sources, with their defaults here:
 
 Example:
     >>> from layernas.searchers.layernas import layernas
-    >>> from layernas.searchers.base import Target
+    >>> from layernas.target import Target
     >>> from layernas.space import Layer, SearchSpace
     >>> class Toy(SearchSpace):
     ...     name, cost_metrics = "toy", ("cost",)
@@ -54,7 +54,8 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, Target, arch_key, key_arch
+from layernas.searchers.base import Searcher, State, arch_key, key_arch
+from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 

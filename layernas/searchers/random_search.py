@@ -11,7 +11,7 @@ been proposed.
 
 Example:
     >>> from layernas.searchers.random_search import random_search
-    >>> from layernas.searchers.base import Target
+    >>> from layernas.target import Target
     >>> from layernas.space import Layer, SearchSpace
     >>> class Toy(SearchSpace):
     ...     name, cost_metrics = "toy", ("cost",)
@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import (Searcher, State, Target, arch_key, feasibility_check, rng_from,
-                                     sample_feasible)
+from layernas.searchers.base import Searcher, State, arch_key, feasibility_check, rng_from, sample_feasible
+from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 

@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import (Searcher, State, Target, feasibility_check, rng_from,
-                                     sample_feasible)
+from layernas.searchers.base import Searcher, State, feasibility_check, rng_from, sample_feasible
+from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 
