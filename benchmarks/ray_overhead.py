@@ -9,8 +9,8 @@ for ``--trials`` trials through
 * ``layernas``: ``layernas.search`` with the LayerNAS searcher (its own proposal time,
   several ms per trial here, is in both columns, and so is its noise),
 
-once with the local :class:`~layernas.evaluator.SerialExecutor` and once with
-:class:`~layernas.ray_backend.RayEvaluator` on a private local Ray instance
+once with the local :class:`~layernas.executors.SerialExecutor` and once with
+:class:`~layernas.executors.RayExecutor` on a private local Ray instance
 (``ray.init(num_cpus=2)``), interleaved, ``--repeats`` times. Ray start-up and actor
 start-up are measured separately and excluded from the per-trial numbers (the actors are
 warmed up first). Writes ``results/ray/overhead.csv``, ``summary.md`` and ``provenance.json``.
@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 import layernas
-from layernas.evaluator import EvalResult, SerialExecutor, Trial
+from layernas.evaluator import EvalResult, Trial
+from layernas.executors import SerialExecutor
 from layernas.provenance import write_provenance
 from layernas.searchers.base import Searcher
 from layernas.target import Target
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     wall_start = time.perf_counter()
     import ray
 
-    from layernas.ray_backend import RayEvaluator
+    from layernas.executors import RayExecutor
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     t0 = time.perf_counter()
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     for mode, k, sleep_ms in configs:
         evaluator = TrivialEvaluator(space, sleep_ms / 1000)
         t0 = time.perf_counter()
-        remote = RayEvaluator(evaluator, max_in_flight=k)
+        remote = RayExecutor(evaluator, max_in_flight=k)
         for i in range(k):  # warm up: start every actor before timing
             remote.submit(Trial(10_000 + i, (0,) * 8, i))
         warm = []
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
         f"`python benchmarks/ray_overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}`".replace(" `", "`"),
         "",
         f"{args.trials} trials of a trivial evaluator, median of {args.repeats} interleaved repeats; "
-        "local = SerialExecutor in the driver, ray = RayEvaluator on a private `ray.init(num_cpus=2)` "
+        "local = SerialExecutor in the driver, ray = RayExecutor on a private `ray.init(num_cpus=2)` "
         "(actors warmed up first). `executor` = submit one trial, wait for it (pure round trip); "
         "`loop` = `layernas.search` with a trivial searcher and `max_in_flight` k (run loop + backend); "
         "`layernas` = `layernas.search` with LayerNAS (its proposal time, and its noise, is in both "

@@ -4,7 +4,8 @@ The library call is :func:`layernas.search`; the CLI is ``layernas search ...``.
 """
 
 from layernas.api import search
-from layernas.evaluator import EvalResult, Evaluator, Executor, SerialExecutor, Trial
+from layernas.evaluator import EvalResult, Evaluator, Trial
+from layernas.executors import Executor, SerialExecutor
 from layernas.results import SearchResult
 from layernas.run import Budget, RunError
 from layernas.searchers import SEARCHERS, make_searcher

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from layernas.evaluator import Evaluator, Executor, as_executor, check_max_in_flight
+from layernas.evaluator import Evaluator
+from layernas.executors import Executor, as_executor, check_max_in_flight
 from layernas.results import SearchResult, build_result
 from layernas.run import Budget, Progress, RunError, run_loop
 from layernas.searchers import make_searcher
@@ -55,7 +56,7 @@ def search(
       distributed: multi-process search over the processes joined by
         ``jax.distributed.initialize()`` (call it first, in every process). Every process
         calls ``search`` with the same arguments; the plain ``evaluator`` is wrapped in a
-        :class:`~layernas.trainers.parallel.DistributedExecutor`, so each process evaluates
+        :class:`~layernas.executors.DistributedExecutor`, so each process evaluates
         its round-robin share of every round and all of them get every result; only
         process 0 writes to ``out_dir``, and a resume reads process 0's checkpoint and
         ships it to the others. None (default): on when ``jax.distributed`` is initialized
@@ -68,7 +69,8 @@ def search(
     Example:
         >>> import layernas
         >>> from layernas.search_spaces.nats_tss import NatsTss
-        >>> from layernas.tables import TableEvaluator, default_table
+        >>> from layernas.table_evaluator import TableEvaluator
+        >>> from layernas.tables import default_table
         >>> space = NatsTss("cifar10")
         >>> max_flops = space.cost_bounds((), "flops")[1]
         >>> result = layernas.search(space, TableEvaluator(default_table(), "cifar10", space),
@@ -126,6 +128,6 @@ def _distributed_executor(evaluator, distributed: bool | None, max_in_flight: in
     if hasattr(evaluator, "submit"):
         raise RunError(f"a multi-process search needs a plain evaluator with evaluate(trial), got the executor "
                        f"{type(evaluator).__name__}; pass the evaluator it wraps")
-    from layernas.trainers.parallel import DistributedExecutor
+    from layernas.executors import DistributedExecutor
 
     return DistributedExecutor(evaluator, max_in_flight)

@@ -307,7 +307,8 @@ def make_evaluator(args, space, entry, dataset, out=None):
                                       data_seed=args.seed, devices=devices,
                                       recipe_overrides=recipe_overrides(args))
     if entry.evaluator == "table":
-        from layernas.tables import TableEvaluator, load_table
+        from layernas.table_evaluator import TableEvaluator
+        from layernas.tables import load_table
 
         table = load_table(args.table, space="sss" if args.space == "nats-sss" else "tss")
         return TableEvaluator(table, dataset, space)
@@ -343,7 +344,7 @@ def cmd_search(args) -> int:
 
     init = distributed_options(args)
     if init is not None:  # before anything else touches JAX's devices
-        from layernas.trainers.parallel import initialize_distributed
+        from layernas.executors import initialize_distributed
 
         args.distributed = True
         try:
@@ -371,14 +372,14 @@ def cmd_search(args) -> int:
     if args.trainer:
         max_in_flight = getattr(evaluator, "max_in_flight", max_in_flight)
     if args.distributed:
-        from layernas.trainers.parallel import DistributedExecutor
+        from layernas.executors import DistributedExecutor
 
         evaluator = DistributedExecutor(evaluator, args.max_in_flight, per_device=args.devices != "data")
         max_in_flight = evaluator.max_in_flight
     elif args.backend == "ray":
         import functools
 
-        from layernas.ray_backend import make_ray_executor
+        from layernas.executors import make_ray_executor
 
         factory = functools.partial(make_evaluator, args, space, entry, dataset, out)
         evaluator = make_ray_executor(factory, args.address, args.max_concurrent or args.max_in_flight or 1,

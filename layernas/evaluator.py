@@ -9,12 +9,15 @@ Two shapes of evaluator exist:
 
 * a plain :class:`Evaluator` has ``evaluate(trial) -> EvalResult`` (table lookups, the
   local JAX trainer);
-* an :class:`Executor` keeps several trials in flight: ``submit(trial)``, then
-  ``wait()`` returns whatever has finished (the Ray backend). :class:`SerialExecutor`
-  turns any plain evaluator into one.
+* an *executor* (:class:`layernas.executors.Executor`) keeps several trials in flight:
+  ``submit(trial)``, then ``wait()`` returns whatever has finished (one trial per device,
+  several processes, Ray). :class:`layernas.executors.SerialExecutor` turns any plain
+  evaluator into one.
 
 A failed trial (NaN loss, divergence, a worker that died too often) is an EvalResult with
-``status="failed"`` and the reason in ``error``; the search goes on without it.
+``status="failed"`` and the reason in ``error``; the search goes on without it. Executors
+call evaluators through :func:`layernas.executors.evaluate_safely`, so an evaluator that
+raises, or returns something other than an EvalResult, gives such a failed trial too.
 """
 
 from __future__ import annotations
@@ -107,81 +110,3 @@ class Evaluator(Protocol):
     """Evaluates one trial at a time, synchronously."""
 
     def evaluate(self, trial: Trial) -> EvalResult: ...
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """Keeps trials in flight and reports them as they finish (in any order).
-
-    An executor that spans several processes (a multi-host run) also has
-    ``process_index`` and ``process_count`` and a collective ``gather(obj) -> list`` (every
-    process's JSON-able ``obj``, in process order); the run loop then lets only process 0
-    write files (see :mod:`layernas.run` and
-    :class:`layernas.trainers.parallel.DistributedExecutor`).
-    """
-
-    max_in_flight: int
-
-    def submit(self, trial: Trial) -> None: ...
-
-    def wait(self, timeout: float | None = None) -> list[EvalResult]:
-        """Block until at least one submitted trial finishes (or ``timeout``); return
-        every finished result not returned before."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class SerialExecutor:
-    """Runs a plain :class:`Evaluator` in this process, one trial after another.
-
-    Args:
-      evaluator: the evaluator to run.
-      max_in_flight: how many trials the run loop may have submitted at once. Values
-        above 1 make the run loop propose in batches, exactly as it would for a parallel
-        backend with that many slots, so results match such a backend trial for trial.
-    """
-
-    def __init__(self, evaluator: Evaluator, max_in_flight: int = 1):
-        self.evaluator = evaluator
-        self.max_in_flight = int(max_in_flight)
-        self._queue: list[Trial] = []
-
-    def submit(self, trial: Trial) -> None:
-        self._queue.append(trial)
-
-    def wait(self, timeout: float | None = None) -> list[EvalResult]:
-        if not self._queue:
-            return []
-        trial = self._queue.pop(0)
-        try:
-            return [self.evaluator.evaluate(trial)]
-        except Exception as e:  # one broken trial must not end the search
-            return [EvalResult.failed(trial, f"{type(e).__name__}: {e}")]
-
-    def close(self) -> None:
-        close = getattr(self.evaluator, "close", None)
-        if close:
-            close()
-
-
-def check_max_in_flight(value, error: type[Exception] = ValueError) -> None:
-    """Raise ``error`` unless ``value`` is None or a positive integer (bools are not).
-
-    Args:
-      value: an executor's or a search's ``max_in_flight``.
-      error: the exception type to raise (``RunError`` from :func:`layernas.search`).
-    """
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise error(f"max_in_flight={value!r}; expected a positive integer")
-
-
-def as_executor(evaluator: Evaluator | Executor, max_in_flight: int = 1) -> Executor:
-    """Wrap a plain evaluator in a SerialExecutor; pass an Executor through."""
-    if isinstance(evaluator, Executor) and hasattr(evaluator, "submit"):
-        return evaluator
-    if not hasattr(evaluator, "evaluate"):
-        raise TypeError(
-            f"evaluator {evaluator!r} has neither evaluate() nor submit()/wait()"
-        )
-    return SerialExecutor(evaluator, max_in_flight)

@@ -14,7 +14,7 @@ re-submits only the trials that were in flight and redoes no finished evaluation
 
 **Several processes** (a multi-host run joined by ``jax.distributed``): when the executor
 says it spans processes (``process_count > 1``, with ``process_index`` and a collective
-``gather(obj)``, as :class:`layernas.trainers.parallel.DistributedExecutor` does), every
+``gather(obj)``, as :class:`layernas.executors.DistributedExecutor` does), every
 process runs this same loop with the same settings and seed, and so proposes the same
 trials; the executor splits them among the processes and returns every result to every
 process. Only process 0 (the *writer*) touches ``out_dir``: it checks it, reads the
@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
-from layernas.evaluator import EvalResult, Executor, Trial, trial_seed
+from layernas.evaluator import EvalResult, Trial, trial_seed
+from layernas.executors import Executor
 from layernas.searchers.base import Searcher, State
 from layernas.target import Target
 from layernas.space import SearchSpace
@@ -163,7 +164,7 @@ def run_loop(
     Args:
       space: the search space (its cost model annotates every result).
       searcher: the search strategy.
-      executor: where trials run (see layernas.evaluator.as_executor).
+      executor: where trials run (see layernas.executors.as_executor).
       budget: when to stop.
       target: the cost target; used to mark which results may be the answer.
       seed: the run's seed: seeds the searcher and, per trial, the evaluator.

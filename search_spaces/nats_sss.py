@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from layernas.nats_arch_strings import parse_sss
 from layernas.search_spaces.nats_network import check_dataset, network_costs
 from layernas.space import Arch, Costs, Layer, SearchSpace, SpaceError
 
@@ -110,15 +111,7 @@ class NatsSss(SearchSpace):
 
     def str_to_arch(self, text: str) -> Arch:
         """Parse ``w:w:w:w:w``; SpaceError naming the text if it is not an sss string."""
-        parts = text.split(":") if isinstance(text, str) else []
-        if len(parts) != NUM_LAYERS or not all(p in _WIDTH_INDEX for p in parts):
-            raise SpaceError(
-                f"bad NATS sss arch string {text!r}: expected {NUM_LAYERS} widths from "
-                f"{', '.join(map(str, WIDTHS))} joined by ':' (e.g. '8:8:40:32:40')"
-            )
-        return tuple(_WIDTH_INDEX[p] for p in parts)
+        return parse_sss(text)
 
-
-_WIDTH_INDEX = {str(w): i for i, w in enumerate(WIDTHS)}
 
 __all__ = ["NatsSss", "WIDTHS", "GENOTYPE", "arch_code", "NUM_ARCHS"]

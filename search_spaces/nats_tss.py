@@ -26,12 +26,12 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from layernas.nats_arch_strings import parse_tss
 from layernas.search_spaces.nats_network import DATASETS, EDGES, OPS, check_dataset, network_costs
 from layernas.space import Arch, Costs, Layer, SearchSpace, SpaceError
 
@@ -164,48 +164,7 @@ class NatsTss(SearchSpace):
 
     def str_to_arch(self, text: str) -> Arch:
         """Parse an official arch string; SpaceError naming the text if it is not one."""
-        arch = _arch_of_str().get(text) if isinstance(text, str) else None
-        return arch if arch is not None else _parse_tss(text)
-
-
-@functools.lru_cache(maxsize=1)
-def _arch_of_str() -> dict[str, Arch]:
-    """Every official arch string -> arch (a fast exact-match path for str_to_arch)."""
-    template = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|"
-    return {
-        template.format(*(OPS[a] for a in arch)): arch
-        for arch in itertools.product(range(len(OPS)), repeat=len(EDGES))
-    }
-
-
-@functools.lru_cache(maxsize=None)
-def _parse_tss(text: str) -> Arch:
-    def bad(why: str) -> SpaceError:
-        return SpaceError(
-            f"bad NATS tss arch string {text!r}: {why}; expected "
-            "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' with ops from " + ", ".join(OPS)
-        )
-
-    if not isinstance(text, str):
-        raise bad("not a string")
-    nodes = text.split("+")
-    if len(nodes) != 3:
-        raise bad(f"{len(nodes)} nodes")
-    arch = []
-    for to, node in enumerate(nodes, start=1):
-        if not (node.startswith("|") and node.endswith("|")) or len(node) < 2:
-            raise bad(f"node {to} {node!r} is not enclosed in '|'")
-        parts = node[1:-1].split("|")
-        if len(parts) != to:
-            raise bad(f"node {to} has {len(parts)} inputs, expected {to}")
-        for src, part in enumerate(parts):
-            op, sep, inp = part.partition("~")
-            if not sep or inp != str(src):
-                raise bad(f"edge {part!r} should read node {src}")
-            if op not in OPS:
-                raise bad(f"unknown op {op!r}")
-            arch.append(OPS.index(op))
-    return tuple(arch)
+        return parse_tss(text)
 
 
 __all__ = ["NatsTss", "OPS", "EDGES", "DATASETS", "arch_code", "NUM_ARCHS", "DEFAULT_OP"]

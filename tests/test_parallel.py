@@ -12,12 +12,13 @@ import threading
 
 import pytest
 
-from layernas.trainers import parallel
+from layernas import executors
 
 COMMON = textwrap.dedent("""
     import json, sys
     import jax, numpy as np, jax.numpy as jnp, flax.linen as nn
     from layernas.evaluator import Trial
+    from layernas import executors
     from layernas.trainers import data, evaluator, nats_models, parallel, train
     ds = data.synthetic_dataset(num_classes=4, per_class=24, size=8)
     pair = data.split_validation(ds, per_class=4, seed=0)
@@ -53,12 +54,12 @@ FOUR_DEVICES = COMMON + textwrap.dedent("""
         used.append(dev.id)
         r = train.train_model(m, *pair, recipe, 0, placement=dev)
         return r.history, r.valid_accuracy
-    par = parallel.map_on_devices(run, models, devs[1:3])
+    par = executors.map_on_devices(run, models, devs[1:3])
     out["cand_equal_one"] = par[0][0] == one.history and par[0][1] == one.valid_accuracy
     out["devices_used"] = sorted(set(used))
     out["par_rewards"] = [p[1] for p in par]
 
-    ex = parallel.DeviceParallelExecutor(evaluator.TrainerEvaluator(Space(), pair, recipe), devs[1:3])
+    ex = executors.DeviceParallelExecutor(evaluator.TrainerEvaluator(Space(), pair, recipe), devs[1:3])
     for i, arch in enumerate([(0,), (1,)]):
         ex.submit(Trial(i, arch, seed=0))
     got = []
@@ -71,12 +72,12 @@ FOUR_DEVICES = COMMON + textwrap.dedent("""
 
 TWO_PROCESS = COMMON + textwrap.dedent("""
     pid, port, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
+    executors.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
     ev = evaluator.TrainerEvaluator(Space(), pair, recipe, work_dir=work)
     trials = [Trial(i, arch, seed=7) for i, arch in enumerate([(0,), (1,), (0,)])]
-    res = parallel.evaluate_distributed(ev, trials)
+    res = executors.evaluate_distributed(ev, trials)
     # the Executor form: a collective wait(); these children are recorded, so nothing trains
-    ex = parallel.DistributedExecutor(ev)
+    ex = executors.DistributedExecutor(ev)
     for i, t in enumerate(trials[:2]):
         ex.submit(Trial(10 + i, t.arch, t.seed))
     again = ex.wait()
@@ -179,11 +180,11 @@ def test_two_processes_split_children_and_gather(tmp_path):
 
 def test_process_share_round_robin():
     items = list(range(7))
-    shares = [parallel.process_share(items, i, 3) for i in range(3)]
+    shares = [executors.process_share(items, i, 3) for i in range(3)]
     assert shares == [[0, 3, 6], [1, 4], [2, 5]]
     with pytest.raises(ValueError, match="process_index"):
-        parallel.process_share(items, 3, 3)
-    assert parallel.gather_objects([{"a": 1}]) == [{"a": 1}]  # one process: identity
+        executors.process_share(items, 3, 3)
+    assert executors.gather_objects([{"a": 1}]) == [{"a": 1}]  # one process: identity
 
 
 # ------------------------------------------------------------------ multi-host search
@@ -192,11 +193,12 @@ def test_process_share_round_robin():
 TABLE_SEARCH = textwrap.dedent("""
     import json, sys
     pid, port, out, budget, resume = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
-    from layernas.trainers import parallel
-    parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
+    from layernas import executors
+    executors.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
     import layernas
     from layernas.search_spaces.nats_tss import NatsTss
-    from layernas.tables import TableEvaluator, default_table
+    from layernas.table_evaluator import TableEvaluator
+    from layernas.tables import default_table
     space = NatsTss("cifar10")
     target = layernas.Target("flops", max=0.5 * space.cost_bounds((), "flops")[1])
     class Counting:
@@ -218,7 +220,8 @@ def _table_search_reference(budget: int):
     """The same search as TABLE_SEARCH in this one process (max_in_flight = 2 devices)."""
     import layernas
     from layernas.search_spaces.nats_tss import NatsTss
-    from layernas.tables import TableEvaluator, default_table
+    from layernas.table_evaluator import TableEvaluator
+    from layernas.tables import default_table
 
     space = NatsTss("cifar10")
     target = layernas.Target("flops", max=0.5 * space.cost_bounds((), "flops")[1])
@@ -338,13 +341,14 @@ def test_cli_distributed_trainer_search_on_cifar10(tmp_path, capsys, cifar10_dir
 def test_distributed_true_without_jax_distributed_is_a_run_error():
     import layernas
     from layernas.search_spaces.nats_tss import NatsTss
-    from layernas.tables import TableEvaluator, default_table
+    from layernas.table_evaluator import TableEvaluator
+    from layernas.tables import default_table
 
     space = NatsTss("cifar10")
     with pytest.raises(layernas.RunError, match=r"jax.distributed.initialize\(\) to be called first"):
         layernas.search(space, TableEvaluator(default_table(), "cifar10", space), 5, distributed=True)
     with pytest.raises(ValueError, match="max_in_flight=0"):
-        parallel.DistributedExecutor(object(), max_in_flight=0)
+        executors.DistributedExecutor(object(), max_in_flight=0)
 
 
 def test_cli_distributed_without_a_cluster_is_one_line_exit_2(tmp_path):

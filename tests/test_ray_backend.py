@@ -25,8 +25,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[ray])")
 
 import layernas  # noqa: E402
-from layernas.evaluator import EvalResult, SerialExecutor, Trial  # noqa: E402
-from layernas.ray_backend import RayBackendError, RayEvaluator, make_ray_executor  # noqa: E402
+from layernas.evaluator import EvalResult, Trial  # noqa: E402
+from layernas.executors import RayBackendError, RayExecutor, SerialExecutor, make_ray_executor  # noqa: E402
 from layernas.searchers.base import Target  # noqa: E402
 from toy_spaces import AdditiveEvaluator, AdditiveSpace  # noqa: E402
 
@@ -163,7 +163,7 @@ def test_dispatch_factory_exceptions_and_bad_input(cluster):
               for i in range(5)]
     local = {t.trial_id: AdditiveEvaluator(space).evaluate(t) for t in trials}
     # a zero-arg factory, built inside each worker
-    with RayEvaluator(lambda: FailingEvaluator(space, victim=3, mode="raise"), max_in_flight=2) as ex:
+    with RayExecutor(lambda: FailingEvaluator(space, victim=3, mode="raise"), max_in_flight=2) as ex:
         assert not ex._owns_ray  # joined the running cluster; close() leaves it up
         for t in trials:
             ex.submit(t)
@@ -174,7 +174,7 @@ def test_dispatch_factory_exceptions_and_bad_input(cluster):
     assert got[3].status == "failed" and got[3].error == "ValueError: trial 3 is broken"
     assert ray.is_initialized()
     # a factory that cannot build the evaluator stops with the worker's error
-    ex = RayEvaluator(broken_factory, max_in_flight=1)
+    ex = RayExecutor(broken_factory, max_in_flight=1)
     ex.submit(trials[0])
     with pytest.raises(RayBackendError, match="could not build the evaluator.*no accelerator here"):
         ex.wait(timeout=60)
@@ -182,13 +182,13 @@ def test_dispatch_factory_exceptions_and_bad_input(cluster):
     for bad, match in ((dict(max_in_flight=0), "max_in_flight"), (dict(num_gpus=-1), "num_gpus"),
                        (dict(num_gpus=1.5), "whole number"), (dict(max_retries=-1), "max_retries")):
         with pytest.raises(ValueError, match=match):
-            RayEvaluator(AdditiveEvaluator(space), **bad)
+            RayExecutor(AdditiveEvaluator(space), **bad)
     with pytest.raises(TypeError, match="evaluate"):
-        RayEvaluator(42)
+        RayExecutor(42)
     # resources that no node has would wait forever: refused up front
     for bad in (dict(num_gpus=1), dict(num_cpus=3), dict(resources={"TPU": 4})):
         with pytest.raises(ValueError, match="no Ray node has the resources"):
-            RayEvaluator(AdditiveEvaluator(space), **bad)
+            RayExecutor(AdditiveEvaluator(space), **bad)
     assert ray.is_initialized()
 
 
@@ -209,7 +209,7 @@ def test_same_history_and_state_as_a_local_run(cluster):
     k = 3
     space = toy_space()
     ref = reference(k)
-    with RayEvaluator(JitterEvaluator(space, max_sleep=0.03), max_in_flight=k) as ex:
+    with RayExecutor(JitterEvaluator(space, max_sleep=0.03), max_in_flight=k) as ex:
         arrival = []
         original_wait = ex.wait
 
@@ -237,7 +237,7 @@ def test_killed_worker_is_retried_then_failed_with_the_reason(cluster, tmp_path)
     # trial 0: killed once, succeeds on the retry; trial 1: killed 3 times -> failed
     kills_wanted = {0: 1, 1: 3}
     trials = [Trial(i, (i % 4, 1, 2, 3, 0), i) for i in range(5)]
-    ex = RayEvaluator(PidEvaluator(space, pids, slow=(0, 1), sleep=1.0), max_in_flight=2, max_retries=2)
+    ex = RayExecutor(PidEvaluator(space, pids, slow=(0, 1), sleep=1.0), max_in_flight=2, max_retries=2)
     killed: dict[int, set[int]] = {0: set(), 1: set()}
     for t in trials:
         ex.submit(t)
@@ -267,7 +267,7 @@ def test_search_goes_on_when_a_worker_keeps_dying(cluster):
     space = toy_space()
     victim = 4
     ref = reference(2, FailingEvaluator(space, victim, mode="raise"), budget=30)
-    with RayEvaluator(FailingEvaluator(space, victim, mode="die"), max_in_flight=2, max_retries=1) as ex:
+    with RayExecutor(FailingEvaluator(space, victim, mode="die"), max_in_flight=2, max_retries=1) as ex:
         result = layernas.search(space, ex, budget=30, target=TARGET, seed=3)
     row = result.history.set_index("trial_id").loc[victim]
     assert row.status == "failed" and row.error.startswith("worker died 2 times (max_retries=1)")
@@ -283,12 +283,12 @@ DRIVER = """
 import sys
 sys.path.insert(0, {tests!r})
 import numpy as np, layernas
-from layernas.ray_backend import RayEvaluator
+from layernas.executors import RayExecutor
 from layernas.target import Target
 from toy_spaces import AdditiveSpace
 from test_ray_backend import JitterEvaluator
 space = AdditiveSpace.random(np.random.default_rng(11), 5, 4, max_cost=9)
-with RayEvaluator(JitterEvaluator(space, max_sleep=0.1, log={log!r}), max_in_flight={k},
+with RayExecutor(JitterEvaluator(space, max_sleep=0.1, log={log!r}), max_in_flight={k},
                   address={address!r}) as ex:
     result = layernas.search(space, ex, budget=40, target=Target("cost", max=20), seed=3,
                              out_dir={out!r}, resume=True)
@@ -356,6 +356,6 @@ def test_killed_driver_resumes_only_unfinished_trials(cluster, tmp_path):
 
 
 def test_importing_layernas_does_not_import_ray():
-    code = ("import sys, layernas, layernas.ray_backend, layernas.cli; "
+    code = ("import sys, layernas, layernas.executors, layernas.executors.ray, layernas.cli; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

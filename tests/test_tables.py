@@ -148,7 +148,7 @@ def test_convert_official_fixture(space, tmp_path, nats_fixture_dir):
     api = nats_bench.create(str(src), space, fast_mode=True, verbose=False)
     space_obj = (NatsTss if space == "tss" else NatsSss)("cifar10")
     for ds in DATASETS:
-        a = back.arrays(ds)
+        a = back.arrays(ds, (NatsTss if space == "tss" else NatsSss)(ds))  # the space gives the FLOPs
         vds = "cifar10-valid" if ds == "cifar10" else ds
         for row, index in enumerate([0, 11, 284]):
             meta = api.query_meta_info_by_index(index, hp="12")

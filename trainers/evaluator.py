@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from typing import Any, Callable
 import jax
 
 from layernas.evaluator import EvalResult, Trial
+from layernas.executors import DeviceParallelExecutor, data_parallel_mesh, evaluate_safely
 from layernas.trainers import data as data_lib
 from layernas.trainers import nats_models
 from layernas.trainers import train as train_lib
@@ -135,19 +137,27 @@ class TrainerEvaluator:
 
     # ------------------------------------------------------------------ protocol
     def evaluate(self, trial: Trial, placement=None) -> EvalResult:
-        """Train ``trial.arch`` (or return its recorded result) -> EvalResult."""
+        """Train ``trial.arch`` (or return its recorded result) -> EvalResult.
+
+        A child that cannot be built or trained fails alone: the error becomes a failed
+        result (:func:`~layernas.executors.evaluate_safely`) charged the seconds it took.
+        """
         done = self.recorded(trial)
         if done is not None:
             return done
+        start = time.perf_counter()
+        result = evaluate_safely(functools.partial(self._train, placement=placement), trial)
+        if not result.ok and not result.cost_seconds:  # raised before training finished
+            result = dataclasses.replace(result, cost_seconds=time.perf_counter() - start)
+        return result
+
+    def _train(self, trial: Trial, placement=None) -> EvalResult:
         t0 = time.perf_counter()
-        try:
-            model = self.build(trial.arch)
-            tr, va = self.datasets
-            res = train_lib.train_model(model, tr, va, self.recipe, trial.seed,
-                                        placement=placement if placement is not None else self.placement,
-                                        init_method=self.init_method, keep_variables=self.save_checkpoints)
-        except Exception as e:  # a child that cannot be built or trained fails alone
-            return EvalResult.failed(trial, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+        model = self.build(trial.arch)
+        tr, va = self.datasets
+        res = train_lib.train_model(model, tr, va, self.recipe, trial.seed,
+                                    placement=placement if placement is not None else self.placement,
+                                    init_method=self.init_method, keep_variables=self.save_checkpoints)
         wall = time.perf_counter() - t0
         info = {"arch_str": self.arch_str(trial.arch), "recipe": self.recipe.name, "seed": trial.seed,
                 **{k: v for k, v in res.summary().items() if k not in ("status", "error", "valid_accuracy")}}
@@ -225,11 +235,12 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
         of the recipe, hence of every child's key.
 
     Returns:
-      a :class:`TrainerEvaluator`, or a
-      :class:`~layernas.trainers.parallel.DeviceParallelExecutor` wrapping one.
+      a :class:`TrainerEvaluator`, or a :class:`~layernas.executors.DeviceParallelExecutor`
+      wrapping one ("auto"/"candidates" with several local devices). A Ray worker given
+      that executor trains one child at a time data-parallel over the same devices
+      (``DeviceParallelExecutor.as_evaluator()``): a worker that reserved a whole host
+      uses all of it.
     """
-    from layernas.trainers import parallel
-
     if trainer not in train_lib.RECIPES:
         raise ValueError(f"trainer {trainer!r}; expected one of {sorted(train_lib.RECIPES)}")
     if devices not in ("auto", "candidates", "data", "single"):
@@ -245,8 +256,8 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
                           model_kwargs=model_kwargs)
     n = len(jax.local_devices())
     if devices == "data" and n > 1:
-        ev.placement = parallel.data_parallel_mesh()
+        ev.placement = data_parallel_mesh()
         return ev
     if devices in ("auto", "candidates") and n > 1:
-        return parallel.DeviceParallelExecutor(ev)
+        return DeviceParallelExecutor(ev)
     return ev

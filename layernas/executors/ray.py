@@ -1,6 +1,6 @@
-"""Run trials on a Ray cluster: an :class:`~layernas.evaluator.Executor` backed by Ray actors.
+"""Run trials on a Ray cluster: an :class:`~layernas.executors.Executor` backed by Ray actors.
 
-:class:`RayEvaluator` wraps *any* evaluator (anything with ``evaluate(trial)``, such as the
+:class:`RayExecutor` wraps *any* evaluator (anything with ``evaluate(trial)``, such as the
 NATS table lookup or the JAX ``TrainerEvaluator``), or a zero-argument factory that builds
 one, and runs it in a pool of Ray actors. Each actor asks Ray for ``num_cpus`` CPUs and
 ``num_gpus`` GPUs (fractional values share a GPU), builds its evaluator **once** (so a JAX
@@ -11,21 +11,28 @@ the same ``max_in_flight`` whatever order Ray returns them in.
 
 Faults:
 
-* an exception inside ``evaluate`` becomes ``EvalResult.failed(trial, "ValueError: ...")``;
-  the worker stays up and the search goes on;
+* an exception inside ``evaluate`` becomes ``EvalResult.failed(trial, "ValueError: ...")``
+  (:func:`~layernas.executors.evaluate_safely`); the worker stays up and the search goes on;
 * a worker process that dies mid-trial (killed, OOM, node lost) is replaced by a fresh
   actor and the trial is retried, at most ``max_retries`` times; after that the trial is
   returned as failed with the reason, e.g. ``"worker died 3 times (max_retries=2): ..."``;
 * a driver that dies loses nothing finished: the run loop checkpoints every result as it
   arrives, and ``resume=True`` re-submits only the trials that were in flight.
 
+A factory may build an executor that spreads one worker's trials over its devices (the
+JAX trainer on a worker that reserved several GPUs: ``--gpus-per-trial 8``); the worker
+then asks it for a one-trial-at-a-time evaluator over the same devices (``as_evaluator()``,
+see :class:`~layernas.executors.DeviceParallelExecutor`), so each trial trains
+data-parallel over the worker's devices.
+
 Ray is an optional extra (``pip install -e .[ray]``); this module imports it only when a
-RayEvaluator is built, and ``import layernas`` never imports it.
+RayExecutor is built, and neither ``import layernas`` nor ``import layernas.executors``
+imports it.
 
 Example:
     >>> import layernas
-    >>> from layernas.ray_backend import RayEvaluator
-    >>> executor = RayEvaluator(lambda: MyEvaluator(...), max_in_flight=8, address="auto",
+    >>> from layernas.executors import RayExecutor
+    >>> executor = RayExecutor(lambda: MyEvaluator(...), max_in_flight=8, address="auto",
     ...                         num_gpus=0.5)                                 # doctest: +SKIP
     >>> result = layernas.search(space, executor, budget=500, target=target,
     ...                          out_dir="runs/x")                            # doctest: +SKIP
@@ -42,7 +49,8 @@ import time
 from typing import Any, Callable
 
 from layernas.errors import first_line
-from layernas.evaluator import EvalResult, Evaluator, Trial, check_max_in_flight
+from layernas.evaluator import EvalResult, Evaluator, Trial
+from layernas.executors.base import check_max_in_flight, evaluate_safely
 
 RAY_MISSING = ("the Ray backend needs Ray, which is not installed; "
                "install it with `pip install -e .[ray]` (or `pip install 'ray[default]>=2.40'`)")
@@ -64,6 +72,10 @@ def import_ray():
 def build_evaluator(evaluator_or_factory: Evaluator | Callable[[], Evaluator]) -> Evaluator:
     """An evaluator instance is returned as is; a class or zero-arg factory is called.
 
+    A factory that returns an executor offering ``as_evaluator()`` (a
+    :class:`~layernas.executors.DeviceParallelExecutor` over a worker's devices) gives
+    that one-trial-at-a-time evaluator.
+
     Raises:
       TypeError: when the object is neither, or the factory does not return an evaluator.
     """
@@ -72,6 +84,8 @@ def build_evaluator(evaluator_or_factory: Evaluator | Callable[[], Evaluator]) -
         return obj
     if callable(obj):
         built = obj()
+        if not hasattr(built, "evaluate") and callable(getattr(built, "as_evaluator", None)):
+            built = built.as_evaluator()
         if not hasattr(built, "evaluate"):
             raise TypeError(f"evaluator factory {obj!r} returned {built!r}, which has no evaluate(trial)")
         return built
@@ -103,13 +117,7 @@ class TrialWorker:
         return {"pid": os.getpid(), "host": socket.gethostname(), "error": self.error}
 
     def evaluate(self, trial: Trial) -> EvalResult:
-        try:
-            result = self.evaluator.evaluate(trial)
-        except Exception as e:  # one broken trial must not end the search
-            return EvalResult.failed(trial, first_line(e, with_type=True))
-        if not isinstance(result, EvalResult) or result.trial_id != trial.trial_id:
-            return EvalResult.failed(trial, f"evaluator returned {result!r} for trial {trial.trial_id}")
-        return result
+        return evaluate_safely(self.evaluator, trial)
 
     def close(self) -> None:
         close = getattr(self.evaluator, "close", None)
@@ -126,7 +134,7 @@ class _Worker:
     where: str = "not started"
 
 
-class RayEvaluator:
+class RayExecutor:
     """An Executor that evaluates trials in a pool of Ray actors.
 
     Args:
@@ -218,7 +226,7 @@ class RayEvaluator:
     def submit(self, trial: Trial) -> None:
         """Queue ``trial``; it starts as soon as a worker is free."""
         if self._closed:
-            raise RayBackendError("RayEvaluator is closed")
+            raise RayBackendError("RayExecutor is closed")
         self._queue.append(trial)
         self._dispatch()
 
@@ -263,7 +271,7 @@ class RayEvaluator:
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
 
-    def __enter__(self) -> "RayEvaluator":
+    def __enter__(self) -> "RayExecutor":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -364,7 +372,7 @@ def make_ray_executor(
     num_cpus_per_trial: float = 1,
     max_retries: int = 2,
     runtime_env: dict | None = None,
-) -> RayEvaluator:
+) -> RayExecutor:
     """What ``layernas search --backend ray --address A --max-concurrent N`` builds.
 
     Args:
@@ -380,10 +388,10 @@ def make_ray_executor(
       max_retries: re-runs of a trial whose worker died before it is marked failed.
       runtime_env: Ray runtime environment for the workers.
     Returns:
-      A RayEvaluator; pass it to ``layernas.search`` and ``close()`` it afterwards.
+      A RayExecutor; pass it to ``layernas.search`` and ``close()`` it afterwards.
     """
     if address == "local":
         address = None
-    return RayEvaluator(evaluator_factory, max_in_flight=max_concurrent, address=address,
+    return RayExecutor(evaluator_factory, max_in_flight=max_concurrent, address=address,
                         num_cpus=num_cpus_per_trial, num_gpus=num_gpus_per_trial,
                         max_retries=max_retries, runtime_env=runtime_env)
