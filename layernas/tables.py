@@ -265,13 +265,14 @@ def _split_floats(column: pd.Series, source: str, name: str) -> np.ndarray:
     try:
         values = text.astype(np.float64)
     except ValueError:
+        values = np.full(text.shape, np.nan)
         for r, c in zip(*np.nonzero(~padding)):
-            try:
-                float(text[r, c])
-            except ValueError:
-                raise TableError(f"table {source}: column {name} is not ';'-joined numbers: {_row(int(r), source)} has "
-                                 f"{first_line(repr(text[r, c]), limit=40)}") from None
-        raise
+            if str(text[r, c]).strip():  # an empty entry is a missing seed, refused below
+                try:
+                    values[r, c] = float(text[r, c])
+                except ValueError:
+                    raise TableError(f"table {source}: column {name} is not ';'-joined numbers: "
+                                     f"{_row(int(r), source)} has {first_line(repr(text[r, c]), limit=40)}") from None
     bad = ~padding & ~np.isfinite(values)
     if bad.any():
         r, c = (int(v[0]) for v in np.nonzero(bad))
@@ -282,13 +283,15 @@ def _split_floats(column: pd.Series, source: str, name: str) -> np.ndarray:
 
 def _numbers(column: pd.Series, source: str, name: str) -> np.ndarray:
     """A numeric column as floats; empty cells are NaN (unknown), text is refused."""
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy(np.float64)
     values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
     text = column.isna().to_numpy() | column.astype(str).str.strip().isin(("", "nan", "NaN")).to_numpy()
     bad = np.isnan(values) & ~text
     if bad.any():
         r = int(np.argmax(bad))
         raise TableError(f"table {source}: column {name}, {_row(r, source)} is {first_line(repr(column.iloc[r]), limit=40)}; "
-                         f"expected a number")
+                         f"expected a number (or an empty cell when unknown)")
     return values
 
 
@@ -393,7 +396,8 @@ def _read_compact(path: Path, space: str) -> Table:
     try:
         if path.suffix.lower() == ".csv":
             _check_complete_csv(path)
-            frame = pd.read_csv(path)
+            # only an empty cell or NaN means "unknown": text such as "n/a" is refused, not read as NaN
+            frame = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
         else:
             import pyarrow.parquet as pq
 

@@ -14,6 +14,7 @@ set before JAX starts):
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait as wait_futures
@@ -140,7 +141,11 @@ class DataParallelEvaluator:
         self.placement = data_parallel_mesh(self.devices)
 
     def evaluate(self, trial: Trial) -> EvalResult:
-        return self.evaluator.evaluate(trial, placement=self.placement)
+        """The wrapped evaluator's result, its ``info["devices"]`` the number of devices used."""
+        result = self.evaluator.evaluate(trial, placement=self.placement)
+        if isinstance(result, EvalResult):
+            result = dataclasses.replace(result, info={**result.info, "devices": len(self.devices)})
+        return result
 
     def close(self) -> None:
         close = getattr(self.evaluator, "close", None)
