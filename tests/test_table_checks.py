@@ -123,7 +123,10 @@ def test_bad_sidecar_is_reported_under_its_own_name(tmp_path, rows):
 
 def test_cli_reports_bad_tables_in_one_line(tmp_path, rows):
     bad = _csv(tmp_path, _break(rows, "cifar10_train_time_s", 0, "-1"))
-    for table, expected in ((str(bad), "cifar10_train_time_s, row 0 (line 2)"), ("", "is empty")):
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    for table, expected in ((str(bad), "cifar10_train_time_s, row 0 (line 2)"), ("", "is empty"),
+                            (str(fifo), "is a FIFO")):
         proc = subprocess.run([sys.executable, "-m", "layernas.cli", "search", "--space", "nats-tss", "--table", table,
                                "--quiet", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
         lines = proc.stderr.strip().splitlines()
@@ -171,3 +174,19 @@ def test_arch_strings_agree_with_the_spaces():
     for arch in itertools.islice(itertools.product(range(len(WIDTHS)), repeat=5), 0, None, 97):
         text = sss.arch_to_str(arch)
         assert nats_arch_strings.sss_arch_string(arch) == text and nats_arch_strings.parse_sss(text) == arch
+
+
+def test_cli_convert_table_still_works(tmp_path, nats_fixture_dir):
+    src = nats_fixture_dir / "NATS-tss-v1_0-3ffb9-simple"
+    dst = tmp_path / "tss.csv"
+    proc = subprocess.run([sys.executable, "-m", "layernas.cli", "convert-table", str(src), str(dst), "--space", "tss"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and f"wrote {dst}" in proc.stdout, proc.stderr
+    table = load_table(dst)
+    direct = tables.convert_official(src, None, "tss")
+    for ds in tables.DATASETS:
+        a, b = table.arrays(ds), direct.arrays(ds)
+        assert a.arch_str == b.arch_str
+        for name in ("valid_per_seed", "seed_ids", "test_mean", "train_time_s", "valid_time_s", "params_mb"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert table.metadata["valid_epochs"] == 12 and list(table.frame["index"]) == [0, 11, 284]
