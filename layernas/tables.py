@@ -367,8 +367,14 @@ def _table_path(source: str | os.PathLike) -> Path:
     Anything else (a FIFO, a socket, a device) is refused before it is opened, so that a
     table argument can never block on a read.
     """
-    text = os.fspath(source)
-    if not str(text).strip():
+    try:
+        text = os.fspath(source)
+    except TypeError:
+        raise TableError(f"table {source!r} is of type {type(source).__name__}; expected a path (str or os.PathLike), "
+                         f"None for the default table, or 'official'") from None
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
         raise TableError(f"table path {text!r} is empty; expected a compact .csv/.parquet table, an official "
                          f"NATS-Bench directory or file, or 'official'")
     path = Path(text)
@@ -516,6 +522,7 @@ def default_table(cache: str | os.PathLike | None = None) -> Table:
       cache: optional .parquet path; read when it exists, else written after building.
     """
     if cache is not None and Path(cache).exists():
+        _table_path(cache)  # a FIFO or a device is refused, never read or written
         try:
             return _read_compact(Path(cache), "tss")
         except TableError:

@@ -190,3 +190,12 @@ def test_cli_convert_table_still_works(tmp_path, nats_fixture_dir):
         for name in ("valid_per_seed", "seed_ids", "test_mean", "train_time_s", "valid_time_s", "params_mb"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert table.metadata["valid_epochs"] == 12 and list(table.frame["index"]) == [0, 11, 284]
+
+
+def test_a_table_that_is_not_a_path_is_a_one_line_error(tmp_path):
+    with pytest.raises(TableError, match="table 42 is of type int; expected a path"):
+        load_table(42)
+    fifo = tmp_path / "cache.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(TableError, match="is a FIFO"):  # a cache that is a FIFO is neither read nor written
+        tables.default_table(cache=fifo)
