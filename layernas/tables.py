@@ -91,6 +91,7 @@ _HPO_SHA256 = {
     "cifar100": "a038736ae0f19bf169df58632f3d2941102270818931a0034f280eb52b8893b2",
     "imagenet": "59ac8d52a62a66d3df0fab19f7569d71fb2a1aa246eac811d56d550143a970b8",
 }
+OFFICIAL_META = "meta.pickle.pbz2"  # the index file of an official NATS-Bench directory
 PICKLE_WARNING = ("official NATS-Bench files (.pickle, .pickle.pbz2, .pth, or an official directory) are Python "
                   "pickles, and loading a pickle can run code: load only files you trust")
 
@@ -587,8 +588,17 @@ def _default_table_in_memory() -> Table:
 
 # --- official NATS-Bench files -> compact ----------------------------------------------
 def _open_official(src, space: str):
+    """The nats_bench API over the official files the user named (see the module docstring).
+
+    A directory must have the official layout (``meta.pickle.pbz2`` beside the
+    ``NNNNNN.pickle.pbz2`` records) before anything in it is unpickled.
+    """
     import nats_bench
 
+    if src is not None and Path(src).is_dir() and not (Path(src) / OFFICIAL_META).is_file():
+        raise TableError(f"cannot open official NATS-Bench {space} files at {src}: it has no {OFFICIAL_META} (an "
+                         f"official directory holds {OFFICIAL_META} and NNNNNN.pickle.pbz2 records); nothing in it "
+                         f"was read")
     try:
         fast = src is None or Path(src).is_dir()
         return nats_bench.create(None if src is None else str(src), space, fast_mode=fast, verbose=False)

@@ -231,3 +231,18 @@ def test_default_table_unpickles_only_the_released_files(tmp_path, monkeypatch):
         assert not marker.exists()
     finally:
         tables._default_table_in_memory.cache_clear()
+
+
+def test_a_directory_without_the_official_layout_is_not_unpickled(tmp_path):
+    import bz2
+    import pickle
+
+    marker = tmp_path / "ran"
+    d = tmp_path / "not-official"
+    d.mkdir()
+    for name in ("000001.pickle.pbz2", "evil.pickle.pbz2"):
+        (d / name).write_bytes(bz2.compress(pickle.dumps(_Payload(marker))))
+    (d / "x.pickle").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(TableError, match=r"cannot open official NATS-Bench tss files at .*it has no meta.pickle.pbz2"):
+        load_table(d)
+    assert not marker.exists()
