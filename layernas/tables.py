@@ -1,7 +1,7 @@
 """NATS-Bench result tables: the compact format, loading, conversion, the packaged default.
 
-The compact format is one row per architecture (CSV or Parquet), the layout of
-``../shared/data/nats_tss/nats_tss_200ep.csv``::
+The compact format is one row per architecture (CSV or Parquet; what ``layernas
+convert-table`` writes)::
 
     index, arch_str,
     {ds}_valid_per_seed   ';'-joined validation accuracy (%) per seed (2 or 3 seeds)

@@ -14,7 +14,7 @@ recipe, so a resumed search that meets the same trial again returns the recorded
 ``EvalResult.failed(trial, reason)`` (also recorded: with the same seed it would fail again).
 
 Example:
-    >>> ev = TrainerEvaluator(space, "../shared/data/cifar10", PROXY, work_dir="runs/x")  # doctest: +SKIP
+    >>> ev = TrainerEvaluator(space, "data/cifar10", PROXY, work_dir="runs/x")  # doctest: +SKIP
     >>> ev.evaluate(Trial(0, arch, seed=1)).reward                                         # doctest: +SKIP
 """
 
