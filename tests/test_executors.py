@@ -101,3 +101,28 @@ def test_lazy_names_resolve():
     assert executors.RayExecutor.__name__ == "RayExecutor"
     with pytest.raises(AttributeError):
         executors.RayEvaluator  # noqa: B018  (renamed RayExecutor)
+
+
+def test_ray_worker_builds_an_evaluator_from_what_the_factory_returns():
+    import functools
+
+    from layernas.executors.ray import build_evaluator
+
+    space = AdditiveSpace([[1, 2]], [[0, 1]])
+    plain = AdditiveEvaluator(space)
+    assert build_evaluator(plain) is plain and build_evaluator(lambda: plain) is plain
+
+    class OverDevices:  # what the trainer factory returns on a worker with several devices
+        def submit(self, trial): ...
+
+        def as_evaluator(self):
+            return plain
+
+    assert build_evaluator(OverDevices) is plain
+
+    def make(n):
+        return n
+
+    expected = r"^evaluator factory .*make returned a value of type int, which has no evaluate\(trial\)"
+    with pytest.raises(TypeError, match=expected):
+        build_evaluator(functools.partial(make, 42))

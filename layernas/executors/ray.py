@@ -87,7 +87,9 @@ def build_evaluator(evaluator_or_factory: Evaluator | Callable[[], Evaluator]) -
         if not hasattr(built, "evaluate") and callable(getattr(built, "as_evaluator", None)):
             built = built.as_evaluator()
         if not hasattr(built, "evaluate"):
-            raise TypeError(f"evaluator factory {obj!r} returned {built!r}, which has no evaluate(trial)")
+            factory = getattr(getattr(obj, "func", obj), "__qualname__", type(obj).__name__)  # partial -> func
+            raise TypeError(f"evaluator factory {factory} returned a value of type {type(built).__name__}, "
+                            f"which has no evaluate(trial) (nor as_evaluator()); expected an evaluator")
         return built
     raise TypeError(f"expected an evaluator with evaluate(trial) or a zero-argument factory, got {obj!r}")
 
