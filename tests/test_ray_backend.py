@@ -25,7 +25,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[ray])")
 
 import layernas  # noqa: E402
-from layernas.evaluator import EvalResult, Trial  # noqa: E402
+from layernas.evaluator import Trial  # noqa: E402
 from layernas.executors import RayBackendError, RayExecutor, SerialExecutor, make_ray_executor  # noqa: E402
 from layernas.searchers.base import Target  # noqa: E402
 from toy_spaces import AdditiveEvaluator, AdditiveSpace  # noqa: E402
