@@ -171,3 +171,94 @@ def test_bad_marker_is_refused(tmp_path: Path):
         parse_blocks(probe)
     probe.write_text("```python\n# doctest: skip (needs a GPU)\nprint(1)\n```\n")
     assert [(b.mode, b.reason) for b in parse_blocks(probe)] == [("skip", "needs a GPU")]
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# Pages other parts of the same change set add; a link to one is fine while it is absent.
+PENDING_PAGES = {"docs/cli.md", "docs/searchers.md"}
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors of the headings of a markdown file."""
+    text = FENCE.sub("", path.read_text())
+    heads = re.findall(r"^#+[ \t]+(.+?)[ \t]*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("page", DOC_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_resolve(page: Path):
+    text = FENCE.sub("", page.read_text())
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto
+        file_part, _, anchor = target.partition("#")
+        dest = (page.parent / file_part).resolve() if file_part else page
+        shown = str(dest.relative_to(REPO)) if dest.is_relative_to(REPO) else str(dest)
+        if not dest.exists():
+            if shown not in PENDING_PAGES:
+                broken.append(f"{target} (no file {shown})")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            broken.append(f"{target} (no heading #{anchor} in {shown})")
+    assert not broken, f"{page.relative_to(REPO)}: broken links: {broken}"
+
+
+SHELL_FENCE = re.compile(r"^```(?!python)[\w-]*[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+# Subcommands other parts of the same change set add; fine while the CLI lacks them.
+PENDING_COMMANDS = {"benchmark"}
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
+
+
+def shell_commands(page: Path) -> list[str]:
+    """Every ``layernas ...`` command line of the page's non-python code blocks."""
+    lines = []
+    for block in SHELL_FENCE.findall(page.read_text()):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith("layernas ") or " && layernas " in line:
+                lines.append(line[line.index("layernas "):])
+    return lines
+
+
+def unknown_commands_and_flags(page: Path) -> list[str]:
+    """The page's ``layernas`` command lines that name a subcommand or flag the CLI lacks."""
+    from layernas.cli import build_parser
+
+    unknown = []
+    for line in shell_commands(page):
+        tokens = line.replace("[", " ").replace("]", " ").replace("|", " ").split()
+        parser, rest = build_parser(), tokens[1:]
+        while rest and rest[0] in _subparsers(parser):
+            parser, rest = _subparsers(parser)[rest[0]], rest[1:]
+        if rest and not rest[0].startswith("-") and _subparsers(parser):
+            if rest[0] not in PENDING_COMMANDS:
+                unknown.append(f"{line!r}: no subcommand {rest[0]!r}")
+            continue
+        flags = {t.split("=")[0] for t in rest if t.startswith("--")}
+        known = set(parser._option_string_actions)
+        unknown += [f"{line!r}: no flag {f}" for f in sorted(flags - known)]
+    return unknown
+
+
+@pytest.mark.parametrize("page", DOC_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_documented_commands_and_flags_exist(page: Path):
+    unknown = unknown_commands_and_flags(page)
+    assert not unknown, f"{_shown(page)}: {unknown}"
+
+
+def test_flag_check_catches_a_flag_that_does_not_exist(tmp_path: Path):
+    probe = tmp_path / "probe.md"
+    probe.write_text("```\nlayernas describe --space mobilenetv2 --latency-lut lut.json\n"
+                     "layernas search --space nats-tss \\\n    --flops-fraction 0.5 --no-such-flag\n"
+                     "layernas frobnicate --space x\n```\n")
+    found = unknown_commands_and_flags(probe)
+    assert any("--latency-lut" in u for u in found) and any("--no-such-flag" in u for u in found), found
+    assert any("frobnicate" in u for u in found), found
