@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, shared_dir
+from conftest import REPO, shared_path
 
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -108,9 +108,7 @@ def pending(code: str) -> str | None:
 
 def run_block(block: Block, cwd: Path) -> None:
     if block.needs_data:
-        data = shared_dir() / "data"
-        if not data.exists():
-            pytest.skip(f"{block.name} reads data/, and {data} (the project's data folder) is absent")
+        data = shared_path("data")  # skips, naming the folder, when it is absent
         (cwd / "data").symlink_to(data, target_is_directory=True)
     missing = pending(block.code)
     if missing:
