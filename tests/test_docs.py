@@ -37,7 +37,7 @@ MARKER = re.compile(r"^[ \t]*#\s*doctest:\s*(skip|slow)\s*\(([^)]*\S[^)]*)\)\s*$
 NEEDS_DATA = re.compile(r"""["']data/""")
 # Modules the documentation already names that are added to the library in the same
 # change set; until they exist, a block that imports one is an expected failure.
-PENDING_MODULES = {"layernas.executors", "layernas.trainers.models"}
+PENDING_MODULES = {"layernas.executors", "layernas.trainers.models", "layernas.trainers.loop"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +99,11 @@ def imported_names(code: str) -> list[tuple[str, str | None]]:
 
 def pending(code: str) -> str | None:
     """The first not-yet-added module the block imports, or None."""
-    for module, _ in imported_names(code):
-        root = next((m for m in PENDING_MODULES if module == m or module.startswith(m + ".")), None)
-        if root and importlib.util.find_spec(root) is None:
-            return root
+    for module, name in imported_names(code):
+        for full in (module, f"{module}.{name}" if name else module):
+            root = next((m for m in PENDING_MODULES if full == m or full.startswith(m + ".")), None)
+            if root and importlib.util.find_spec(root) is None:
+                return root
     return None
 
 
