@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-# Two host devices: data-parallel training uses both cores (DESIGN.md: 2.3-2.5x).
+# Two host devices: data-parallel training uses both cores (one XLA:CPU device does not keep 2 busy).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 import jax  # noqa: E402
 import numpy as np
@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 OUT = REPO / "results" / "codec"
 JPEG_QUALITIES = (1, 3, 5, 10, 20, 30, 40, 50, 60, 75, 90)
-# CompressAI's published Kodak points (DESIGN.md), full-resolution Kodak.
+# CompressAI's published Kodak points (github.com/InterDigitalInc/CompressAI, results/kodak/),
+# full-resolution Kodak.
 REFERENCE_CSV = REPO / "benchmarks" / "reference" / "compressai_kodak.csv"
 JPEG = "JPEG (Pillow)"
 

@@ -1,7 +1,9 @@
 """Layer-level cost counting: multiply-adds (MAdds) and parameters, for any resolution.
 
-Conventions (DESIGN.md "Reference numbers"; the implementation counts that the
-MobileNet / MnasNet papers and torchvision report):
+Conventions (the implementation counts that the MobileNet / MnasNet papers and torchvision
+report: MobileNetV2 300M MAdds, Sandler et al. 2018, arXiv:1801.04381; MobileNetV3-Large
+219M, Howard et al. 2019, arXiv:1905.02244; MnasNet-A1 312M, Tan et al. 2019,
+arXiv:1807.11626; parameter counts as in the torchvision.models documentation):
 
 * **MAdds** count the multiply-adds of convolutions and dense (fully connected) layers,
   including the 1x1 convs / FCs inside squeeze-and-excite and the classifier, plus the
@@ -271,8 +273,9 @@ def conv_transpose2d(
 ) -> LayerCost:
     """A transposed conv with ``"SAME"`` output size ``H_in*stride``.
 
-    MAdds are counted per *input* pixel: ``H_in*W_in*kh*kw*C_in*C_out`` (DESIGN.md codec
-    convention; the real multiply count of a scatter-style transposed conv).
+    MAdds are counted per *input* pixel: ``H_in*W_in*kh*kw*C_in*C_out`` (the codec
+    convention: the real multiply count of a scatter-style transposed conv; counting per
+    output pixel would triple it).
     """
     h, w, cin = _hwc(in_shape, name)
     kh, kw = _pair(kernel)

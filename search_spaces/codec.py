@@ -27,9 +27,10 @@ dearer), so a search starting from it explores both cheaper and dearer decoders.
 Costs (``cost(arch)``), counted with :mod:`layernas.cost_model` at 768x512 (Kodak):
 
 * ``decoder_madds``: decoder (h_s + g_s) multiply-adds per image pixel. Transposed convs
-  are counted per *input* pixel (DESIGN.md); IGDN is a CxC 1x1 conv per pixel; GDN-lite
-  (diagonal gamma) costs C per pixel; activations, biases and resizes cost nothing. The
-  default is 43,540 MAC/pixel (DESIGN.md: 43.5k).
+  are counted per *input* pixel (the real multiply count); IGDN is a CxC 1x1 conv per pixel;
+  GDN-lite (diagonal gamma) costs C per pixel; activations, biases and resizes cost nothing.
+  The default is 43,540 MAC/pixel (the Balle 2018 scale hyperprior, N=128, M=192,
+  arXiv:1802.01436: 43.5k under this convention).
 * ``decoder_gmacs``: the same for one 768x512 image, in GMACs (1e9).
 * ``encoder_madds``: what the encoder runs per pixel: g_a + h_a + h_s (it needs the scales).
 * ``decoder_params``: parameters of h_s + g_s (+ the entropy bottleneck's tables are not

@@ -29,12 +29,13 @@ def test_bd_rate_measures_a_known_saving_and_refuses_without_overlap():
     assert codec_rd.bd_rates(curves, "JPEG (Pillow)", "ms_ssim_db")["ours"] == pytest.approx(-20.0, abs=0.5)
 
 
-def test_reference_points_agree_with_design_md():
+def test_reference_points_agree_with_published_values():
     ref = codec_rd.load_reference_points()
     assert set(ref.method) == {"CompressAI bmshj2018-hyperprior", "CompressAI bmshj2018-factorized"}
     assert (ref.groupby("method").size() == 8).all()
     q3 = ref[ref.setting == 3].set_index("method")
-    # DESIGN.md: factorized q3 0.288 / 29.62, hyperprior q3 0.320 / 30.97
+    # CompressAI's published Kodak points (github.com/InterDigitalInc/CompressAI,
+    # results/kodak/): factorized q3 0.288 / 29.62, hyperprior q3 0.320 / 30.97
     assert q3.loc["CompressAI bmshj2018-factorized", ["bpp_real", "psnr"]].tolist() == pytest.approx([0.288, 29.61], abs=0.01)
     assert q3.loc["CompressAI bmshj2018-hyperprior", ["bpp_real", "psnr"]].tolist() == pytest.approx([0.320, 30.97], abs=0.01)
     assert (np.diff(ref[ref.method == "CompressAI bmshj2018-hyperprior"].ms_ssim_db) > 0).all()

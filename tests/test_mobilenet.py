@@ -18,7 +18,8 @@ from layernas.space import SpaceError
 ALL = {**V2, **V3}
 CIFAR = [n for n in ALL if n.endswith("-cifar")]
 
-# DESIGN.md reference numbers (224x224): MAdds (millions, within 1%), exact params where given.
+# Reference numbers (224x224): MAdds (millions, within 1%), exact params where given. Sources: MobileNetV2
+# (arXiv:1801.04381), MobileNetV3 (arXiv:1905.02244), MnasNet (arXiv:1807.11626), torchvision.models params.
 REFERENCE = {
     "mobilenetv2": (300.8, 3_504_872),
     "mobilenetv2-1.4": (582.0, None),

@@ -37,7 +37,8 @@ def n_params(model, size=32):
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
 
 
-# Public NATS-Bench fixture numbers (DESIGN.md; arch 0 of each fixture): parameter counts in
+# Public NATS-Bench numbers (get_cost_info of the official benchmark files, github.com/D-X-Y/NATS-Bench;
+# arch 0 of each fixture): parameter counts in
 # millions, which only match if the skeleton (stem, cells, reductions, head) is exact.
 @pytest.mark.parametrize("model, expected_m, tol", [
     (nats_models.build_tss(TSS_ARCH0, 10), 0.129306, 1e-6),
