@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -58,40 +59,90 @@ from layernas.searchers.base import Searcher, State, arch_key, key_arch
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
+FILLS = ("space", "dearest", "cheapest", "in_target")
+BUCKET_BYS = ("model", "min_completion")
+CANDIDATE_ORDERS = ("reward", "cost")
+# Named bundles of (fill, repair, bucket_by, candidate_order). "paper" is the LayerNAS
+# paper's behaviour (with the NATS and MobileNet spaces, whose default option is the most
+# expensive one); "efficient" is the library default, chosen by benchmarks/nats_ablation.py
+# on validation accuracy only (see docs/searchers.md).
+PRESETS = {
+    "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward"},
+    "efficient": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward"},
+}
+DEFAULT_PRESET = "paper"
+KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
+
+
+def _shard(key: str) -> int:
+    return zlib.crc32(key.encode()) % KNOWN_SHARDS
+
 
 def layernas(
     space: SearchSpace,
     target: Target,
     *,
+    preset: str = DEFAULT_PRESET,
+    fill: str | None = None,
+    repair: bool | None = None,
+    bucket_by: str | None = None,
+    candidate_order: str | None = None,
     num_buckets: int = 100,
     per_bucket: int = 1,
-    bucket_by: str = "model",
     bucket_range: tuple[float, float] | None = None,
     bucket_edges: Sequence[float] | Sequence[Sequence[float]] | None = None,
-    candidate_order: str = "reward",
 ) -> Searcher:
     """Build the LayerNAS searcher for ``space`` aiming at ``target``.
 
     Args:
       space: the search space.
       target: the cost range of the answer; its metric is the one bucketed on.
+      preset: a named bundle of ``fill``, ``repair``, ``bucket_by`` and
+        ``candidate_order`` (see :data:`PRESETS`): ``"paper"`` (the LayerNAS paper) or
+        ``"efficient"``. The four parameters below, when given, override the preset.
+      fill: the option of layers not yet searched: ``"space"`` (each layer's
+        ``Layer.default``; the NATS and MobileNet spaces use the most expensive option,
+        as the paper does), ``"dearest"`` (the most expensive option on the target
+        metric), ``"cheapest"`` (the cheapest), or ``"in_target"`` (the dearest
+        all-default architecture inside the target: starting from the dearest one, the
+        last layers step down to their next cheaper option, one layer at a time and
+        round after round, until the architecture is feasible).
+      repair: if True, a child that is over the target (or under it) while some
+        completion of its searched prefix is feasible is repaired before it is evaluated:
+        its unsearched layers step down (or up) the same way as ``fill="in_target"``
+        until it is feasible. Every evaluated model can then be the answer, but the
+        children of one layer no longer share their unsearched layers.
+      bucket_by: ``"model"``: a child is bucketed by the cost of the evaluated model
+        itself; ``"min_completion"``: by the cheapest completion of its searched prefix.
+      candidate_order: ``"reward"`` (best first) or ``"cost"`` (cheapest first).
       num_buckets: H, the number of cost buckets per layer.
       per_bucket: how many children each bucket keeps (top-k).
-      bucket_by: ``"model"`` or ``"min_completion"`` (see the module docstring).
       bucket_range: (lo, hi) of the equal-width buckets; default the space's cost range.
       bucket_edges: explicit increasing bucket edges, or one such list per layer;
         overrides num_buckets/bucket_range. Costs below the first edge go to the first
         bucket, above the last to the last.
-      candidate_order: ``"reward"`` (best first) or ``"cost"`` (cheapest first).
     Returns:
       A :class:`Searcher`.
+    Raises:
+      ValueError: naming the bad option value and the expected ones.
     """
     target.check(space)
     metric = target.metric
-    if bucket_by not in ("model", "min_completion"):
-        raise ValueError(f"bucket_by must be 'model' or 'min_completion', got {bucket_by!r}")
-    if candidate_order not in ("reward", "cost"):
-        raise ValueError(f"candidate_order must be 'reward' or 'cost', got {candidate_order!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {preset!r}")
+    chosen = dict(PRESETS[preset])
+    for name, value in (("fill", fill), ("repair", repair), ("bucket_by", bucket_by),
+                        ("candidate_order", candidate_order)):
+        if value is not None:
+            chosen[name] = value
+    fill, repair = chosen["fill"], chosen["repair"]
+    bucket_by, candidate_order = chosen["bucket_by"], chosen["candidate_order"]
+    for name, value, allowed in (("fill", fill, FILLS), ("bucket_by", bucket_by, BUCKET_BYS),
+                                 ("candidate_order", candidate_order, CANDIDATE_ORDERS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    if not isinstance(repair, bool):
+        raise ValueError(f"repair must be True or False, got {repair!r}")
     if per_bucket < 1:
         raise ValueError(f"per_bucket must be >= 1, got {per_bucket}")
     if bucket_edges is None:
@@ -111,19 +162,24 @@ def layernas(
                 raise ValueError(f"bucket_edges must be >= 2 increasing numbers, got {list(edges)}")
     inner_edges = [edges[1:-1] for edges in layer_edges]
     num_layers = space.num_layers
-    cost_cache: dict[Arch, float] = {}
+    completion = Completion(space, target)
+    root = completion.default_arch(fill)
+    cost_cache: dict[tuple[Arch, int], float] = {}
 
     def bucket_cost(arch: Arch, layer: int) -> float:
         """The cost a child of ``layer`` is bucketed by."""
-        if arch not in cost_cache:
+        key = (arch, layer if bucket_by == "min_completion" else -1)
+        hit = cost_cache.get(key)
+        if hit is None:
             if bucket_by == "model":
-                cost_cache[arch] = float(space.cost(arch)[metric])
+                hit = float(space.cost(arch)[metric])
             else:
-                cost_cache[arch] = float(space.cost_bounds(arch[: layer + 1], metric)[0])
-        return cost_cache[arch]
+                hit = float(space.cost_bounds(arch[: layer + 1], metric)[0])
+            cost_cache[key] = hit
+        return hit
 
-    def bucket_of(cost: float, layer: int) -> int:
-        return int(np.searchsorted(inner_edges[layer], cost, side="right"))
+    def bucket_of(cost: float, layer: int) -> str:
+        return str(int(np.searchsorted(inner_edges[layer], cost, side="right")))
 
     def sort_key(entry: list) -> tuple:
         arch, reward, cost = tuple(entry[0]), entry[1], entry[2]
@@ -142,29 +198,39 @@ def layernas(
             "expanded": [[] for _ in range(num_layers)],  # parent keys expanded at layer i
             "queue": [],                      # children waiting to be proposed
             "waiting": {},                    # child key -> layers whose table awaits it
-            "known": {},                      # arch key -> reward (None: failed)
+            # arch key -> reward (None: failed), split into KNOWN_SHARDS dicts by a hash
+            # of the key so that recording one result copies one small dict
+            "known": [{} for _ in range(KNOWN_SHARDS)],
             "trained": 0,                     # models trained (results received)
             "done": False,
         }
 
+    def lookup(known: list, key: str):
+        shard = known[_shard(key)]
+        return (True, shard[key]) if key in shard else (False, None)
+
     def insert(tables: list, layer: int, arch: Arch, reward: float | None) -> None:
+        """Put ``arch`` in the memorial table of ``layer`` (copying only that bucket)."""
         if reward is None:
             return
         cost = bucket_cost(arch, layer)
-        b = str(bucket_of(cost, layer))
-        table = dict(tables[layer])
-        entries = [e for e in table.get(b, []) if tuple(e[0]) != arch]
+        b = bucket_of(cost, layer)
+        table = tables[layer]
+        old = table.get(b, [])
+        if len(old) >= per_bucket and sort_key([arch, reward, cost]) > sort_key(old[-1]) and all(
+                tuple(e[0]) != arch for e in old):
+            return  # worse than every kept child of a full bucket
+        entries = [e for e in old if tuple(e[0]) != arch]
         entries.append([list(arch), float(reward), cost])
         entries.sort(key=sort_key)
-        table[b] = entries[:per_bucket]
-        tables[layer] = table
+        tables[layer] = {**table, b: entries[:per_bucket]}
 
     def next_candidate(state: State, layer: int) -> Arch | None:
         """The best unexpanded, still-reachable candidate for expanding ``layer``."""
-        expanded = set(state["expanded"][layer])
+        expanded = state["expanded"][layer]
         if layer == 0:
-            root = space.default_arch()
             return None if arch_key(root) in expanded else root
+        expanded = set(expanded)
         pool = [e for entries in state["tables"][layer - 1].values() for e in entries]
         for entry in sorted(pool, key=sort_key):
             arch = tuple(entry[0])
@@ -172,18 +238,23 @@ def layernas(
                 return arch
         return None
 
+    def child_of(parent: Arch, layer: int, option: int) -> Arch:
+        child = parent[:layer] + (option,) + parent[layer + 1:]
+        return completion.repair(child, layer + 1) if repair else child
+
     def expand(state: State, layer: int, parent: Arch) -> State:
         tables = list(state["tables"])
-        expanded = [list(e) for e in state["expanded"]]
-        expanded[layer].append(arch_key(parent))
+        expanded = list(state["expanded"])
+        expanded[layer] = expanded[layer] + [arch_key(parent)]
         queue, waiting, known = list(state["queue"]), dict(state["waiting"]), state["known"]
         for option in range(space.num_options[layer]):
-            child = parent[:layer] + (option,) + parent[layer + 1:]
-            if not target.reachable(space, child[: layer + 1]):
+            if not target.reachable(space, parent[:layer] + (option,)):
                 continue
+            child = child_of(parent, layer, option)
             key = arch_key(child)
-            if key in known:
-                insert(tables, layer, child, known[key])
+            seen, reward = lookup(known, key)
+            if seen:
+                insert(tables, layer, child, reward)
             else:
                 if key not in waiting:
                     queue.append(key)
@@ -192,11 +263,13 @@ def layernas(
                 "waiting": waiting, "idle_layers": 0}
 
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
+        state = _upgrade(state)
         out: list[Arch] = []
         while len(out) < n and not state["done"]:
             if state["queue"]:
-                out.append(key_arch(state["queue"][0]))
-                state = {**state, "queue": state["queue"][1:]}
+                take = state["queue"][: n - len(out)]
+                out.extend(key_arch(k) for k in take)
+                state = {**state, "queue": state["queue"][len(take):]}
                 continue
             layer = state["layer"]
             parent = next_candidate(state, layer)
@@ -211,19 +284,111 @@ def layernas(
         return out, state
 
     def update(state: State, results: Sequence[EvalResult]) -> State:
-        tables, known, waiting = list(state["tables"]), dict(state["known"]), dict(state["waiting"])
+        state = _upgrade(state)
+        tables, known, waiting = list(state["tables"]), list(state["known"]), dict(state["waiting"])
         trained = state["trained"]
         for result in results:
             key = arch_key(result.arch)
             reward = float(result.reward) if result.ok else None
-            if key not in known:
+            s = _shard(key)
+            if key not in known[s]:
                 trained += 1
-            known.setdefault(key, reward)
+                known[s] = {**known[s], key: reward}
+            reward = known[s][key]
             for layer in waiting.pop(key, []):
-                insert(tables, layer, tuple(result.arch), known[key])
+                insert(tables, layer, tuple(result.arch), reward)
         return {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
 
     return Searcher("layernas", init, propose, update)
+
+
+def _upgrade(state: State) -> State:
+    """A state saved before the evaluated-architecture map was sharded, sharded."""
+    if not isinstance(state["known"], dict):
+        return state
+    known = [{} for _ in range(KNOWN_SHARDS)]
+    for key, reward in state["known"].items():
+        known[_shard(key)][key] = reward
+    return {**state, "known": known}
+
+
+class Completion:
+    """How the layers that are not searched yet are filled in (pure, cached).
+
+    Args:
+      space: the search space.
+      target: the target; its metric orders the options, its limits decide feasibility.
+    """
+
+    def __init__(self, space: SearchSpace, target: Target):
+        self.space, self.target = space, target
+        self._cache: dict = {}
+
+    def _cost(self, arch: Arch) -> float:
+        return float(self.space.cost(arch)[self.target.metric])
+
+    def _ranked(self, arch: Arch, layer: int) -> list[int]:
+        """The options of ``layer`` from the cheapest to the dearest on the target metric,
+        the others as in ``arch``; equal costs keep the lower option index first."""
+        costs = [self._cost(arch[:layer] + (o,) + arch[layer + 1:])
+                 for o in range(self.space.num_options[layer])]
+        return sorted(range(len(costs)), key=lambda o: (costs[o], o))
+
+    def default_arch(self, fill: str) -> Arch:
+        """The all-default architecture of a ``fill`` rule (see :func:`layernas`)."""
+        base = self.space.default_arch()
+        if fill == "space":
+            return base
+        if fill in ("dearest", "in_target"):
+            arch = tuple(self._ranked(base, i)[-1] for i in range(self.space.num_layers))
+            return self.repair(arch, 0) if fill == "in_target" else arch
+        return tuple(self._ranked(base, i)[0] for i in range(self.space.num_layers))
+
+    def feasible(self, arch: Arch) -> bool:
+        return bool(self.target.feasible(self.space.cost(arch)))
+
+    def repair(self, arch: Arch, first_free: int) -> Arch:
+        """``arch`` with layers ``first_free..`` moved, as little as this rule allows, so
+        that it is feasible: while it is over the target, the last free layers step down
+        to their next cheaper option one layer at a time, round after round (and up,
+        while it is under a target minimum). Returns ``arch`` unchanged if it is feasible
+        or no free layer can move; the closest miss if no step makes it feasible."""
+        key = (arch, first_free)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        out = arch
+        if not self.feasible(arch) and first_free < self.space.num_layers:
+            out = self._walk(arch, first_free)
+        self._cache[key] = out
+        return out
+
+    def _miss(self, arch: Arch) -> float:
+        value = self._cost(arch)
+        lo, hi = self.target.min, self.target.max
+        return max(0.0, value - hi if hi is not None else 0.0, lo - value if lo is not None else 0.0)
+
+    def _walk(self, arch: Arch, first_free: int) -> Arch:
+        hi = self.target.max
+        down = hi is not None and self._cost(arch) > hi
+        best, current = arch, list(arch)
+        moved = True
+        while moved:
+            moved = False
+            for layer in reversed(range(first_free, self.space.num_layers)):
+                ranked = self._ranked(tuple(current), layer)
+                at = ranked.index(current[layer])
+                step = at - 1 if down else at + 1
+                if not 0 <= step < len(ranked):
+                    continue
+                current[layer] = ranked[step]
+                moved = True
+                trial = tuple(current)
+                if self.feasible(trial):
+                    return trial
+                if self._miss(trial) < self._miss(best):
+                    best = trial
+        return best
 
 
 def memorial_table(state: State, layer: int) -> list[tuple[int, Arch, float, float]]:
