@@ -368,6 +368,19 @@ class Completion:
         lo, hi = self.target.min, self.target.max
         return max(0.0, value - hi if hi is not None else 0.0, lo - value if lo is not None else 0.0)
 
+    def _step(self, arch: Arch, layer: int, down: bool) -> int | None:
+        """The option of ``layer`` one cost level below (above) its option in ``arch``: of the
+        next strictly cheaper (dearer) options, the one nearest in cost order; None at the end."""
+        costs = {o: self._cost(arch[:layer] + (o,) + arch[layer + 1:])
+                 for o in range(self.space.num_options[layer])}
+        now = costs[arch[layer]]
+        ranked = self._ranked(arch, layer)
+        if down:
+            lower = [o for o in ranked if costs[o] < now]
+            return lower[-1] if lower else None
+        higher = [o for o in ranked if costs[o] > now]
+        return higher[0] if higher else None
+
     def _walk(self, arch: Arch, first_free: int) -> Arch:
         hi = self.target.max
         down = hi is not None and self._cost(arch) > hi
@@ -376,12 +389,10 @@ class Completion:
         while moved:
             moved = False
             for layer in reversed(range(first_free, self.space.num_layers)):
-                ranked = self._ranked(tuple(current), layer)
-                at = ranked.index(current[layer])
-                step = at - 1 if down else at + 1
-                if not 0 <= step < len(ranked):
+                step = self._step(tuple(current), layer, down)
+                if step is None:
                     continue
-                current[layer] = ranked[step]
+                current[layer] = step
                 moved = True
                 trial = tuple(current)
                 if self.feasible(trial):
