@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from typing import Sequence
 
@@ -160,26 +161,54 @@ def layernas(
         for edges in layer_edges:
             if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
                 raise ValueError(f"bucket_edges must be >= 2 increasing numbers, got {list(edges)}")
-    inner_edges = [edges[1:-1] for edges in layer_edges]
+    inner_edges = [[float(e) for e in edges[1:-1]] for edges in layer_edges]
     num_layers = space.num_layers
     completion = Completion(space, target)
     root = completion.default_arch(fill)
-    cost_cache: dict[tuple[Arch, int], float] = {}
+    num_options = space.num_options
+    # pure caches (no state depends on them): the bucket of (arch, layer), the key of an
+    # arch and back, the shard of a key, whether a prefix can still reach the target
+    bucket_cache: dict[tuple[Arch, int], tuple[float, str]] = {}
+    key_cache: dict[Arch, str] = {}
+    arch_cache: dict[str, Arch] = {}
+    shard_cache: dict[str, int] = {}
+    reachable_cache: dict[Arch, bool] = {}
 
-    def bucket_cost(arch: Arch, layer: int) -> float:
-        """The cost a child of ``layer`` is bucketed by."""
-        key = (arch, layer if bucket_by == "min_completion" else -1)
-        hit = cost_cache.get(key)
+    def key_of(arch: Arch) -> str:
+        key = key_cache.get(arch)
+        if key is None:
+            key = key_cache[arch] = arch_key(arch)
+            arch_cache[key] = arch
+        return key
+
+    def arch_of(key: str) -> Arch:
+        arch = arch_cache.get(key)
+        if arch is None:
+            arch = arch_cache[key] = key_arch(key)
+        return arch
+
+    def shard_of(key: str) -> int:
+        shard = shard_cache.get(key)
+        if shard is None:
+            shard = shard_cache[key] = _shard(key)
+        return shard
+
+    def reachable(prefix: Arch) -> bool:
+        hit = reachable_cache.get(prefix)
         if hit is None:
-            if bucket_by == "model":
-                hit = float(space.cost(arch)[metric])
-            else:
-                hit = float(space.cost_bounds(arch[: layer + 1], metric)[0])
-            cost_cache[key] = hit
+            hit = reachable_cache[prefix] = bool(target.reachable(space, prefix))
         return hit
 
-    def bucket_of(cost: float, layer: int) -> str:
-        return str(int(np.searchsorted(inner_edges[layer], cost, side="right")))
+    def bucket(arch: Arch, layer: int) -> tuple[float, str]:
+        """The cost a child of ``layer`` is bucketed by, and its bucket."""
+        hit = bucket_cache.get((arch, layer))
+        if hit is None:
+            if bucket_by == "model":
+                cost = float(space.cost(arch)[metric])
+            else:
+                cost = float(space.cost_bounds(arch[: layer + 1], metric)[0])
+            hit = bucket_cache[(arch, layer)] = (cost, str(bisect.bisect_right(inner_edges[layer], cost)))
+        return hit
 
     def sort_key(entry: list) -> tuple:
         arch, reward, cost = tuple(entry[0]), entry[1], entry[2]
@@ -206,15 +235,14 @@ def layernas(
         }
 
     def lookup(known: list, key: str):
-        shard = known[_shard(key)]
+        shard = known[shard_of(key)]
         return (True, shard[key]) if key in shard else (False, None)
 
     def insert(tables: list, layer: int, arch: Arch, reward: float | None) -> None:
         """Put ``arch`` in the memorial table of ``layer`` (copying only that bucket)."""
         if reward is None:
             return
-        cost = bucket_cost(arch, layer)
-        b = bucket_of(cost, layer)
+        cost, b = bucket(arch, layer)
         table = tables[layer]
         old = table.get(b, [])
         if len(old) >= per_bucket and sort_key([arch, reward, cost]) > sort_key(old[-1]) and all(
@@ -229,12 +257,12 @@ def layernas(
         """The best unexpanded, still-reachable candidate for expanding ``layer``."""
         expanded = state["expanded"][layer]
         if layer == 0:
-            return None if arch_key(root) in expanded else root
+            return None if key_of(root) in expanded else root
         expanded = set(expanded)
         pool = [e for entries in state["tables"][layer - 1].values() for e in entries]
         for entry in sorted(pool, key=sort_key):
             arch = tuple(entry[0])
-            if arch_key(arch) not in expanded and target.reachable(space, arch[:layer]):
+            if key_of(arch) not in expanded and reachable(arch[:layer]):
                 return arch
         return None
 
@@ -245,13 +273,13 @@ def layernas(
     def expand(state: State, layer: int, parent: Arch) -> State:
         tables = list(state["tables"])
         expanded = list(state["expanded"])
-        expanded[layer] = expanded[layer] + [arch_key(parent)]
+        expanded[layer] = expanded[layer] + [key_of(parent)]
         queue, waiting, known = list(state["queue"]), dict(state["waiting"]), state["known"]
-        for option in range(space.num_options[layer]):
-            if not target.reachable(space, parent[:layer] + (option,)):
+        for option in range(num_options[layer]):
+            if not reachable(parent[:layer] + (option,)):
                 continue
             child = child_of(parent, layer, option)
-            key = arch_key(child)
+            key = key_of(child)
             seen, reward = lookup(known, key)
             if seen:
                 insert(tables, layer, child, reward)
@@ -268,7 +296,7 @@ def layernas(
         while len(out) < n and not state["done"]:
             if state["queue"]:
                 take = state["queue"][: n - len(out)]
-                out.extend(key_arch(k) for k in take)
+                out.extend(arch_of(k) for k in take)
                 state = {**state, "queue": state["queue"][len(take):]}
                 continue
             layer = state["layer"]
@@ -288,15 +316,16 @@ def layernas(
         tables, known, waiting = list(state["tables"]), list(state["known"]), dict(state["waiting"])
         trained = state["trained"]
         for result in results:
-            key = arch_key(result.arch)
+            arch = tuple(result.arch)
+            key = key_of(arch)
             reward = float(result.reward) if result.ok else None
-            s = _shard(key)
+            s = shard_of(key)
             if key not in known[s]:
                 trained += 1
                 known[s] = {**known[s], key: reward}
             reward = known[s][key]
             for layer in waiting.pop(key, []):
-                insert(tables, layer, tuple(result.arch), reward)
+                insert(tables, layer, arch, reward)
         return {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
 
     return Searcher("layernas", init, propose, update)
