@@ -11,7 +11,7 @@ Only ``propose`` and ``update`` are timed (table lookups excluded). Two workload
 * a synthetic additive space with many layers and options, one run of several thousand
   evaluations, where copying the whole map per result grows with the number of results.
 
-Writes results/nats/ablation_state_speed.csv.
+Writes results/nats/ablation_state_speed.csv (with the machine and the script's wall time).
 
     python benchmarks/layernas_state_speed.py
 """
@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="results/nats")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     before = searcher_before()
     from layernas import nats_comparison as nc
 
@@ -134,7 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(rows[-1])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "ablation_state_speed.csv", index=False)
+    from layernas.provenance import machine_info
+
+    machine = machine_info()
+    frame = pd.DataFrame(rows).assign(cpu_model=machine.get("cpu_model"), cpu_count=machine.get("cpu_count"),
+                                      script_wall_s=round(time.perf_counter() - start, 1),
+                                      date=machine.get("date"))
+    frame.to_csv(out / "ablation_state_speed.csv", index=False)
     return 0
 
 

@@ -13,18 +13,30 @@ At most ``H * per_bucket`` candidates per layer are expanded, each into ``|S|`` 
 so at most ``L * H * per_bucket * |S|`` models are trained: polynomial, where the full
 space has ``|S| ** L`` members.
 
-Open choices of the sources, with their defaults here:
+Open choices of the sources, with their defaults here (docs/searchers.md has the measured
+effect of each on NATS-Bench):
 
+* ``preset`` = ``"efficient"``: ``fill="space"``, ``repair=True``, ``bucket_by="model"``,
+  ``candidate_order="reward"``. ``preset="paper"`` is the paper's behaviour: the same
+  with ``repair=False`` (the results of the paper's behaviour are one parameter away).
+* ``fill`` = ``"space"``: layers not yet searched take the space's ``Layer.default`` (the
+  NATS and MobileNet spaces use the most expensive option, as the paper does). Also
+  ``"dearest"``, ``"cheapest"`` and ``"in_target"`` (the dearest all-default model inside
+  the target).
+* ``repair`` = True: a child over the target whose searched prefix can still reach it has
+  its unsearched layers stepped down until it is feasible, so no evaluation is spent on a
+  model that can never be the answer. False (the paper) evaluates the child as it is; with
+  the most expensive default, the first half of a NATS search is then over the budget.
+  Repair gives the children of one layer different unsearched layers, so the layerwise
+  optimality argument (an optimal model of a bucket extends an optimal model of the
+  previous layer) no longer holds exactly; the static fills keep it.
 * ``num_buckets`` (H) = 100, as in the paper; buckets are equal-width on the bucketing
   metric over ``bucket_range``; or give ``bucket_edges`` explicitly.
 * ``bucket_range`` = the cost range of the whole space (``space.cost_bounds((), metric)``).
-* ``bucket_by`` = ``"model"``: a child is bucketed by the cost of the evaluated model itself
-  (unsearched layers at their default). ``"min_completion"`` buckets by the cheapest
-  completion of the searched prefix instead, the lower bound the choices so far commit
-  the final model to. For additive costs the two differ by a constant per layer.
+* ``bucket_by`` = ``"model"``: a child is bucketed by the cost of the evaluated model itself.
+  ``"min_completion"`` buckets by the cheapest completion of the searched prefix instead,
+  the lower bound the choices so far commit the final model to.
 * ``per_bucket`` (top-k per bucket) = 1.
-* default option of unsearched layers = the space's ``Layer.default``; the NATS and
-  MobileNet spaces use the most expensive option, as the paper does.
 * ``candidate_order`` = ``"reward"``: candidates are expanded best reward first;
   ``"cost"`` expands cheapest first.
 * ties (equal reward) break by lower cost, then by the smaller architecture tuple.
@@ -32,7 +44,7 @@ Open choices of the sources, with their defaults here:
   completion of its searched prefix can land in the target range and under every cap.
 * an architecture evaluated before is never proposed again: its first reward is reused.
 
-Example:
+Example (a toy space whose default option, 2, is its most expensive):
     >>> from layernas.searchers.layernas import layernas
     >>> from layernas.target import Target
     >>> from layernas.space import Layer, SearchSpace
@@ -41,9 +53,10 @@ Example:
     ...     layers = tuple(Layer(f"l{i}", (0, 1, 2), default=2) for i in range(3))
     ...     def cost(self, arch): return {"cost": float(sum(arch))}
     >>> searcher = layernas(Toy(), Target("cost", max=3.0))
-    >>> state = searcher.init(0)
-    >>> archs, state = searcher.propose(state, 8)
-    >>> archs
+    >>> searcher.propose(searcher.init(0), 8)[0]      # every child repaired to cost <= 3
+    [(0, 2, 1), (1, 1, 1), (2, 1, 0)]
+    >>> paper = layernas(Toy(), Target("cost", max=3.0), preset="paper")
+    >>> paper.propose(paper.init(0), 8)[0]            # the paper: costs 4, 5 and 6
     [(0, 2, 2), (1, 2, 2), (2, 2, 2)]
 """
 
@@ -69,9 +82,9 @@ CANDIDATE_ORDERS = ("reward", "cost")
 # on validation accuracy only (see docs/searchers.md).
 PRESETS = {
     "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward"},
-    "efficient": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward"},
+    "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward"},
 }
-DEFAULT_PRESET = "paper"
+DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
 
 
