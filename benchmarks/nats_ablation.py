@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -159,12 +160,19 @@ def ahead_from(mine: np.ndarray, ref: np.ndarray) -> float:
     """The earliest fraction of the budget from which, at every later grid point, every run
     has an answer and the mean test accuracy is above the reference's (NaN: not even at
     the end)."""
-    ok = np.isfinite(mine).all(axis=0) & (np.nanmean(np.where(np.isfinite(mine), mine, 0), axis=0)
-                                          > np.nanmean(ref, axis=0))
+    ok = np.isfinite(mine).all(axis=0) & (mine.mean(axis=0) > _mean_of_answered(ref))
     if not ok[-1]:
         return float("nan")
     bad = np.flatnonzero(~ok)
     return float(GRID[bad[-1] + 1]) if len(bad) else 0.0
+
+
+def _mean_of_answered(curves: np.ndarray) -> np.ndarray:
+    """Per grid point, the mean over the runs that have an answer (NaN where none has)."""
+    answered = np.isfinite(curves)
+    total = np.where(answered, curves, 0.0).sum(axis=0)
+    count = answered.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def plot(cells: list[dict], shown: Sequence[str], path: Path, labels: dict | None = None) -> None:
@@ -187,13 +195,10 @@ def plot(cells: list[dict], shown: Sequence[str], path: Path, labels: dict | Non
                     continue
                 test = np.array(cell["test_curves"], float)
                 answered = np.isfinite(test).mean(axis=0)
-                with np.errstate(all="ignore"):
-                    import warnings
-
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        mean = np.nanmean(test, axis=0)
-                        q25, q75 = np.nanpercentile(test, 25, axis=0), np.nanpercentile(test, 75, axis=0)
+                mean = _mean_of_answered(test)
+                with warnings.catch_warnings():  # all-NaN columns (no run answered yet) give NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    q25, q75 = np.nanpercentile(test, 25, axis=0), np.nanpercentile(test, 75, axis=0)
                 color = "black" if name == REFERENCE else colors(k % 10)
                 partial = answered < 1
                 ax.plot(GRID, np.where(partial, np.nan, mean), color=color, lw=1.6,
@@ -320,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from layernas.provenance import machine_info
 
     machine = machine_info()
-    committed = out / "final.csv"
+    committed = Path(__file__).resolve().parents[1] / "results" / "nats" / "final.csv"  # the NATS comparison
     reproduce = ""
     if committed.exists():
         final = pd.read_csv(committed)

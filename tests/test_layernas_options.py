@@ -14,7 +14,6 @@ import pytest
 
 import layernas
 from layernas.evaluator import EvalResult
-from layernas.run import Budget
 from layernas.searchers.layernas import (BUCKET_BYS, CANDIDATE_ORDERS, FILLS, PRESETS, Completion,
                                          layernas as make_layernas)
 from layernas.target import Target
@@ -222,3 +221,50 @@ def test_nats_options_spend_as_documented(nats, fraction):
     assert (~runs["paper"]["feasible"]).sum() > 50
     assert not runs["paper"]["feasible"][0] and runs["in_target"]["feasible"][0]
     assert runs["repair"]["feasible"].all()
+
+
+# --- the ablation benchmark's measures ----------------------------------------------------
+
+def ablation_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nats_ablation", REPO / "benchmarks" / "nats_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_area_is_the_mean_of_the_step_curve_with_zero_before_the_first_answer():
+    ab = ablation_module()
+    # answers 50 from t=20 and 80 from t=60 over a budget of 100; evaluations after it do not count
+    cum = np.array([10.0, 20.0, 60.0, 130.0])
+    best = np.array([np.nan, 50.0, 80.0, 99.0])
+    assert ab.area(cum, best, 100.0) == pytest.approx((50 * 40 + 80 * 40) / 100)
+    np.testing.assert_array_equal(ab.at_fractions(cum, best, 100.0)[[0, 8, 24, 40]], [np.nan, 50, 80, 80])
+
+
+def test_ahead_from_needs_every_run_answered_and_a_higher_mean_to_the_end():
+    ab = ablation_module()
+    n = len(ab.GRID)
+    ref = np.full((2, n), 50.0)
+    mine = np.full((2, n), 60.0)
+    assert ab.ahead_from(mine, ref) == 0.0
+    mine[1, :10] = np.nan            # one run without an answer for the first 10 grid points
+    assert ab.ahead_from(mine, ref) == pytest.approx(ab.GRID[10])
+    mine[:, -1] = 40.0               # behind at the end: never ahead for good
+    assert np.isnan(ab.ahead_from(mine, ref))
+
+
+def test_ablation_smoke_run_writes_every_output(nats, tmp_path):
+    ab = ablation_module()
+    _, table = nats
+    assert ab.main(["--table", str(table), "--seeds", "1", "--processes", "1", "--out", str(tmp_path),
+                    "--journal", str(tmp_path / "cells.jsonl")]) == 0
+    frame = pd.read_csv(tmp_path / "ablation.csv")
+    assert {"option", "dataset", "flops_fraction", "first_feasible_eval", "infeasible_fraction", "auc_test",
+            "final_test_mean", "final_test_std", "auc_valid"} <= set(frame.columns)
+    assert len(frame) == 6 * (len(ab.variants()) + 1)
+    paper = frame[frame.option == "space/model/reward"]
+    assert (paper.infeasible_in_budget > 0).all() and (frame[frame.option == "rea"].infeasible_in_budget == 0).all()
+    for name in ("ablation.md", "ablation_curves.png", "ablation_runs.csv", "ablation_provenance.json"):
+        assert (tmp_path / name).exists()
