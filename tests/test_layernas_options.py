@@ -126,6 +126,22 @@ def test_repair_evaluates_only_feasible_models_on_an_additive_space(fill):
     assert proposed and all(target.feasible(space.cost(a)) for a in proposed)
 
 
+def test_repair_also_steps_down_for_a_cap_on_another_metric():
+    class TwoCost(AdditiveSpace):
+        cost_metrics = ("cost", "params")
+
+        def cost(self, arch):
+            return {"cost": super().cost(arch)["cost"], "params": float(sum(arch))}
+
+    costs = [[0, 1, 2, 3]] * 4
+    space = TwoCost(costs, np.random.default_rng(2).normal(size=(4, 4)).round(3).tolist())
+    target = Target("cost", max=100.0, caps={"params": 5.0})   # only the cap binds
+    proposed, _ = trace_of(make_layernas(space, target, repair=True), space)
+    assert proposed and all(target.feasible(space.cost(a)) for a in proposed)
+    paper, _ = trace_of(make_layernas(space, target, preset="paper"), space)
+    assert not all(target.feasible(space.cost(a)) for a in paper)
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_static_fills_keep_the_layerwise_optimum_on_additive_spaces(preset):
     """With one bucket per distinct cost and no repair, every static fill finds the brute-force

@@ -391,8 +391,8 @@ class Completion:
 
     def repair(self, arch: Arch, first_free: int) -> Arch:
         """``arch`` with layers ``first_free..`` moved, as little as this rule allows, so
-        that it is feasible: while it is over the target, the last free layers step down
-        to their next cheaper option one layer at a time, round after round (and up,
+        that it is feasible: while it is over the target or a cap, the last free layers step
+        down to their next cheaper option one layer at a time, round after round (and up,
         while it is under a target minimum). Returns ``arch`` unchanged if it is feasible
         or no free layer can move; the closest miss if no step makes it feasible."""
         key = (arch, first_free)
@@ -406,9 +406,16 @@ class Completion:
         return out
 
     def _miss(self, arch: Arch) -> float:
-        value = self._cost(arch)
-        lo, hi = self.target.min, self.target.max
-        return max(0.0, value - hi if hi is not None else 0.0, lo - value if lo is not None else 0.0)
+        """How far ``arch`` is outside the target: its relative violations, summed over the
+        main metric and every cap (0 when feasible)."""
+        costs = self.space.cost(arch)
+        miss = 0.0
+        for metric, lo, hi in self.target.limits():
+            value = float(costs[metric])
+            for bound, over in ((hi, value - (hi or 0.0)), (lo, (lo or 0.0) - value)):
+                if bound is not None and over > 0:
+                    miss += over / max(abs(bound), 1e-12)
+        return miss
 
     def _step(self, arch: Arch, layer: int, down: bool) -> int | None:
         """The option of ``layer`` one cost level below (above) its option in ``arch``: of the
@@ -424,8 +431,9 @@ class Completion:
         return higher[0] if higher else None
 
     def _walk(self, arch: Arch, first_free: int) -> Arch:
-        hi = self.target.max
-        down = hi is not None and self._cost(arch) > hi
+        # up only while the main metric is under a target minimum; over the maximum or a cap: down
+        lo = self.target.min
+        down = not (lo is not None and self._cost(arch) < lo)
         best, current = arch, list(arch)
         moved = True
         while moved:
