@@ -85,6 +85,9 @@ def build_parser() -> Parser:
     b.add_argument("--budget-seconds", type=parse_number, help="most (simulated) seconds charged")
     b.add_argument("--num-buckets", type=int, help="LayerNAS: buckets per layer (default 100)")
     b.add_argument("--per-bucket", type=int, help="LayerNAS: candidates kept per bucket (default 1)")
+    b.add_argument("--preset", choices=("efficient", "paper"),
+                   help="LayerNAS: 'efficient' (default: over-budget children are repaired before they "
+                        "are evaluated) or 'paper' (the paper's behaviour); see docs/searchers.md")
     b.add_argument("--seed", type=int, default=0)
     e = s.add_argument_group("evaluation")
     e.add_argument("--table", help="NATS table: a compact .csv/.parquet, or official NATS-Bench "
@@ -362,8 +365,8 @@ def cmd_search(args) -> int:
     if args.budget_evals is None and args.budget_seconds is None:
         args.budget_evals = 200
     budget = Budget(evaluations=args.budget_evals, seconds=args.budget_seconds)
-    options = {k: v for k, v in (("num_buckets", args.num_buckets), ("per_bucket", args.per_bucket))
-               if v is not None}
+    options = {k: v for k, v in (("num_buckets", args.num_buckets), ("per_bucket", args.per_bucket),
+                                 ("preset", args.preset)) if v is not None}
     out = Path(args.out) if args.out else default_out_dir(args, args.space, dataset, target)
     codec = codec_options(args)
     overrides = recipe_overrides(args)

@@ -32,6 +32,8 @@ from toy_spaces import AdditiveEvaluator, AdditiveSpace  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 TARGET = Target("cost", max=20)
+# LayerNAS's paper preset runs all 40 evaluations on the toy space (the default ends after 24)
+PAPER = {"preset": "paper"}
 
 
 def toy_space():
@@ -144,7 +146,7 @@ def cluster():
 def reference(k, evaluator=None, budget=40, seed=3):
     space = toy_space()
     return layernas.search(space, SerialExecutor(evaluator or AdditiveEvaluator(space), k),
-                           budget=budget, target=TARGET, seed=seed)
+                           budget=budget, target=TARGET, seed=seed, searcher_options=PAPER)
 
 
 def drain(executor, n, timeout=60):
@@ -219,7 +221,7 @@ def test_same_history_and_state_as_a_local_run(cluster):
             return results
 
         ex.wait = recording_wait
-        result = layernas.search(space, ex, budget=40, target=TARGET, seed=3)
+        result = layernas.search(space, ex, budget=40, target=TARGET, seed=3, searcher_options=PAPER)
     assert result.state == ref.state
     cols = ["trial_id", "arch_str", "reward", "cost_seconds", "feasible", "status"]
     assert result.history[cols].equals(ref.history[cols])
@@ -268,7 +270,7 @@ def test_search_goes_on_when_a_worker_keeps_dying(cluster):
     victim = 4
     ref = reference(2, FailingEvaluator(space, victim, mode="raise"), budget=30)
     with RayExecutor(FailingEvaluator(space, victim, mode="die"), max_in_flight=2, max_retries=1) as ex:
-        result = layernas.search(space, ex, budget=30, target=TARGET, seed=3)
+        result = layernas.search(space, ex, budget=30, target=TARGET, seed=3, searcher_options=PAPER)
     row = result.history.set_index("trial_id").loc[victim]
     assert row.status == "failed" and row.error.startswith("worker died 2 times (max_retries=1)")
     assert (result.history.status == "ok").sum() == 29
@@ -291,7 +293,7 @@ space = AdditiveSpace.random(np.random.default_rng(11), 5, 4, max_cost=9)
 with RayExecutor(JitterEvaluator(space, max_sleep=0.1, log={log!r}), max_in_flight={k},
                   address={address!r}) as ex:
     result = layernas.search(space, ex, budget=40, target=Target("cost", max=20), seed=3,
-                             out_dir={out!r}, resume=True)
+                             out_dir={out!r}, resume=True, searcher_options={{"preset": "paper"}})
 print(result.best["arch_str"])
 """
 

@@ -29,7 +29,7 @@ from toy_spaces import AdditiveSpace, AdditiveEvaluator
 space = AdditiveSpace.random(np.random.default_rng(11), 5, 4, max_cost=9)
 result = layernas.search(space, AdditiveEvaluator(space, sleep={sleep}, log={log!r}), budget=60,
                          target=Target("cost", max=20), seed=3, out_dir={out!r}, resume=True,
-                         max_in_flight={k})
+                         max_in_flight={k}, searcher_options={{"preset": "paper"}})
 print(result.best["arch_str"])
 """
 
@@ -38,10 +38,10 @@ def toy_space():
     return AdditiveSpace.random(np.random.default_rng(11), 5, 4, max_cost=9)
 
 
-def reference(k):
+def reference(k, searcher_options=None):
     space = toy_space()
     return layernas.search(space, AdditiveEvaluator(space), budget=60, target=Target("cost", max=20),
-                           seed=3, max_in_flight=k)
+                           seed=3, max_in_flight=k, searcher_options=searcher_options)
 
 
 def committed_ids(out: Path) -> set[int]:
@@ -52,7 +52,8 @@ def committed_ids(out: Path) -> set[int]:
 @pytest.mark.parametrize("k", [1, 3])
 def test_sigkill_and_resume_gives_the_uninterrupted_answer(tmp_path, k):
     out = tmp_path / "run"
-    ref = reference(k)
+    # LayerNAS's paper preset runs all 60 evaluations here (the default ends after 24): enough for 3 kills
+    ref = reference(k, {"preset": "paper"})
     kills = 0
     for session in range(12):
         log = tmp_path / f"evals{session}.log"
@@ -126,7 +127,8 @@ def test_results_do_not_depend_on_arrival_order(seed):
 def test_seconds_budget_and_same_seed_determinism():
     space = toy_space()
     run = lambda: layernas.search(space, AdditiveEvaluator(space), budget=Budget(seconds=25),
-                                  target=Target("cost", max=20), seed=5)
+                                  target=Target("cost", max=20), seed=5,
+                                  searcher_options={"preset": "paper"})  # the default ends after 24
     a, b = run(), run()
     assert a.evaluations == 25 and a.simulated_seconds == 25.0
     assert a.history.equals(b.history)

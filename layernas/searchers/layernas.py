@@ -13,18 +13,30 @@ At most ``H * per_bucket`` candidates per layer are expanded, each into ``|S|`` 
 so at most ``L * H * per_bucket * |S|`` models are trained: polynomial, where the full
 space has ``|S| ** L`` members.
 
-Open choices of the sources, with their defaults here:
+Open choices of the sources, with their defaults here (docs/searchers.md has the measured
+effect of each on NATS-Bench):
 
+* ``preset`` = ``"efficient"``: ``fill="space"``, ``repair=True``, ``bucket_by="model"``,
+  ``candidate_order="reward"``. ``preset="paper"`` is the paper's behaviour: the same
+  with ``repair=False`` (the results of the paper's behaviour are one parameter away).
+* ``fill`` = ``"space"``: layers not yet searched take the space's ``Layer.default`` (the
+  NATS and MobileNet spaces use the most expensive option, as the paper does). Also
+  ``"dearest"``, ``"cheapest"`` and ``"in_target"`` (the dearest all-default model inside
+  the target).
+* ``repair`` = True: a child over the target whose searched prefix can still reach it has
+  its unsearched layers stepped down until it is feasible, so no evaluation is spent on a
+  model that can never be the answer. False (the paper) evaluates the child as it is; with
+  the most expensive default, the first half of a NATS search is then over the budget.
+  Repair gives the children of one layer different unsearched layers, so the layerwise
+  optimality argument (an optimal model of a bucket extends an optimal model of the
+  previous layer) no longer holds exactly; the static fills keep it.
 * ``num_buckets`` (H) = 100, as in the paper; buckets are equal-width on the bucketing
   metric over ``bucket_range``; or give ``bucket_edges`` explicitly.
 * ``bucket_range`` = the cost range of the whole space (``space.cost_bounds((), metric)``).
-* ``bucket_by`` = ``"model"``: a child is bucketed by the cost of the evaluated model itself
-  (unsearched layers at their default). ``"min_completion"`` buckets by the cheapest
-  completion of the searched prefix instead, the lower bound the choices so far commit
-  the final model to. For additive costs the two differ by a constant per layer.
+* ``bucket_by`` = ``"model"``: a child is bucketed by the cost of the evaluated model itself.
+  ``"min_completion"`` buckets by the cheapest completion of the searched prefix instead,
+  the lower bound the choices so far commit the final model to.
 * ``per_bucket`` (top-k per bucket) = 1.
-* default option of unsearched layers = the space's ``Layer.default``; the NATS and
-  MobileNet spaces use the most expensive option, as the paper does.
 * ``candidate_order`` = ``"reward"``: candidates are expanded best reward first;
   ``"cost"`` expands cheapest first.
 * ties (equal reward) break by lower cost, then by the smaller architecture tuple.
@@ -32,7 +44,7 @@ Open choices of the sources, with their defaults here:
   completion of its searched prefix can land in the target range and under every cap.
 * an architecture evaluated before is never proposed again: its first reward is reused.
 
-Example:
+Example (a toy space whose default option, 2, is its most expensive):
     >>> from layernas.searchers.layernas import layernas
     >>> from layernas.target import Target
     >>> from layernas.space import Layer, SearchSpace
@@ -41,14 +53,17 @@ Example:
     ...     layers = tuple(Layer(f"l{i}", (0, 1, 2), default=2) for i in range(3))
     ...     def cost(self, arch): return {"cost": float(sum(arch))}
     >>> searcher = layernas(Toy(), Target("cost", max=3.0))
-    >>> state = searcher.init(0)
-    >>> archs, state = searcher.propose(state, 8)
-    >>> archs
+    >>> searcher.propose(searcher.init(0), 8)[0]      # every child repaired to cost <= 3
+    [(0, 2, 1), (1, 1, 1), (2, 1, 0)]
+    >>> paper = layernas(Toy(), Target("cost", max=3.0), preset="paper")
+    >>> paper.propose(paper.init(0), 8)[0]            # the paper: costs 4, 5 and 6
     [(0, 2, 2), (1, 2, 2), (2, 2, 2)]
 """
 
 from __future__ import annotations
 
+import bisect
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -58,40 +73,90 @@ from layernas.searchers.base import Searcher, State, arch_key, key_arch
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
+FILLS = ("space", "dearest", "cheapest", "in_target")
+BUCKET_BYS = ("model", "min_completion")
+CANDIDATE_ORDERS = ("reward", "cost")
+# Named bundles of (fill, repair, bucket_by, candidate_order). "paper" is the LayerNAS
+# paper's behaviour (with the NATS and MobileNet spaces, whose default option is the most
+# expensive one); "efficient" is the library default, chosen by benchmarks/nats_ablation.py
+# on validation accuracy only (see docs/searchers.md).
+PRESETS = {
+    "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward"},
+    "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward"},
+}
+DEFAULT_PRESET = "efficient"
+KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
+
+
+def _shard(key: str) -> int:
+    return zlib.crc32(key.encode()) % KNOWN_SHARDS
+
 
 def layernas(
     space: SearchSpace,
     target: Target,
     *,
+    preset: str = DEFAULT_PRESET,
+    fill: str | None = None,
+    repair: bool | None = None,
+    bucket_by: str | None = None,
+    candidate_order: str | None = None,
     num_buckets: int = 100,
     per_bucket: int = 1,
-    bucket_by: str = "model",
     bucket_range: tuple[float, float] | None = None,
     bucket_edges: Sequence[float] | Sequence[Sequence[float]] | None = None,
-    candidate_order: str = "reward",
 ) -> Searcher:
     """Build the LayerNAS searcher for ``space`` aiming at ``target``.
 
     Args:
       space: the search space.
       target: the cost range of the answer; its metric is the one bucketed on.
+      preset: a named bundle of ``fill``, ``repair``, ``bucket_by`` and
+        ``candidate_order`` (see :data:`PRESETS`): ``"paper"`` (the LayerNAS paper) or
+        ``"efficient"``. The four parameters below, when given, override the preset.
+      fill: the option of layers not yet searched: ``"space"`` (each layer's
+        ``Layer.default``; the NATS and MobileNet spaces use the most expensive option,
+        as the paper does), ``"dearest"`` (the most expensive option on the target
+        metric), ``"cheapest"`` (the cheapest), or ``"in_target"`` (the dearest
+        all-default architecture inside the target: starting from the dearest one, the
+        last layers step down to their next cheaper option, one layer at a time and
+        round after round, until the architecture is feasible).
+      repair: if True, a child that is over the target (or under it) while some
+        completion of its searched prefix is feasible is repaired before it is evaluated:
+        its unsearched layers step down (or up) the same way as ``fill="in_target"``
+        until it is feasible. Every evaluated model can then be the answer, but the
+        children of one layer no longer share their unsearched layers.
+      bucket_by: ``"model"``: a child is bucketed by the cost of the evaluated model
+        itself; ``"min_completion"``: by the cheapest completion of its searched prefix.
+      candidate_order: ``"reward"`` (best first) or ``"cost"`` (cheapest first).
       num_buckets: H, the number of cost buckets per layer.
       per_bucket: how many children each bucket keeps (top-k).
-      bucket_by: ``"model"`` or ``"min_completion"`` (see the module docstring).
       bucket_range: (lo, hi) of the equal-width buckets; default the space's cost range.
       bucket_edges: explicit increasing bucket edges, or one such list per layer;
         overrides num_buckets/bucket_range. Costs below the first edge go to the first
         bucket, above the last to the last.
-      candidate_order: ``"reward"`` (best first) or ``"cost"`` (cheapest first).
     Returns:
       A :class:`Searcher`.
+    Raises:
+      ValueError: naming the bad option value and the expected ones.
     """
     target.check(space)
     metric = target.metric
-    if bucket_by not in ("model", "min_completion"):
-        raise ValueError(f"bucket_by must be 'model' or 'min_completion', got {bucket_by!r}")
-    if candidate_order not in ("reward", "cost"):
-        raise ValueError(f"candidate_order must be 'reward' or 'cost', got {candidate_order!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {preset!r}")
+    chosen = dict(PRESETS[preset])
+    for name, value in (("fill", fill), ("repair", repair), ("bucket_by", bucket_by),
+                        ("candidate_order", candidate_order)):
+        if value is not None:
+            chosen[name] = value
+    fill, repair = chosen["fill"], chosen["repair"]
+    bucket_by, candidate_order = chosen["bucket_by"], chosen["candidate_order"]
+    for name, value, allowed in (("fill", fill, FILLS), ("bucket_by", bucket_by, BUCKET_BYS),
+                                 ("candidate_order", candidate_order, CANDIDATE_ORDERS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    if not isinstance(repair, bool):
+        raise ValueError(f"repair must be True or False, got {repair!r}")
     if per_bucket < 1:
         raise ValueError(f"per_bucket must be >= 1, got {per_bucket}")
     if bucket_edges is None:
@@ -109,21 +174,54 @@ def layernas(
         for edges in layer_edges:
             if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
                 raise ValueError(f"bucket_edges must be >= 2 increasing numbers, got {list(edges)}")
-    inner_edges = [edges[1:-1] for edges in layer_edges]
+    inner_edges = [[float(e) for e in edges[1:-1]] for edges in layer_edges]
     num_layers = space.num_layers
-    cost_cache: dict[Arch, float] = {}
+    completion = Completion(space, target)
+    root = completion.default_arch(fill)
+    num_options = space.num_options
+    # pure caches (no state depends on them): the bucket of (arch, layer), the key of an
+    # arch and back, the shard of a key, whether a prefix can still reach the target
+    bucket_cache: dict[tuple[Arch, int], tuple[float, str]] = {}
+    key_cache: dict[Arch, str] = {}
+    arch_cache: dict[str, Arch] = {}
+    shard_cache: dict[str, int] = {}
+    reachable_cache: dict[Arch, bool] = {}
 
-    def bucket_cost(arch: Arch, layer: int) -> float:
-        """The cost a child of ``layer`` is bucketed by."""
-        if arch not in cost_cache:
+    def key_of(arch: Arch) -> str:
+        key = key_cache.get(arch)
+        if key is None:
+            key = key_cache[arch] = arch_key(arch)
+            arch_cache[key] = arch
+        return key
+
+    def arch_of(key: str) -> Arch:
+        arch = arch_cache.get(key)
+        if arch is None:
+            arch = arch_cache[key] = key_arch(key)
+        return arch
+
+    def shard_of(key: str) -> int:
+        shard = shard_cache.get(key)
+        if shard is None:
+            shard = shard_cache[key] = _shard(key)
+        return shard
+
+    def reachable(prefix: Arch) -> bool:
+        hit = reachable_cache.get(prefix)
+        if hit is None:
+            hit = reachable_cache[prefix] = bool(target.reachable(space, prefix))
+        return hit
+
+    def bucket(arch: Arch, layer: int) -> tuple[float, str]:
+        """The cost a child of ``layer`` is bucketed by, and its bucket."""
+        hit = bucket_cache.get((arch, layer))
+        if hit is None:
             if bucket_by == "model":
-                cost_cache[arch] = float(space.cost(arch)[metric])
+                cost = float(space.cost(arch)[metric])
             else:
-                cost_cache[arch] = float(space.cost_bounds(arch[: layer + 1], metric)[0])
-        return cost_cache[arch]
-
-    def bucket_of(cost: float, layer: int) -> int:
-        return int(np.searchsorted(inner_edges[layer], cost, side="right"))
+                cost = float(space.cost_bounds(arch[: layer + 1], metric)[0])
+            hit = bucket_cache[(arch, layer)] = (cost, str(bisect.bisect_right(inner_edges[layer], cost)))
+        return hit
 
     def sort_key(entry: list) -> tuple:
         arch, reward, cost = tuple(entry[0]), entry[1], entry[2]
@@ -142,48 +240,62 @@ def layernas(
             "expanded": [[] for _ in range(num_layers)],  # parent keys expanded at layer i
             "queue": [],                      # children waiting to be proposed
             "waiting": {},                    # child key -> layers whose table awaits it
-            "known": {},                      # arch key -> reward (None: failed)
+            # arch key -> reward (None: failed), split into KNOWN_SHARDS dicts by a hash
+            # of the key so that recording one result copies one small dict
+            "known": [{} for _ in range(KNOWN_SHARDS)],
             "trained": 0,                     # models trained (results received)
             "done": False,
         }
 
+    def lookup(known: list, key: str):
+        shard = known[shard_of(key)]
+        return (True, shard[key]) if key in shard else (False, None)
+
     def insert(tables: list, layer: int, arch: Arch, reward: float | None) -> None:
+        """Put ``arch`` in the memorial table of ``layer`` (copying only that bucket)."""
         if reward is None:
             return
-        cost = bucket_cost(arch, layer)
-        b = str(bucket_of(cost, layer))
-        table = dict(tables[layer])
-        entries = [e for e in table.get(b, []) if tuple(e[0]) != arch]
+        cost, b = bucket(arch, layer)
+        table = tables[layer]
+        old = table.get(b, [])
+        if len(old) >= per_bucket and sort_key([arch, reward, cost]) > sort_key(old[-1]) and all(
+                tuple(e[0]) != arch for e in old):
+            return  # worse than every kept child of a full bucket
+        entries = [e for e in old if tuple(e[0]) != arch]
         entries.append([list(arch), float(reward), cost])
         entries.sort(key=sort_key)
-        table[b] = entries[:per_bucket]
-        tables[layer] = table
+        tables[layer] = {**table, b: entries[:per_bucket]}
 
     def next_candidate(state: State, layer: int) -> Arch | None:
         """The best unexpanded, still-reachable candidate for expanding ``layer``."""
-        expanded = set(state["expanded"][layer])
+        expanded = state["expanded"][layer]
         if layer == 0:
-            root = space.default_arch()
-            return None if arch_key(root) in expanded else root
+            return None if key_of(root) in expanded else root
+        expanded = set(expanded)
         pool = [e for entries in state["tables"][layer - 1].values() for e in entries]
         for entry in sorted(pool, key=sort_key):
             arch = tuple(entry[0])
-            if arch_key(arch) not in expanded and target.reachable(space, arch[:layer]):
+            if key_of(arch) not in expanded and reachable(arch[:layer]):
                 return arch
         return None
 
+    def child_of(parent: Arch, layer: int, option: int) -> Arch:
+        child = parent[:layer] + (option,) + parent[layer + 1:]
+        return completion.repair(child, layer + 1) if repair else child
+
     def expand(state: State, layer: int, parent: Arch) -> State:
         tables = list(state["tables"])
-        expanded = [list(e) for e in state["expanded"]]
-        expanded[layer].append(arch_key(parent))
+        expanded = list(state["expanded"])
+        expanded[layer] = expanded[layer] + [key_of(parent)]
         queue, waiting, known = list(state["queue"]), dict(state["waiting"]), state["known"]
-        for option in range(space.num_options[layer]):
-            child = parent[:layer] + (option,) + parent[layer + 1:]
-            if not target.reachable(space, child[: layer + 1]):
+        for option in range(num_options[layer]):
+            if not reachable(parent[:layer] + (option,)):
                 continue
-            key = arch_key(child)
-            if key in known:
-                insert(tables, layer, child, known[key])
+            child = child_of(parent, layer, option)
+            key = key_of(child)
+            seen, reward = lookup(known, key)
+            if seen:
+                insert(tables, layer, child, reward)
             else:
                 if key not in waiting:
                     queue.append(key)
@@ -192,11 +304,13 @@ def layernas(
                 "waiting": waiting, "idle_layers": 0}
 
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
+        state = _upgrade(state)
         out: list[Arch] = []
         while len(out) < n and not state["done"]:
             if state["queue"]:
-                out.append(key_arch(state["queue"][0]))
-                state = {**state, "queue": state["queue"][1:]}
+                take = state["queue"][: n - len(out)]
+                out.extend(arch_of(k) for k in take)
+                state = {**state, "queue": state["queue"][len(take):]}
                 continue
             layer = state["layer"]
             parent = next_candidate(state, layer)
@@ -211,19 +325,131 @@ def layernas(
         return out, state
 
     def update(state: State, results: Sequence[EvalResult]) -> State:
-        tables, known, waiting = list(state["tables"]), dict(state["known"]), dict(state["waiting"])
+        state = _upgrade(state)
+        tables, known, waiting = list(state["tables"]), list(state["known"]), dict(state["waiting"])
         trained = state["trained"]
         for result in results:
-            key = arch_key(result.arch)
+            arch = tuple(result.arch)
+            key = key_of(arch)
             reward = float(result.reward) if result.ok else None
-            if key not in known:
+            s = shard_of(key)
+            if key not in known[s]:
                 trained += 1
-            known.setdefault(key, reward)
+                known[s] = {**known[s], key: reward}
+            reward = known[s][key]
             for layer in waiting.pop(key, []):
-                insert(tables, layer, tuple(result.arch), known[key])
+                insert(tables, layer, arch, reward)
         return {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
 
     return Searcher("layernas", init, propose, update)
+
+
+def _upgrade(state: State) -> State:
+    """A state saved before the evaluated-architecture map was sharded, sharded."""
+    if not isinstance(state["known"], dict):
+        return state
+    known = [{} for _ in range(KNOWN_SHARDS)]
+    for key, reward in state["known"].items():
+        known[_shard(key)][key] = reward
+    return {**state, "known": known}
+
+
+class Completion:
+    """How the layers that are not searched yet are filled in (pure, cached).
+
+    Args:
+      space: the search space.
+      target: the target; its metric orders the options, its limits decide feasibility.
+    """
+
+    def __init__(self, space: SearchSpace, target: Target):
+        self.space, self.target = space, target
+        self._cache: dict = {}
+
+    def _cost(self, arch: Arch) -> float:
+        return float(self.space.cost(arch)[self.target.metric])
+
+    def _ranked(self, arch: Arch, layer: int) -> list[int]:
+        """The options of ``layer`` from the cheapest to the dearest on the target metric,
+        the others as in ``arch``; equal costs keep the lower option index first."""
+        costs = [self._cost(arch[:layer] + (o,) + arch[layer + 1:])
+                 for o in range(self.space.num_options[layer])]
+        return sorted(range(len(costs)), key=lambda o: (costs[o], o))
+
+    def default_arch(self, fill: str) -> Arch:
+        """The all-default architecture of a ``fill`` rule (see :func:`layernas`)."""
+        base = self.space.default_arch()
+        if fill == "space":
+            return base
+        if fill in ("dearest", "in_target"):
+            arch = tuple(self._ranked(base, i)[-1] for i in range(self.space.num_layers))
+            return self.repair(arch, 0) if fill == "in_target" else arch
+        return tuple(self._ranked(base, i)[0] for i in range(self.space.num_layers))
+
+    def feasible(self, arch: Arch) -> bool:
+        return bool(self.target.feasible(self.space.cost(arch)))
+
+    def repair(self, arch: Arch, first_free: int) -> Arch:
+        """``arch`` with layers ``first_free..`` moved, as little as this rule allows, so
+        that it is feasible: while it is over the target or a cap, the last free layers step
+        down to their next cheaper option one layer at a time, round after round (and up,
+        while it is under a target minimum). Returns ``arch`` unchanged if it is feasible
+        or no free layer can move; the closest miss if no step makes it feasible."""
+        key = (arch, first_free)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        out = arch
+        if not self.feasible(arch) and first_free < self.space.num_layers:
+            out = self._walk(arch, first_free)
+        self._cache[key] = out
+        return out
+
+    def _miss(self, arch: Arch) -> float:
+        """How far ``arch`` is outside the target: its relative violations, summed over the
+        main metric and every cap (0 when feasible)."""
+        costs = self.space.cost(arch)
+        miss = 0.0
+        for metric, lo, hi in self.target.limits():
+            value = float(costs[metric])
+            for bound, over in ((hi, value - (hi or 0.0)), (lo, (lo or 0.0) - value)):
+                if bound is not None and over > 0:
+                    miss += over / max(abs(bound), 1e-12)
+        return miss
+
+    def _step(self, arch: Arch, layer: int, down: bool) -> int | None:
+        """The option of ``layer`` one cost level below (above) its option in ``arch``: of the
+        next strictly cheaper (dearer) options, the one nearest in cost order; None at the end."""
+        costs = {o: self._cost(arch[:layer] + (o,) + arch[layer + 1:])
+                 for o in range(self.space.num_options[layer])}
+        now = costs[arch[layer]]
+        ranked = self._ranked(arch, layer)
+        if down:
+            lower = [o for o in ranked if costs[o] < now]
+            return lower[-1] if lower else None
+        higher = [o for o in ranked if costs[o] > now]
+        return higher[0] if higher else None
+
+    def _walk(self, arch: Arch, first_free: int) -> Arch:
+        # up only while the main metric is under a target minimum; over the maximum or a cap: down
+        lo = self.target.min
+        down = not (lo is not None and self._cost(arch) < lo)
+        best, current = arch, list(arch)
+        moved = True
+        while moved:
+            moved = False
+            for layer in reversed(range(first_free, self.space.num_layers)):
+                step = self._step(tuple(current), layer, down)
+                if step is None:
+                    continue
+                current[layer] = step
+                moved = True
+                trial = tuple(current)
+                if self.feasible(trial):
+                    return trial
+                if self._miss(trial) < self._miss(best):
+                    best = trial
+        return best
 
 
 def memorial_table(state: State, layer: int) -> list[tuple[int, Arch, float, float]]:

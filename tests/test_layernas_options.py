@@ -1,0 +1,286 @@
+"""LayerNAS's options (fill, repair, bucket_by, candidate_order, presets): every one respects
+the target and the evaluation budget, is deterministic with a seed and resumes exactly from a
+saved state; the paper's preset reproduces the committed NATS comparison."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import layernas
+from layernas.evaluator import EvalResult
+from layernas.searchers.layernas import (BUCKET_BYS, CANDIDATE_ORDERS, FILLS, PRESETS, Completion,
+                                         layernas as make_layernas)
+from layernas.target import Target
+from toy_spaces import AdditiveEvaluator, AdditiveSpace, brute_force_best
+
+REPO = Path(__file__).resolve().parents[1]
+OPTION_GRID = [dict(fill=f, repair=r, bucket_by=b, candidate_order=o)
+               for f, r, b, o in itertools.product(FILLS, (False, True), BUCKET_BYS, CANDIDATE_ORDERS)]
+OPTION_IDS = [f"{o['fill']}{'+repair' if o['repair'] else ''}/{o['bucket_by']}/{o['candidate_order']}"
+              for o in OPTION_GRID]
+
+
+def toy(seed=3, layers=5, options=4):
+    return AdditiveSpace.random(np.random.default_rng(seed), layers, options, max_cost=9)
+
+
+def trace_of(searcher, space, seed=0, batch=2, limit=400):
+    """Drive a searcher in memory; returns (proposed archs in order, final state)."""
+    state, proposed = searcher.init(seed), []
+    for _ in range(limit):
+        archs, state = searcher.propose(state, batch)
+        assert len(archs) <= batch, "proposed more than asked for"
+        if not archs:
+            break
+        proposed += archs
+        state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+    return proposed, state
+
+
+@pytest.mark.parametrize("options", OPTION_GRID, ids=OPTION_IDS)
+@pytest.mark.parametrize("budget", [1, 7, 40])
+def test_every_option_respects_target_and_evaluation_budget(options, budget):
+    space = toy()
+    lo, hi = space.cost_bounds((), "cost")
+    target = Target("cost", max=lo + 0.3 * (hi - lo))
+    result = layernas.search(space, AdditiveEvaluator(space), budget=budget, target=target,
+                             searcher_options=options, max_in_flight=3)
+    assert len(result.history) <= budget
+    feasible = result.history[result.history.feasible]
+    assert (feasible.cost_cost <= target.max).all()
+    if result.best is not None:
+        assert result.best["costs"]["cost"] <= target.max
+    if options["repair"]:  # every model evaluated is feasible
+        assert result.history.feasible.all()
+    if options["fill"] in ("in_target", "cheapest") and budget >= space.num_options[0]:
+        # the all-default model is one of the first layer's children, and it is feasible
+        # (the paper's fill may need many more evaluations)
+        assert result.history.feasible.iloc[: space.num_options[0]].any()
+
+
+@pytest.mark.parametrize("options", OPTION_GRID, ids=OPTION_IDS)
+def test_every_option_is_deterministic_and_resumes_from_a_saved_state(options):
+    space = toy(seed=11)
+    target = Target("cost", min=4.0, max=14.0)
+    searcher = make_layernas(space, target, **options)
+    whole, _ = trace_of(searcher, space, seed=5)
+    again, _ = trace_of(make_layernas(space, target, **options), space, seed=5)
+    assert whole == again
+    # stop after k proposals, save the state as JSON, load it and go on
+    for stop in (1, 5, len(whole) // 2):
+        state, proposed = searcher.init(5), []
+        while len(proposed) < stop:
+            archs, state = searcher.propose(state, 2)
+            if not archs:
+                break
+            proposed += archs
+            state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+        state = json.loads(json.dumps(state))
+        fresh = make_layernas(space, target, **options)  # a new process: empty caches
+        while True:
+            archs, state = fresh.propose(state, 2)
+            if not archs:
+                break
+            proposed += archs
+            state = fresh.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+        assert proposed == whole
+
+
+def test_run_loop_resume_is_exact(tmp_path):
+    space = toy(seed=2)
+    target = Target("cost", max=15.0)
+    full = layernas.search(space, AdditiveEvaluator(space), budget=30, target=target)
+    layernas.search(space, AdditiveEvaluator(space), budget=12, target=target, out_dir=tmp_path)
+    resumed = layernas.search(space, AdditiveEvaluator(space), budget=30, target=target,
+                              out_dir=tmp_path, resume=True)
+    assert resumed.history.arch_str.tolist() == full.history.arch_str.tolist()
+
+
+def test_fill_rules_give_the_documented_default_architectures():
+    costs = [[1, 5, 3], [2, 2, 0], [4, 1, 6]]
+    space = AdditiveSpace(costs, [[0] * 3] * 3, default="min")
+    target = Target("cost", max=9.0)
+    c = Completion(space, target)
+    assert c.default_arch("space") == space.default_arch() == (0, 2, 1)
+    assert c.default_arch("dearest") == (1, 1, 2)   # ties (2, 2) go to the higher index
+    assert c.default_arch("cheapest") == (0, 2, 1)
+    # 5+2+6=13 > 9: the last layer steps down first (6 -> 4), then the middle one (2 -> 0)
+    assert c.default_arch("in_target") == (1, 2, 0)
+    # repair keeps the searched prefix and only moves the later layers
+    assert c.repair((1, 1, 2), 1)[:1] == (1,) and target.feasible(space.cost(c.repair((1, 1, 2), 1)))
+    assert c.repair((0, 2, 1), 0) == (0, 2, 1)        # already feasible: unchanged
+
+
+@pytest.mark.parametrize("fill", FILLS)
+def test_repair_evaluates_only_feasible_models_on_an_additive_space(fill):
+    space = toy(seed=4, layers=6, options=4)
+    lo, hi = space.cost_bounds((), "cost")
+    target = Target("cost", max=lo + 0.35 * (hi - lo))
+    proposed, _ = trace_of(make_layernas(space, target, fill=fill, repair=True), space)
+    assert proposed and all(target.feasible(space.cost(a)) for a in proposed)
+
+
+def test_repair_also_steps_down_for_a_cap_on_another_metric():
+    class TwoCost(AdditiveSpace):
+        cost_metrics = ("cost", "params")
+
+        def cost(self, arch):
+            return {"cost": super().cost(arch)["cost"], "params": float(sum(arch))}
+
+    costs = [[0, 1, 2, 3]] * 4
+    space = TwoCost(costs, np.random.default_rng(2).normal(size=(4, 4)).round(3).tolist())
+    target = Target("cost", max=100.0, caps={"params": 5.0})   # only the cap binds
+    proposed, _ = trace_of(make_layernas(space, target, repair=True), space)
+    assert proposed and all(target.feasible(space.cost(a)) for a in proposed)
+    paper, _ = trace_of(make_layernas(space, target, preset="paper"), space)
+    assert not all(target.feasible(space.cost(a)) for a in paper)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_static_fills_keep_the_layerwise_optimum_on_additive_spaces(preset):
+    """With one bucket per distinct cost and no repair, every static fill finds the brute-force
+    optimum of an additive space (the layerwise argument holds)."""
+    for seed in range(8):
+        space = AdditiveSpace.random(np.random.default_rng(seed), 4, 3)
+        lo, hi = space.cost_bounds((), "cost")
+        target = Target("cost", max=float(np.floor(lo + 0.5 * (hi - lo))))
+        edges = list(np.arange(lo - 0.5, hi + 1.0, 1.0))
+        for fill in FILLS:
+            searcher = make_layernas(space, target, preset=preset, fill=fill, repair=False,
+                                     bucket_edges=edges)
+            proposed, _ = trace_of(searcher, space)
+            best = max(space.reward(a) for a in proposed if target.feasible(space.cost(a)))
+            assert best == pytest.approx(brute_force_best(space, target)), (seed, fill)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(preset="fast"), "preset must be one of 'paper', 'efficient', got 'fast'"),
+    (dict(fill="median"), "fill must be one of"),
+    (dict(repair="yes"), "repair must be True or False, got 'yes'"),
+])
+def test_bad_options_name_the_value(bad, message):
+    with pytest.raises(ValueError, match=message):
+        make_layernas(toy(), Target("cost", max=20), **bad)
+
+
+def test_a_state_saved_before_sharding_still_resumes():
+    space = toy(seed=6)
+    target = Target("cost", max=16.0)
+    searcher = make_layernas(space, target)
+    state = searcher.init(0)
+    for _ in range(4):
+        archs, state = searcher.propose(state, 2)
+        state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+    old = {**state, "known": {k: v for shard in state["known"] for k, v in shard.items()}}
+    assert searcher.propose(old, 3)[0] == searcher.propose(state, 3)[0]
+
+
+# --- NATS-Bench tss (needs the shared table) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nats():
+    from tests.conftest import shared_path
+    from layernas import nats_comparison as nc
+
+    return nc, shared_path("data", "nats_tss", "nats_tss_200ep.csv")
+
+
+def test_paper_preset_reproduces_the_committed_nats_comparison(nats):
+    """The committed results/nats/points.parquet was made before the options existed; the
+    paper preset must give the same best-so-far test accuracy and evaluation counts at every
+    budget point, for a few seeds of every panel."""
+    nc, table = nats
+    committed = REPO / "results" / "nats" / "points.parquet"
+    if not committed.exists():
+        pytest.skip(f"needs the committed {committed}")
+    points = pd.read_parquet(committed)
+    points = points[(points.algorithm == "layernas") & (points.seed < 2)]
+    for dataset in nc.DATASETS:
+        space, evaluator = nc.context(table, dataset)
+        for fraction in nc.FRACTIONS:
+            setting = nc.Setting(dataset, fraction, nc.TSS_TIME_BUDGETS[dataset], 200)
+            for seed in (0, 1):
+                trace = nc.run_search("layernas", space, evaluator, nc.flops_target(space, fraction), seed,
+                                      setting.max_seconds, 200, {"preset": "paper"})
+                got = pd.DataFrame(nc.budget_points(trace, setting))
+                want = points[(points.dataset == dataset) & (points.fraction == fraction)
+                              & (points.seed == seed)]
+                assert len(got) == len(want) > 0
+                np.testing.assert_array_equal(got.evaluations.to_numpy(), want.evaluations.to_numpy())
+                np.testing.assert_array_equal(got.best_test.to_numpy(), want.best_test.to_numpy())
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.25])
+def test_nats_options_spend_as_documented(nats, fraction):
+    """On NATS cifar10: the paper's fill evaluates over-budget models; in_target's first model
+    is feasible; repair never evaluates an over-budget model; every answer is feasible."""
+    nc, table = nats
+    space, evaluator = nc.context(table, "cifar10")
+    target = nc.flops_target(space, fraction)
+    runs = {}
+    for name, options in {"paper": {"preset": "paper"},
+                          "in_target": {"preset": "paper", "fill": "in_target"},
+                          "repair": {"preset": "paper", "repair": True},
+                          "efficient": {"preset": "efficient"}}.items():
+        trace = nc.run_search("layernas", space, evaluator, target, 0, 20000.0, 1, options)
+        runs[name] = trace
+        answered = np.isfinite(trace["best_test"])
+        assert answered.any()
+        rows = trace["rows"][trace["feasible"]]
+        assert trace["best_test"][-1] in evaluator.arrays.test_mean[rows]
+    assert (~runs["paper"]["feasible"]).sum() > 50
+    assert not runs["paper"]["feasible"][0] and runs["in_target"]["feasible"][0]
+    assert runs["repair"]["feasible"].all()
+
+
+# --- the ablation benchmark's measures ----------------------------------------------------
+
+def ablation_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nats_ablation", REPO / "benchmarks" / "nats_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_area_is_the_mean_of_the_step_curve_with_zero_before_the_first_answer():
+    ab = ablation_module()
+    # answers 50 from t=20 and 80 from t=60 over a budget of 100; evaluations after it do not count
+    cum = np.array([10.0, 20.0, 60.0, 130.0])
+    best = np.array([np.nan, 50.0, 80.0, 99.0])
+    assert ab.area(cum, best, 100.0) == pytest.approx((50 * 40 + 80 * 40) / 100)
+    np.testing.assert_array_equal(ab.at_fractions(cum, best, 100.0)[[0, 8, 24, 40]], [np.nan, 50, 80, 80])
+
+
+def test_ahead_from_needs_every_run_answered_and_a_higher_mean_to_the_end():
+    ab = ablation_module()
+    n = len(ab.GRID)
+    ref = np.full((2, n), 50.0)
+    mine = np.full((2, n), 60.0)
+    assert ab.ahead_from(mine, ref) == 0.0
+    mine[1, :10] = np.nan            # one run without an answer for the first 10 grid points
+    assert ab.ahead_from(mine, ref) == pytest.approx(ab.GRID[10])
+    mine[:, -1] = 40.0               # behind at the end: never ahead for good
+    assert np.isnan(ab.ahead_from(mine, ref))
+
+
+def test_ablation_smoke_run_writes_every_output(nats, tmp_path):
+    ab = ablation_module()
+    _, table = nats
+    assert ab.main(["--table", str(table), "--seeds", "1", "--processes", "1", "--out", str(tmp_path),
+                    "--journal", str(tmp_path / "cells.jsonl")]) == 0
+    frame = pd.read_csv(tmp_path / "ablation.csv")
+    assert {"option", "dataset", "flops_fraction", "first_feasible_eval", "infeasible_fraction", "auc_test",
+            "final_test_mean", "final_test_std", "auc_valid"} <= set(frame.columns)
+    assert len(frame) == 6 * (len(ab.variants()) + 1)
+    paper = frame[frame.option == "space/model/reward"]
+    assert (paper.infeasible_in_budget > 0).all() and (frame[frame.option == "rea"].infeasible_in_budget == 0).all()
+    for name in ("ablation.md", "ablation_curves.png", "ablation_runs.csv", "ablation_provenance.json"):
+        assert (tmp_path / name).exists()
