@@ -50,13 +50,13 @@ def export_tree(rev: str, dest: Path) -> Path:
     return dest
 
 
-def best_of(runs: dict[str, tuple[list[str], dict]], repeats: int) -> dict[str, float]:
-    """Best wall seconds of each ``(argv, env)`` over ``repeats`` alternating runs."""
+def best_of(runs: dict[str, tuple[list[str], dict]], repeats: int, cwd: Path) -> dict[str, float]:
+    """Best wall seconds of each ``(argv, env)`` over ``repeats`` alternating runs in ``cwd``."""
     best = {name: float("inf") for name in runs}
     for _ in range(repeats):
         for name, (argv, env) in runs.items():
             t0 = time.perf_counter()
-            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
@@ -70,12 +70,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     trees = {"this tree": dict(os.environ)}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as cwd:
+        # a neutral working directory: python -c puts the cwd first on sys.path
         if args.baseline_rev:
             export_tree(args.baseline_rev, Path(tmp))
             trees[args.baseline_rev] = {**os.environ, "PYTHONPATH": tmp}
         runs = {(tree, name): (argv, env) for name, argv in COMMANDS.items() for tree, env in trees.items()}
-        best = best_of(runs, args.repeats)
+        best = best_of(runs, args.repeats, Path(cwd))
         lines = [f"# Import time (best of {args.repeats}, commands alternating)", "",
                  f"{platform.node()}, {platform.processor() or platform.machine()}, "
                  f"{os.cpu_count()} CPUs, Python {platform.python_version()}", "",
@@ -93,11 +94,11 @@ def main(argv=None) -> int:
         lines += ["", "| tree | import | jax/flax loaded |", "|---|---|---|"]
         for tree, env in trees.items():
             where = subprocess.run([sys.executable, "-c", "import layernas.search_spaces as s; print(s.__path__[0])"],
-                                   check=True, capture_output=True, text=True, env=env).stdout.strip()
+                                   check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout.strip()
             lines.append(f"| {tree} | (layernas.search_spaces from `{where}`) | |")
             for module in MODULES:
                 out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], check=True,
-                                     capture_output=True, text=True, env=env).stdout.strip()
+                                     capture_output=True, text=True, env=env, cwd=cwd).stdout.strip()
                 lines.append(f"| {tree} | `{module}` | {out} |")
     lines += ["", f"Wall time of this script: {time.perf_counter() - t0:.1f} s."]
     text = "\n".join(lines) + "\n"
