@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                         help="git revision to compare with (its tree runs alternately with this one)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
+    t0, load_before = time.perf_counter(), os.getloadavg()[0]
     trees = {"this tree": dict(os.environ)}
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as cwd:
         # a neutral working directory: python -c puts the cwd first on sys.path
@@ -79,7 +79,9 @@ def main(argv=None) -> int:
         best = best_of(runs, args.repeats, Path(cwd))
         lines = [f"# Import time (best of {args.repeats}, commands alternating)", "",
                  f"{platform.node()}, {platform.processor() or platform.machine()}, "
-                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}", "",
+                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}; 1-minute load average "
+                 f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (absolute times scale with "
+                 f"the load; the ratios come from alternating runs under the same load)", "",
                  "| tree | command | best wall (s) | minus `python -c pass` (s) |", "|---|---|---:|---:|"]
         for (tree, name), seconds in best.items():
             base = best[(tree, "python -c pass")]
