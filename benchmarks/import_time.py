@@ -97,7 +97,8 @@ def main(argv=None) -> int:
         for tree, env in trees.items():
             where = subprocess.run([sys.executable, "-c", "import layernas.search_spaces as s; print(s.__path__[0])"],
                                    check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout.strip()
-            lines.append(f"| {tree} | (layernas.search_spaces from `{where}`) | |")
+            where = "the exported tree" if where.startswith(tmp) else f"`{Path(where).relative_to(REPO)}/`"
+            lines.append(f"| {tree} | (layernas.search_spaces from {where}) | |")
             for module in MODULES:
                 out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], check=True,
                                      capture_output=True, text=True, env=env, cwd=cwd).stdout.strip()
