@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from layernas import latency
 from layernas.provenance import write_provenance
 from layernas.search_spaces.mobilenet_v2 import SPACES as V2
 from layernas.search_spaces.mobilenet_v3 import SPACES as V3
+from layernas.trainers import latency
+from layernas.trainers.models import build_model
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "latency"
 
@@ -69,8 +70,8 @@ def main(argv=None) -> None:
         c = space.cost(arch)
         n_units = len(space.latency_units(arch))
         r = space.spec.resolution
-        calls = [latency.compiled_call(space.build(arch), (args.batch, r, r, 3))]
-        calls += [latency.compiled_call(u.module(), u.input_shape(args.batch)) for u in space.latency_units(arch)]
+        calls = [latency.compiled_call(build_model(space, arch), (args.batch, r, r, 3))]
+        calls += [latency.compiled_call(latency.unit_module(u), u.input_shape(args.batch)) for u in space.latency_units(arch)]
         per_round = max(1, args.repeats // args.rounds)
         times = latency.interleaved_ms(calls, args.rounds, per_round, args.warmup)
         measured = times[0]

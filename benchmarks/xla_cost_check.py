@@ -31,9 +31,10 @@ import pandas as pd
 
 from layernas.cost_model import conv_out_size
 from layernas.provenance import write_provenance
-from layernas.search_spaces.mbconv import init_variables
 from layernas.search_spaces.mobilenet_v2 import SPACES as V2
 from layernas.search_spaces.mobilenet_v3 import SPACES as V3
+from layernas.trainers.mbconv_model import init_variables
+from layernas.trainers.models import build_model
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "mobilenet"
 
@@ -68,7 +69,7 @@ def model_rows(n_random: int) -> list[dict]:
         rng = np.random.default_rng(0)
         archs = [("default", space.default_arch())] + [(f"random{i}", space.random_arch(rng)) for i in range(n_random)]
         for tag, arch in archs:
-            model, r = space.build(arch), space.spec.resolution
+            model, r = build_model(space, arch), space.spec.resolution
             x = jnp.zeros((1, r, r, 3))
             v = init_variables(model, x.shape)
             flops = _flops(lambda v, x: model.apply(v, x), v, x)

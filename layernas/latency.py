@@ -1,32 +1,38 @@
-"""Measured latency: a per-layer lookup table (LUT) timed on the current JAX backend.
+"""Latency lookup tables as data: timed units, per-device tables, additive predictions.
 
 A :class:`TimedUnit` is one piece of a network that is timed on its own: the stem, one
 MBConv layer (expand + depthwise + SE + project + residual, at a given input resolution),
 or the head (last conv, pooling, FCs). Its ``key`` is a string naming everything that
-changes its latency. A :class:`LatencyLUT` maps keys to median milliseconds for one
-device and batch size; it times missing units on demand (jit per unit shape, warm-up
-calls, then ``repeats`` timed calls, median) and caches them in a JSON file keyed by
-``"{backend}:{device_kind}|bs={batch}"``, so a table built on a GPU is never used on a CPU.
+changes its latency. A :class:`LatencyTable` maps keys to median milliseconds for one
+device and batch size, and is stored in a JSON file under the table key
+``"{backend}:{device_kind}|bs={batch}"`` (:func:`table_key`), so a table built on a GPU is
+never read on a CPU.
 
-The predicted latency of an architecture is the sum over its units. That assumes
-latencies add up, which layer fusion and per-call dispatch overhead break;
-``benchmarks/latency_additivity.py`` measures how well it holds here.
+The predicted latency of an architecture is the sum over its units
+(:meth:`LatencyTable.predict_ms`). That assumes latencies add up, which layer fusion and
+per-call dispatch overhead break; ``benchmarks/latency_additivity.py`` measures how well
+it holds.
 
-Example (times three small units on first use, then reads the cache):
+This module is pure Python (no jax): a space can read a recorded table, and a search can
+cap latency, without the accelerator stack. Timing units on the current JAX device is the
+trainers' job: :class:`layernas.trainers.latency.LatencyLUT` is a :class:`LatencyTable`
+that times the units it is missing.
 
-    >>> from layernas.latency import LatencyLUT
-    >>> from layernas.search_spaces.mobilenet_v3 import mobilenet_v3_small_cifar
-    >>> lut = LatencyLUT(path=None, repeats=3, warmup=1)   # in memory only
-    >>> space = mobilenet_v3_small_cifar().with_latency(lut)
-    >>> "latency" in space.cost_metrics
-    True
+Example (a table read back from its JSON file, no timing):
 
-Attach a LUT to a space with ``space.with_latency(lut)`` (or the factories'
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> unit = TimedUnit.stem(32, 3, 16, 1, "relu6")
+    >>> path = Path(tempfile.mkdtemp()) / "lut.json"
+    >>> key = table_key("cpu:cpu", 1)
+    >>> _ = path.write_text(json.dumps({"format": 1, "tables": {key: {unit.key: 0.25}}}))
+    >>> table = LatencyTable(key, path)
+    >>> table.predict_ms([unit, unit])
+    0.5
+
+Attach a table to a layerwise space with ``space.with_latency(table)`` (or the factories'
 ``latency_lut=`` argument); ``space.cost(arch)["latency"]`` is then the predicted ms and
 ``Target("latency", max=...)`` or ``caps={"latency": ...}`` work like any other metric.
-``cost_bounds`` over latency enumerates every layer option, so call
-``lut.fill(space.all_units())`` first on large spaces, or keep ``measure_missing=True``
-and let it time what it needs.
 """
 
 from __future__ import annotations
@@ -34,40 +40,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import jax
-import jax.numpy as jnp
+from typing import Any, Iterable
 
 DEFAULT_CACHE = Path(os.environ.get("LAYERNAS_CACHE", Path.home() / ".cache" / "layernas")) / "latency_lut.json"
 
 
-def device_key() -> str:
-    """``"{backend}:{device_kind}"`` of the default JAX device, e.g. ``"cpu:cpu"``."""
-    d = jax.devices()[0]
-    return f"{jax.default_backend()}:{d.device_kind}".replace(" ", "_")
-
-
-def time_call(fn: Callable[[], Any], warmup: int = 3, repeats: int = 20) -> float:
-    """Median wall milliseconds of ``fn()`` (its result is ``block_until_ready``-ed).
+def table_key(device: str, batch_size: int) -> str:
+    """The key of one device's table for one batch size, e.g. ``"cpu:cpu|bs=1"``.
 
     Args:
-      fn: a no-argument callable returning JAX arrays (a jitted call).
-      warmup: untimed calls first (compilation happens in the first one).
-      repeats: timed calls; the median is returned (robust on a busy, shared machine).
+      device: ``"{backend}:{device_kind}"`` (see :func:`layernas.trainers.latency.device_key`).
+      batch_size: the batch the units are timed with.
+    Returns:
+      the key under which the table is stored in the JSON file.
     """
-    for _ in range(max(1, warmup)):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(statistics.median(times))
+    return f"{device}|bs={int(batch_size)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +75,8 @@ class TimedUnit:
     def key(self) -> str:
         return self.kind + "(" + ",".join(f"{k}={v}" for k, v in self.config) + ")"
 
-    def _cfg(self) -> dict:
+    def settings(self) -> dict:
+        """The unit's ``config`` as a dict (what a module builder reads)."""
         return dict(self.config)
 
     @classmethod
@@ -109,91 +99,26 @@ class TimedUnit:
                          classes=num_classes, eps=bn_eps)
 
     def input_shape(self, batch: int) -> tuple[int, ...]:
-        c = self._cfg()
+        c = self.settings()
         return (batch, c["res"], c["res"], c["in_ch"])
 
-    def module(self):
-        """The flax module this unit times (inference mode)."""
-        from layernas.search_spaces.mbconv import ConvBN, Head, MBConv, MBConvLayer, Network
 
-        c = self._cfg()
-        if self.kind == "stem":
-            return ConvBN(c["out"], 3, c["s"], act=c["act"], bn_eps=c["eps"])
-        if self.kind == "mbconv":
-            layer = MBConvLayer(c["in_ch"], c["hidden"], c["out"], c["k"], c["s"], c["se"], c["act"])
-            gate = c["gate"] if c["gate"] != "-" else "hsigmoid"
-            se_act = c["se_act"] if c["se_act"] != "-" else "relu"
-            return MBConv(layer, gate, se_act, c["eps"])
-        if self.kind == "head":
-            net = Network(resolution=c["res"], stem_ch=c["in_ch"], layers=(), names=(), head_ch=c["head"],
-                          num_classes=c["classes"], head_act=c["act"], fc=tuple(c["fc"]), fc_act=c["fc_act"],
-                          bn_eps=c["eps"])
-            return Head(net)
-        raise ValueError(f"unknown unit kind {self.kind!r}; expected stem, mbconv or head")
-
-
-def compiled_call(module, input_shape, seed: int = 0) -> Callable[[], Any]:
-    """A no-argument callable running one jitted inference call of ``module`` on zeros
-    of ``input_shape`` (compiled on its first call)."""
-    from layernas.search_spaces.mbconv import init_variables
-
-    variables = init_variables(module, input_shape, seed)
-    x = jnp.zeros(input_shape, jnp.float32)
-    fn = jax.jit(lambda v, x: module.apply(v, x, train=False))
-    return lambda: fn(variables, x)
-
-
-def measure_module_ms(module, input_shape, warmup: int = 3, repeats: int = 20, seed: int = 0) -> float:
-    """Median ms of one jitted inference call of a flax module on zeros of ``input_shape``."""
-    return time_call(compiled_call(module, input_shape, seed), warmup, repeats)
-
-
-def interleaved_ms(calls: list[Callable[[], Any]], rounds: int = 5, per_round: int = 3, warmup: int = 2) -> list[float]:
-    """Median ms of each callable, timed in alternation: ``rounds`` rounds, each running
-    every callable ``per_round`` times. On a shared machine whose load drifts, all the
-    callables then see the same load, so their ratios are fair."""
-    for fn in calls:
-        for _ in range(max(1, warmup)):
-            jax.block_until_ready(fn())
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(rounds):
-        for i, fn in enumerate(calls):
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn())
-                times[i].append((time.perf_counter() - t0) * 1e3)
-    return [float(statistics.median(t)) for t in times]
-
-
-def dispatch_overhead_ms(warmup: int = 5, repeats: int = 200) -> float:
-    """Median ms of a jitted call that does (almost) nothing: the fixed per-call cost
-    that a sum of per-unit latencies counts once per unit instead of once."""
-    x = jnp.zeros((1,), jnp.float32)
-    fn = jax.jit(lambda x: x + 1.0)
-    return time_call(lambda: fn(x), warmup, repeats)
-
-
-class LatencyLUT:
-    """Per-unit latencies (ms) for the current device and one batch size.
+class LatencyTable:
+    """Per-unit latencies (ms) of one device and one batch size.
 
     Args:
-      path: JSON cache file (shared by all devices and batch sizes; entries are keyed by
-        both). ``None`` keeps the table in memory only. Default:
-        ``~/.cache/layernas/latency_lut.json`` (or ``$LAYERNAS_CACHE``).
-      batch_size: the batch the units are timed with.
-      warmup, repeats: see :func:`time_call`.
-      measure_missing: time a unit missing from the table when asked for it (else raise
-        KeyError naming the unit).
+      key: the table key (:func:`table_key`); only this table of the JSON file is read.
+      path: JSON file holding tables of any number of devices and batch sizes. ``None``
+        keeps the table in memory only.
+      measure_missing: time a unit missing from the table when asked for it (with
+        :meth:`measure`, which a timing subclass provides), else raise KeyError naming the
+        unit.
     """
 
-    def __init__(self, path: str | Path | None = DEFAULT_CACHE, batch_size: int = 1, warmup: int = 3,
-                 repeats: int = 20, measure_missing: bool = True):
-        if batch_size < 1 or repeats < 1:
-            raise ValueError(f"batch_size={batch_size} and repeats={repeats} must be >= 1")
+    def __init__(self, key: str, path: str | Path | None = None, measure_missing: bool = False):
         self.path = Path(path) if path is not None else None
-        self.batch_size, self.warmup, self.repeats = int(batch_size), int(warmup), int(repeats)
+        self.table_key = key
         self.measure_missing = measure_missing
-        self.table_key = f"{device_key()}|bs={self.batch_size}"
         self.entries: dict[str, float] = {}
         if self.path is not None and self.path.exists():
             data = json.loads(self.path.read_text())
@@ -206,7 +131,11 @@ class LatencyLUT:
         return unit.key in self.entries
 
     def latency_ms(self, unit: TimedUnit) -> float:
-        """The unit's median latency, timing it first if it is missing (and allowed)."""
+        """The unit's median latency, timing it first if it is missing (and allowed).
+
+        Raises:
+          KeyError: the unit is not in the table and ``measure_missing`` is off.
+        """
         ms = self.entries.get(unit.key)
         if ms is None:
             if not self.measure_missing:
@@ -216,10 +145,9 @@ class LatencyLUT:
         return ms
 
     def measure(self, unit: TimedUnit) -> float:
-        """Time ``unit`` now and store the median (does not save)."""
-        ms = measure_module_ms(unit.module(), unit.input_shape(self.batch_size), self.warmup, self.repeats)
-        self.entries[unit.key] = ms
-        return ms
+        """Time ``unit`` now and store its median ms (a timing subclass implements this)."""
+        raise KeyError(f"latency of {unit.key} is not in the LUT for {self.table_key}, and a LatencyTable "
+                       f"cannot time units; use layernas.trainers.latency.LatencyLUT to measure them")
 
     def fill(self, units: Iterable[TimedUnit], progress: bool = False) -> int:
         """Time every unit not yet in the table; save; return how many were timed."""
@@ -247,9 +175,3 @@ class LatencyLUT:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
-
-
-def measure_arch_ms(space, arch, batch_size: int = 1, warmup: int = 3, repeats: int = 20) -> float:
-    """Measured end-to-end median ms of one jitted inference call of ``space.build(arch)``."""
-    r = space.spec.resolution
-    return measure_module_ms(space.build(arch), (batch_size, r, r, 3), warmup, repeats)

@@ -8,8 +8,10 @@ is data (its layers and their options) plus pure functions of an architecture:
   of a prefix (the layers after the prefix are free);
 * ``arch_to_str`` / ``str_to_arch``: a stable text form (NATS spaces use the official
   NATS arch strings);
-* ``describe(arch)``: a human-readable, per-layer description;
-* ``build(arch)``: a flax module, for spaces that can be trained.
+* ``describe(arch)``: a human-readable, per-layer description.
+
+A space holds no model: the trainers turn a trainable space's architecture into a flax
+module (``layernas.trainers.models.build_model(space, arch)``).
 
 Subclass :class:`SearchSpace` and fill in ``layers`` and ``cost``; everything else has
 a generic implementation that a space may override when it knows better (for example a
@@ -90,10 +92,6 @@ class SearchSpace:
     def cost(self, arch: Arch) -> Costs:
         """Every cost metric of a complete architecture, keyed by metric name."""
         raise NotImplementedError
-
-    def build(self, arch: Arch):
-        """A flax module for ``arch``. Only trainable spaces implement this."""
-        raise NotImplementedError(f"space {self.name!r} cannot build models")
 
     # --- generic structure --------------------------------------------------------
     @property

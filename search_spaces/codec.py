@@ -27,10 +27,11 @@ dearer), so a search starting from it explores both cheaper and dearer decoders.
 Costs (``cost(arch)``), counted with :mod:`layernas.cost_model` at 768x512 (Kodak):
 
 * ``decoder_madds``: decoder (h_s + g_s) multiply-adds per image pixel. Transposed convs
-  are counted per *input* pixel (the real multiply count); IGDN is a CxC 1x1 conv per pixel;
-  GDN-lite (diagonal gamma) costs C per pixel; activations, biases and resizes cost nothing.
-  The default is 43,540 MAC/pixel (the Balle 2018 scale hyperprior, N=128, M=192,
-  arXiv:1802.01436: 43.5k under this convention).
+  are counted per *input* pixel (``H_in*W_in*k*k*C_in*C_out``, the real multiply count;
+  counting per output pixel roughly triples it); IGDN is a CxC 1x1 conv per pixel;
+  GDN-lite (diagonal gamma) costs C per pixel; activations, biases and resizes cost
+  nothing. The default, CompressAI's ``ScaleHyperprior(N=128, M=192)``, is 43,540
+  MAC/pixel.
 * ``decoder_gmacs``: the same for one 768x512 image, in GMACs (1e9).
 * ``encoder_madds``: what the encoder runs per pixel: g_a + h_a + h_s (it needs the scales).
 * ``decoder_params``: parameters of h_s + g_s (+ the entropy bottleneck's tables are not
@@ -44,9 +45,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 from layernas import cost_model as cm
 from layernas.space import Layer, NamedOptionStrings, SearchSpace
-from layernas.trainers.codec_model import CodecConfig, HyperpriorCodec, SynthesisBlock
 
 REFERENCE_SIZE = (512, 768)  # Kodak, H x W
 LATENT_OPTIONS = (64, 96, 128, 192, 256)
@@ -54,7 +56,77 @@ GS_WIDTHS = (32, 64, 96, 128, 192)
 HS_WIDTHS = (32, 64, 96, 128)
 KERNELS = (3, 5)
 UPSAMPLERS = ("deconv", "subpixel", "resize")
-ACTS = ("igdn", "gdn_lite", "leaky_relu")
+ACTIVATIONS = ("igdn", "gdn_lite", "leaky_relu")
+
+
+# --- the codec's shape (what the flax model reads) ---------------------------------
+@dataclasses.dataclass(frozen=True)
+class SynthesisBlock:
+    """One upsampling block of g_s or h_s.
+
+    Args:
+      width: output channels (the last g_s block must output 3).
+      kernel: spatial kernel size (odd).
+      upsample: "deconv" (k x k transposed conv, stride 2), "subpixel" (k x k conv to
+        4*width channels, then depth-to-space) or "resize" (nearest x2, then k x k conv).
+      activation: "igdn", "gdn_lite", "leaky_relu", "relu" or "none".
+    """
+
+    width: int
+    kernel: int = 5
+    upsample: str = "deconv"
+    activation: str = "igdn"
+
+    def __post_init__(self):
+        if self.upsample not in UPSAMPLERS:
+            raise ValueError(f"upsample {self.upsample!r} is not one of {UPSAMPLERS}")
+        if self.activation not in ACTIVATIONS + ("relu", "none"):
+            raise ValueError(f"activation {self.activation!r} is not one of {ACTIVATIONS + ('relu', 'none')}")
+        if self.kernel % 2 != 1 or self.kernel < 1:
+            raise ValueError(f"kernel {self.kernel} must be a positive odd integer")
+        if self.width < 1:
+            raise ValueError(f"width {self.width} must be positive")
+
+
+def _default_synthesis(n: int = 128) -> tuple[SynthesisBlock, ...]:
+    return (SynthesisBlock(n), SynthesisBlock(n), SynthesisBlock(n), SynthesisBlock(3, activation="none"))
+
+
+def _default_hyper_synthesis(n: int = 128) -> tuple[SynthesisBlock, ...]:
+    return (SynthesisBlock(n, activation="relu"), SynthesisBlock(n, activation="relu"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecConfig:
+    """Shape of a hyperprior codec. The defaults are Ballé 2018 with N=128, M=192.
+
+    Args:
+      latent_channels: M, channels of y.
+      analysis_width: N of g_a (its three hidden layers).
+      hyper_channels: channels of z (and of h_a's hidden layers).
+      synthesis: the four g_s blocks (the last has width 3 and no activation).
+      hyper_synthesis: the two upsampling blocks of h_s; a 3x3 conv to M + ReLU follows.
+      hyper_kernel: kernel of h_s's final 3x3 conv.
+    """
+
+    latent_channels: int = 192
+    analysis_width: int = 128
+    hyper_channels: int = 128
+    synthesis: tuple[SynthesisBlock, ...] = _default_synthesis()
+    hyper_synthesis: tuple[SynthesisBlock, ...] = _default_hyper_synthesis()
+    hyper_kernel: int = 3
+
+    def __post_init__(self):
+        if len(self.synthesis) != 4 or self.synthesis[-1].width != 3:
+            raise ValueError("synthesis must have 4 blocks, the last with width 3")
+        if len(self.hyper_synthesis) != 2:
+            raise ValueError("hyper_synthesis must have 2 blocks")
+
+    @classmethod
+    def small(cls, width: int = 32, latent: int = 48) -> "CodecConfig":
+        """The default topology with every width scaled down (tests, CPU proxies)."""
+        return cls(latent_channels=latent, analysis_width=width, hyper_channels=width,
+                   synthesis=_default_synthesis(width), hyper_synthesis=_default_hyper_synthesis(width))
 
 
 def _layers() -> tuple[Layer, ...]:
@@ -67,7 +139,7 @@ def _layers() -> tuple[Layer, ...]:
         layers += [Layer(f"gs{i}_width", GS_WIDTHS, default=GS_WIDTHS.index(128)),
                    Layer(f"gs{i}_kernel", KERNELS, default=1),
                    Layer(f"gs{i}_up", UPSAMPLERS, default=0),
-                   Layer(f"gs{i}_act", ACTS, default=0)]
+                   Layer(f"gs{i}_act", ACTIVATIONS, default=0)]
     layers += [Layer("gs3_kernel", KERNELS, default=1), Layer("gs3_up", UPSAMPLERS, default=0)]
     return tuple(layers)
 
@@ -151,6 +223,3 @@ class CodecHyperpriorSpace(NamedOptionStrings, SearchSpace):
             "encoder_madds": enc / pixels,
             "decoder_params": float(parts["h_s"].params + parts["g_s"].params),
         }
-
-    def build(self, arch) -> HyperpriorCodec:
-        return HyperpriorCodec(self.config(arch))

@@ -22,7 +22,8 @@ Costs (``cost(arch)``), in readable units:
 * ``"madds"``: multiply-adds, a plain count (conv + FC incl. SE and classifier);
 * ``"params"``: trainable parameters, a plain count (incl. BN scale/offset);
 * ``"latency"``: milliseconds, predicted by an attached
-  :class:`layernas.latency.LatencyLUT` (only when one is attached).
+  :class:`layernas.latency.LatencyTable` (only when one is attached; a
+  :class:`layernas.trainers.latency.LatencyLUT` times its units on the current device).
 
 So ``Target("madds", max=300e6, caps={"params": 4e6, "latency": 12.0})`` means at most 300M
 MAdds, 4.0M params and 12 ms (the CLI's ``--target-madds 300M`` parses to 300e6).
@@ -58,10 +59,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from layernas.cost_model import CostBuilder, NetworkCost
+from layernas.latency import TimedUnit
 from layernas.space import Arch, Costs, Layer, SearchSpace, SpaceError
 from layernas.search_spaces.mbconv import (
     MBConvLayer,
-    MobileNet,
     Network,
     head_cost,
     make_divisible,
@@ -185,7 +186,7 @@ class LayerwiseSpace(SearchSpace):
 
     Args:
       spec: the base network and its options.
-      latency_lut: an optional :class:`layernas.latency.LatencyLUT`; when given,
+      latency_lut: an optional :class:`layernas.latency.LatencyTable`; when given,
         ``"latency"`` (ms) joins ``cost_metrics``.
     """
 
@@ -255,10 +256,6 @@ class LayerwiseSpace(SearchSpace):
     def network_cost(self, arch: Sequence[int]) -> NetworkCost:
         """Per-layer :class:`NetworkCost` (raw MAdds and params) of ``arch``."""
         return network_cost(self.resolve(arch))
-
-    def build(self, arch: Sequence[int]) -> MobileNet:
-        """The flax module of ``arch`` (``apply(variables, x, train=...)``, NHWC input)."""
-        return MobileNet(self.resolve(arch))
 
     # --- costs as a sum over the chain of blocks ----------------------------------
     @functools.cached_property
@@ -360,19 +357,13 @@ class LayerwiseSpace(SearchSpace):
 
     # --- latency units (what a LatencyLUT times) ------------------------------------
     def stem_unit(self):
-        from layernas.latency import TimedUnit
-
         s = self.spec
         return TimedUnit.stem(s.resolution, 3, s.stem_channels, s.stem_stride, s.stem_act, s.bn_eps)
 
     def layer_unit(self, layer: MBConvLayer, resolution: int):
-        from layernas.latency import TimedUnit
-
         return TimedUnit.mbconv(layer, resolution, self.spec.se_gate, self.spec.se_act, self.spec.bn_eps)
 
     def head_unit(self, in_ch: int):
-        from layernas.latency import TimedUnit
-
         s = self.spec
         return TimedUnit.head(self._resolutions()[-1], in_ch, s.head_channels, s.head_act, tuple(s.fc_channels),
                               s.fc_act, s.num_classes, s.bn_eps)
@@ -474,7 +465,7 @@ class LayerwiseSpace(SearchSpace):
 
     def arch_to_json(self, arch: Sequence[int]) -> str:
         """The architecture with its space, costs and resolved network (enough to rebuild
-        the flax model with :func:`network_from_json` without the space)."""
+        the flax model with :func:`layernas.trainers.mbconv_model.network_from_json` without the space)."""
         arch = self.validate(arch)
         return json.dumps({
             "space": self.name, "arch": list(arch), "arch_str": self.arch_to_str(arch),
@@ -489,11 +480,6 @@ def space_from_json(text: str, latency_lut=None) -> LayerwiseSpace:
     if "spec" not in d:
         raise SpaceError("space JSON has no 'spec': it was not written by LayerwiseSpace.to_json")
     return LayerwiseSpace(BackboneSpec.from_dict(d["spec"]), latency_lut=latency_lut)
-
-
-def network_from_json(text: str) -> MobileNet:
-    """The flax module of an architecture written by :meth:`LayerwiseSpace.arch_to_json`."""
-    return MobileNet(Network.from_dict(json.loads(text)["network"]))
 
 
 def brute_force_bounds(space: SearchSpace, prefix: Sequence[int], metric: str) -> tuple[float, float]:

@@ -1,12 +1,13 @@
 """The inverted-residual (MBConv) network that the MobileNetV2/V3 and MnasNet spaces share.
 
 A :class:`Network` is a *resolved* architecture: plain channel counts, kernels, strides
-and activations for every layer, with nothing left to choose. Two pure functions read it:
+and activations for every layer, with nothing left to choose. Two pure readers use it:
 
-* :func:`network_cost` -> a :class:`layernas.cost_model.NetworkCost` (per-layer MAdds and
-  params, torchvision's counting: BN scale/offset are params, convs have no bias except
-  inside SE, the classifier has a bias);
-* :class:`MobileNet` -> the flax module (BatchNorm with a ``train`` flag).
+* :func:`network_cost` (here) -> a :class:`layernas.cost_model.NetworkCost` (per-layer
+  MAdds and params, torchvision's counting: BN scale/offset are params, convs have no bias
+  except inside SE, the classifier has a bias);
+* :class:`layernas.trainers.mbconv_model.MobileNet` -> the flax module (BatchNorm with a
+  ``train`` flag). This module imports no jax or flax.
 
 Because both read the same :class:`Network`, the cost table describes exactly the model
 that is trained. Layer names are shared by the two (``b{block}.{i}.dw`` and so on).
@@ -14,28 +15,20 @@ that is trained. Layer names are shared by the two (``b{block}.{i}.dw`` and so o
 An MBConv layer is: 1x1 expand conv + BN + act (only when ``hidden != in_ch``), kxk
 depthwise conv + BN + act, optional squeeze-and-excite on the expanded features, 1x1
 project conv + BN (linear), and a residual add when ``stride == 1 and in_ch == out_ch``.
+
+Example:
+    >>> net = Network(resolution=32, stem_ch=8, layers=(MBConvLayer(8, 16, 8),), names=("b0.0",),
+    ...               head_ch=0, num_classes=10)
+    >>> cost = network_cost(net)
+    >>> cost.madds > 0 and cost.params > 0
+    True
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from layernas.cost_model import CostBuilder, NetworkCost
-
-ACT_FNS: dict[str, Callable] = {
-    "identity": lambda x: x,
-    "relu": nn.relu,
-    "relu6": nn.relu6,
-    "hswish": nn.hard_swish,
-    "swish": nn.swish,
-    "sigmoid": nn.sigmoid,
-    "hsigmoid": nn.hard_sigmoid,
-}
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -171,131 +164,3 @@ def network_cost(net: Network) -> NetworkCost:
     for name, layer in zip(net.names, net.layers):
         mbconv_cost(b, name, layer)
     return head_cost(b, net).result()
-
-
-# --- flax -----------------------------------------------------------------------------
-class ConvBN(nn.Module):
-    """Conv (no bias) + BatchNorm + optional activation."""
-
-    features: int
-    kernel: int = 1
-    stride: int = 1
-    groups: int = 1
-    act: str | None = None
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.9
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = nn.Conv(
-            self.features, (self.kernel, self.kernel), (self.stride, self.stride), padding="SAME",
-            feature_group_count=self.groups, use_bias=False, name="conv",
-        )(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps, name="bn")(x)
-        return ACT_FNS[self.act](x) if self.act else x
-
-
-class SqueezeExcite(nn.Module):
-    squeeze: int
-    act: str = "relu"
-    gate: str = "hsigmoid"
-
-    @nn.compact
-    def __call__(self, x):
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = ACT_FNS[self.act](nn.Conv(self.squeeze, (1, 1), name="fc1")(s))
-        s = ACT_FNS[self.gate](nn.Conv(x.shape[-1], (1, 1), name="fc2")(s))
-        return x * s
-
-
-class MBConv(nn.Module):
-    """One inverted-residual layer (see the module docstring)."""
-
-    layer: MBConvLayer
-    se_gate: str = "hsigmoid"
-    se_act: str = "relu"
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.9
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        l, bn = self.layer, dict(bn_eps=self.bn_eps, bn_momentum=self.bn_momentum)
-        y = x
-        if l.expand:
-            y = ConvBN(l.hidden, 1, act=l.act, name="expand", **bn)(y, train)
-        y = ConvBN(l.hidden, l.kernel, l.stride, groups=l.hidden, act=l.act, name="dw", **bn)(y, train)
-        if l.se_ch:
-            y = SqueezeExcite(l.se_ch, self.se_act, self.se_gate, name="se")(y)
-        y = ConvBN(l.out_ch, 1, act=None, name="project", **bn)(y, train)
-        return x + y if l.residual else y
-
-
-class Stem(nn.Module):
-    net: Network
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        n = self.net
-        return ConvBN(n.stem_ch, n.stem_kernel, n.stem_stride, act=n.stem_act, bn_eps=n.bn_eps,
-                      bn_momentum=n.bn_momentum, name="stem")(x, train)
-
-
-class Head(nn.Module):
-    net: Network
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        n = self.net
-        if n.head_ch:
-            x = ConvBN(n.head_ch, 1, act=n.head_act, bn_eps=n.bn_eps, bn_momentum=n.bn_momentum, name="head")(x, train)
-        x = jnp.mean(x, axis=(1, 2))
-        for i, width in enumerate(n.fc):
-            x = ACT_FNS[n.fc_act](nn.Dense(width, name=f"fc{i}")(x))
-        return nn.Dense(n.num_classes, name="classifier")(x)
-
-
-class MobileNet(nn.Module):
-    """The flax classifier for a resolved :class:`Network`.
-
-    Call as ``model.apply(variables, images, train=False)`` with NHWC images of shape
-    ``(B, resolution, resolution, in_channels)``; returns logits ``(B, num_classes)``.
-    With ``train=True`` pass ``mutable=["batch_stats"]``.
-    """
-
-    net: Network
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        n = self.net
-        x = Stem(n, name="stem")(x, train)
-        for name, layer in zip(n.names, n.layers):
-            x = MBConv(layer, n.se_gate, n.se_act, n.bn_eps, n.bn_momentum, name=name.replace(".", "_"))(x, train)
-        return Head(n, name="head")(x, train)
-
-
-def count_params(variables) -> int:
-    """Number of trainable parameters in a flax variables dict (``params`` only)."""
-    return int(sum(p.size for p in jax.tree_util.tree_leaves(variables["params"])))
-
-
-def init_variables(module: nn.Module, input_shape: tuple[int, ...], seed: int = 0, scale: float = 0.1):
-    """Variables for ``module`` without running flax's RNG-heavy ``init``.
-
-    The shapes come from ``jax.eval_shape`` (tracing only); kernels are filled with
-    ``scale``-normal numpy draws, BN scales and variances with 1, the rest with 0. Meant
-    for timing and shape checks, not for training (use ``module.init`` there).
-    """
-    import numpy as np
-
-    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(input_shape), train=False))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = str(path[-1].key) if hasattr(path[-1], "key") else str(path[-1])
-        if name in ("scale", "var"):
-            return jnp.ones(leaf.shape, leaf.dtype)
-        if name in ("bias", "mean"):
-            return jnp.zeros(leaf.shape, leaf.dtype)
-        return jnp.asarray(rng.normal(0.0, scale, leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)

@@ -40,16 +40,80 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
+
+import numpy as np
 
 from layernas import cost_model as cm
 from layernas.space import Layer, NamedOptionStrings, SearchSpace
-from layernas.trainers.sandwich_model import Sandwich, SandwichConfig
 
 REFERENCE_SIZE = (512, 768)  # Kodak, H x W
 WIDTHS = (8, 16, 32, 48)
 QUALITIES = (10, 25, 50, 75, 90)
 LEVELS = 3
+
+
+def check_quality(quality) -> int:
+    """A JPEG quality as an int, or ValueError naming it.
+
+    Args:
+      quality: an integer in 1..100 (Python or numpy; not a bool).
+    Returns:
+      ``int(quality)``.
+    """
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"quality {quality!r}: expected an integer in 1..100")
+    return int(quality)
+
+
+def _check_widths(name: str, widths) -> tuple[int, ...]:
+    widths = tuple(widths)
+    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"{name} {widths!r}: expected a non-empty tuple of positive integers, one per level")
+    return widths
+
+
+@dataclasses.dataclass(frozen=True)
+class SandwichConfig:
+    """One sandwich architecture.
+
+    Args:
+      pre_widths: the pre-processor U-Net's width per level (level 0 is full resolution).
+      post_widths: the post-processor U-Net's width per level.
+      quality: the JPEG quality (1..100) of the codec in the middle.
+    """
+
+    pre_widths: tuple[int, ...] = (48, 48, 48)
+    post_widths: tuple[int, ...] = (48, 48, 48)
+    quality: int = 75
+
+    def __post_init__(self):
+        object.__setattr__(self, "pre_widths", _check_widths("pre_widths", self.pre_widths))
+        object.__setattr__(self, "post_widths", _check_widths("post_widths", self.post_widths))
+        check_quality(self.quality)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (the deeper U-Net's pooling)."""
+        return 2 ** (max(len(self.pre_widths), len(self.post_widths)) - 1)
+
+    def scaled(self, scale: float, minimum: int = 4) -> "SandwichConfig":
+        """Every width multiplied by ``scale`` (rounded, at least ``minimum``): the search's
+        cheap training proxy. The quality is kept.
+
+        Args:
+          scale: width multiplier in (0, 1].
+          minimum: the smallest width.
+        Returns:
+          the scaled config (``self`` when ``scale == 1``).
+        """
+        if not 0 < scale <= 1:
+            raise ValueError(f"width scale {scale}: expected a number in (0, 1]")
+        if scale == 1:
+            return self
+        s = lambda ws: tuple(max(minimum, int(round(w * scale))) for w in ws)  # noqa: E731
+        return dataclasses.replace(self, pre_widths=s(self.pre_widths), post_widths=s(self.post_widths))
 
 
 def unet_cost(widths: Sequence[int], size: tuple[int, int] = REFERENCE_SIZE, prefix: str = "unet") -> cm.NetworkCost:
@@ -105,7 +169,7 @@ class SandwichSpace(NamedOptionStrings, SearchSpace):
         if not qualities:
             raise ValueError("qualities (): expected at least one JPEG quality in 1..100")
         for q in qualities:
-            SandwichConfig(quality=q)  # raises ValueError naming a quality outside 1..100
+            check_quality(q)
         self.widths, self.qualities = widths, qualities
         self.layers = _layers(widths, qualities)
 
@@ -134,7 +198,3 @@ class SandwichSpace(NamedOptionStrings, SearchSpace):
             "decoder_params": float(post.params),
             "params": float(pre.params + post.params),
         }
-
-    def build(self, arch) -> Sandwich:
-        """The flax :class:`~layernas.trainers.sandwich_model.Sandwich` of ``arch``."""
-        return Sandwich(self.config(arch))

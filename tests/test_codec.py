@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from layernas.evaluator import Evaluator, Trial
-from layernas.search_spaces.codec import CodecHyperpriorSpace
+from layernas.search_spaces.codec import CodecConfig, CodecHyperpriorSpace
 from layernas.target import Target
 from layernas.space import SpaceError
 from layernas.trainers.codec_bitstream import BitstreamCodec, bitstream_bpp, scale_indexes, scale_table
 from layernas.trainers.codec_model import (
-    GDN, CodecConfig, HyperpriorCodec, bits, init_params, nonneg, nonneg_init, pad_to_multiple, rd_loss)
+    GDN, HyperpriorCodec, bits, init_params, nonneg, nonneg_init, pad_to_multiple, rd_loss)
 from layernas.trainers.codec_train import CodecEvaluator, TrainConfig, evaluate, scale_widths, train
 
 SPACE = CodecHyperpriorSpace()

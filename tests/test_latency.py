@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from layernas import latency
+from layernas.trainers import latency
 from layernas.target import Target
 from layernas.search_spaces import layerwise
 

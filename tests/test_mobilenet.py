@@ -9,11 +9,13 @@ import pytest
 
 from layernas.target import Target
 from layernas.search_spaces import layerwise
-from layernas.search_spaces.mbconv import count_params, init_variables, make_divisible
+from layernas.search_spaces.mbconv import make_divisible
 from layernas.search_spaces.mnasnet import mnasnet_a1
 from layernas.search_spaces.mobilenet_v2 import SPACES as V2
 from layernas.search_spaces.mobilenet_v3 import SPACES as V3
 from layernas.space import SpaceError
+from layernas.trainers.mbconv_model import count_params, init_variables, network_from_json
+from layernas.trainers.models import build_model
 
 ALL = {**V2, **V3}
 CIFAR = [n for n in ALL if n.endswith("-cifar")]
@@ -69,7 +71,7 @@ def test_flax_param_count_equals_cost_model(name):
     """Shapes only (jax.eval_shape): the default arch at full resolution, every space."""
     space = ALL[name]()
     for arch in (space.default_arch(),):
-        module = space.build(arch)
+        module = build_model(space, arch)
         res = space.spec.resolution
         shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, res, res, 3))))
         n = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(shapes["params"]))
@@ -95,7 +97,7 @@ def test_cifar_forward_pass(name, which):
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
     arch = space.default_arch() if which == "default" else space.random_arch(np.random.default_rng(2))
     for arch in (arch,):
-        model = space.build(arch)
+        model = build_model(space, arch)
         variables = init_variables(model, x.shape)
         logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
         assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
@@ -104,7 +106,7 @@ def test_cifar_forward_pass(name, which):
 
 def test_train_mode_updates_batch_stats():
     space = ALL["mobilenetv3-small-cifar"]()
-    model = space.build(space.default_arch())
+    model = build_model(space, space.default_arch())
     x = jnp.ones((2, 32, 32, 3))
     variables = init_variables(model, x.shape)
     logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
@@ -128,8 +130,8 @@ def test_json_round_trip_to_flax():
     assert space2.num_options == space.num_options and space2.cost(arch) == space.cost(arch)
     text = space.arch_to_json(arch)
     assert json.loads(text)["arch"] == list(arch)
-    module = layerwise.network_from_json(text)
-    assert module == space.build(arch)
+    module = network_from_json(text)
+    assert module == build_model(space, arch)
     assert space.str_to_arch(space.arch_to_str(arch)) == arch
 
 

@@ -17,14 +17,14 @@ from scipy.stats import spearmanr
 import layernas
 from layernas.cli import main
 from layernas.evaluator import Evaluator, Trial
-from layernas.search_spaces.sandwich import SandwichSpace, unet_cost
+from layernas.search_spaces.sandwich import SandwichConfig, SandwichSpace, unet_cost
 from layernas.target import Target
 from layernas.space import SpaceError
 from layernas.trainers import jpeg_proxy as jp
 from layernas.trainers.codec_model import count_params
 from layernas.trainers.codec_train import TrainConfig, center_crops, load_images
 from layernas.trainers.image_quality import psnr
-from layernas.trainers.sandwich_model import Sandwich, SandwichConfig, init_params, sandwich_loss
+from layernas.trainers.sandwich_model import Sandwich, init_params, sandwich_loss
 from layernas.trainers.sandwich_train import SandwichEvaluator, evaluate_real, train
 from tests.conftest import shared_path
 from tests.test_codec import synthetic_images

@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Sequence
 
@@ -41,82 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-UPSAMPLERS = ("deconv", "subpixel", "resize")
-ACTIVATIONS = ("igdn", "gdn_lite", "leaky_relu")
+# The codec's shape (CodecConfig, SynthesisBlock) is pure data that lives with its search space.
+from layernas.search_spaces.codec import CodecConfig, CodecHyperpriorSpace, SynthesisBlock
+from layernas.trainers.models import register_model
+
 LIKELIHOOD_BOUND = 1e-9
 SCALE_BOUND = 0.11  # CompressAI's lower bound on the Gaussian scales
 # The image side must be a multiple of this: 4 stride-2 layers in g_a, 2 more in h_a.
 SIZE_MULTIPLE = 64
-
-
-# ----------------------------------------------------------------------------- config
-@dataclasses.dataclass(frozen=True)
-class SynthesisBlock:
-    """One upsampling block of g_s or h_s.
-
-    Args:
-      width: output channels (the last g_s block must output 3).
-      kernel: spatial kernel size (odd).
-      upsample: "deconv" (k x k transposed conv, stride 2), "subpixel" (k x k conv to
-        4*width channels, then depth-to-space) or "resize" (nearest x2, then k x k conv).
-      activation: "igdn", "gdn_lite", "leaky_relu", "relu" or "none".
-    """
-
-    width: int
-    kernel: int = 5
-    upsample: str = "deconv"
-    activation: str = "igdn"
-
-    def __post_init__(self):
-        if self.upsample not in UPSAMPLERS:
-            raise ValueError(f"upsample {self.upsample!r} is not one of {UPSAMPLERS}")
-        if self.activation not in ACTIVATIONS + ("relu", "none"):
-            raise ValueError(f"activation {self.activation!r} is not one of {ACTIVATIONS + ('relu', 'none')}")
-        if self.kernel % 2 != 1 or self.kernel < 1:
-            raise ValueError(f"kernel {self.kernel} must be a positive odd integer")
-        if self.width < 1:
-            raise ValueError(f"width {self.width} must be positive")
-
-
-def _default_synthesis(n: int = 128) -> tuple[SynthesisBlock, ...]:
-    return (SynthesisBlock(n), SynthesisBlock(n), SynthesisBlock(n), SynthesisBlock(3, activation="none"))
-
-
-def _default_hyper_synthesis(n: int = 128) -> tuple[SynthesisBlock, ...]:
-    return (SynthesisBlock(n, activation="relu"), SynthesisBlock(n, activation="relu"))
-
-
-@dataclasses.dataclass(frozen=True)
-class CodecConfig:
-    """Shape of a hyperprior codec. The defaults are Ballé 2018 with N=128, M=192.
-
-    Args:
-      latent_channels: M, channels of y.
-      analysis_width: N of g_a (its three hidden layers).
-      hyper_channels: channels of z (and of h_a's hidden layers).
-      synthesis: the four g_s blocks (the last has width 3 and no activation).
-      hyper_synthesis: the two upsampling blocks of h_s; a 3x3 conv to M + ReLU follows.
-      hyper_kernel: kernel of h_s's final 3x3 conv.
-    """
-
-    latent_channels: int = 192
-    analysis_width: int = 128
-    hyper_channels: int = 128
-    synthesis: tuple[SynthesisBlock, ...] = _default_synthesis()
-    hyper_synthesis: tuple[SynthesisBlock, ...] = _default_hyper_synthesis()
-    hyper_kernel: int = 3
-
-    def __post_init__(self):
-        if len(self.synthesis) != 4 or self.synthesis[-1].width != 3:
-            raise ValueError("synthesis must have 4 blocks, the last with width 3")
-        if len(self.hyper_synthesis) != 2:
-            raise ValueError("hyper_synthesis must have 2 blocks")
-
-    @classmethod
-    def small(cls, width: int = 32, latent: int = 48) -> "CodecConfig":
-        """The default topology with every width scaled down (tests, CPU proxies)."""
-        return cls(latent_channels=latent, analysis_width=width, hyper_channels=width,
-                   synthesis=_default_synthesis(width), hyper_synthesis=_default_hyper_synthesis(width))
 
 
 # ----------------------------------------------------------------------------- non-negative parameters
@@ -436,3 +367,10 @@ def init_params(config: CodecConfig, seed: int):
 
 def count_params(params) -> int:
     return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+
+@register_model(CodecHyperpriorSpace)
+def build_codec(space: CodecHyperpriorSpace, arch: Sequence[int]) -> HyperpriorCodec:
+    """The :class:`HyperpriorCodec` of one architecture of the codec space
+    (``HyperpriorCodec(space.config(arch))``)."""
+    return HyperpriorCodec(space.config(arch))

@@ -1,10 +1,10 @@
 """TrainerEvaluator: the real-training :class:`~layernas.evaluator.Evaluator`.
 
-``evaluate(trial)`` builds the child (``space.build(arch)`` or a ``build`` callable),
-trains it with a :class:`~layernas.trainers.train.Recipe` on the training split minus a
-held-out validation split, and returns an ``EvalResult`` whose reward is the validation
-accuracy in percent and whose ``cost_seconds`` is the measured wall time. ``trial.seed``
-seeds initialisation, shuffling and augmentation.
+``evaluate(trial)`` builds the child (:func:`~layernas.trainers.models.build_model` or a
+``build`` callable), trains it with a :class:`~layernas.trainers.train.Recipe` on the
+training split minus a held-out validation split, and returns an ``EvalResult`` whose
+reward is the validation accuracy in percent and whose ``cost_seconds`` is the measured
+wall time. ``trial.seed`` seeds initialisation, shuffling and augmentation.
 
 With a ``work_dir`` every finished child is recorded under
 ``work_dir/children/<key>/``: an orbax checkpoint of its variables (``variables/``),
@@ -35,25 +35,24 @@ import jax
 from layernas.evaluator import EvalResult, Trial
 from layernas.executors import DeviceParallelExecutor, data_parallel_mesh, evaluate_safely
 from layernas.trainers import data as data_lib
-from layernas.trainers import nats_models
 from layernas.trainers import train as train_lib
+from layernas.trainers.models import build_model
 
 
 class TrainerEvaluator:
     """Evaluate architectures by training them.
 
     Args:
-      space: a search space (``name``, ``build(arch)``; ``arch_to_str`` is used for
-        records when present).
+      space: a search space that :func:`~layernas.trainers.models.build_model` can build
+        (``name``; ``arch_to_str`` is used for records when present).
       data: the dataset root (``root/train/<class>/*``; the recipe's subset and validation
         split are taken from its ``train`` split), or a ``(train, valid)`` pair of
         :class:`~layernas.trainers.data.ImageDataset`.
       recipe: the training recipe, e.g. :data:`~layernas.trainers.train.PROXY`.
       work_dir: where children are checkpointed and recorded (None: nothing is kept).
-      build: ``arch -> flax module``. Default: NATS spaces (name ``nats-tss*``/``nats-sss*``)
-        use :func:`~layernas.trainers.nats_models.build_for_nats_space` with the data's
-        class count; other spaces ``space.build(arch, num_classes=K)``, falling back to
-        ``space.build(arch)`` when their build takes no ``num_classes``.
+      build: ``arch -> flax module``. Default:
+        ``build_model(space, arch, num_classes=K, **model_kwargs)`` with the data's class
+        count K.
       data_seed: seed of the data subset and validation split (fixed for a whole search,
         so every child sees the same split).
       placement: default placement for training (None, a device or a data-parallel mesh;
@@ -62,7 +61,7 @@ class TrainerEvaluator:
       save_checkpoints: write orbax checkpoints of trained variables (results are recorded
         either way when ``work_dir`` is set).
       cache_dir: decoded-image cache for ``data`` given as a path.
-      model_kwargs: extra builder arguments for NATS spaces, e.g. ``{"C": 8, "N": 1}``: a
+      model_kwargs: extra builder arguments, e.g. ``{"C": 8, "N": 1}`` for NATS spaces: a
         reduced tss network for CPU proxies (NATS itself uses C=16, N=5). Part of the
         child key, so a reduced and a full-size run never share records.
     """
@@ -105,13 +104,7 @@ class TrainerEvaluator:
     def build(self, arch):
         if self._build is not None:
             return self._build(arch)
-        k = self.datasets[0].num_classes
-        if str(getattr(self.space, "name", "")).startswith(("nats-tss", "nats-sss")):
-            return nats_models.build_for_nats_space(self.space, arch, k, **self.model_kwargs)
-        try:
-            return self.space.build(arch, num_classes=k)
-        except TypeError:
-            return self.space.build(arch)
+        return build_model(self.space, arch, num_classes=self.datasets[0].num_classes, **self.model_kwargs)
 
     def arch_str(self, arch) -> str:
         to_str = getattr(self.space, "arch_to_str", None)

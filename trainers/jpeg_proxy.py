@@ -55,6 +55,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from layernas.search_spaces.sandwich import check_quality
+
 BLOCK = 8
 # ITU-T T.81 Annex K, tables K.1 and K.2 (natural row-major order), as in libjpeg's jcparam.c.
 LUMA_TABLE = np.array([
@@ -100,8 +102,7 @@ def quality_scale(quality: int) -> int:
     Raises:
       ValueError: a quality outside 1..100 or not an integer.
     """
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise ValueError(f"quality {quality!r}: expected an integer in 1..100")
+    quality = check_quality(quality)
     return 5000 // int(quality) if quality < 50 else 200 - 2 * int(quality)
 
 

@@ -37,6 +37,11 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from layernas.search_spaces.nats_network import DATASETS
+from layernas.search_spaces.nats_sss import NatsSss
+from layernas.search_spaces.nats_tss import NatsTss
+from layernas.trainers.models import register_model
+
 TSS_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 TSS_EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 # The sss cell: NATS-Bench's fixed genotype
@@ -217,25 +222,63 @@ def build_sss(channels: Sequence[int], num_classes: int,
     return NatsNetwork(channels[0], channels, reds, _check_ops(cell_ops), _check_classes(num_classes))
 
 
+def _option_values(space, arch: Sequence[int]) -> list:
+    arch = tuple(int(a) for a in arch)
+    if len(arch) != len(space.layers):
+        raise ValueError(f"architecture {arch} has {len(arch)} layers; space has {len(space.layers)}")
+    return [layer.options[a] for layer, a in zip(space.layers, arch)]
+
+
+@register_model(NatsTss)
+def build_tss_space(space: NatsTss, arch: Sequence[int], *, num_classes: int | None = None,
+                    C: int = 16, N: int = 5) -> NatsNetwork:
+    """The network of a topology-space architecture (its options are the 6 edge ops).
+
+    Args:
+      space: the topology space.
+      arch: option indices, one per edge in :data:`TSS_EDGES` order.
+      num_classes: classifier outputs (None: the space's dataset's class count).
+      C, N: width and cells per stage (NATS: 16, 5).
+    """
+    classes = DATASETS[space.dataset][1] if num_classes is None else num_classes
+    return build_tss(_option_values(space, arch), classes, C=C, N=N)
+
+
+@register_model(NatsSss)
+def build_sss_space(space: NatsSss, arch: Sequence[int], *, num_classes: int | None = None,
+                    C: int = 16, N: int = 5) -> NatsNetwork:
+    """The network of a size-space architecture (its options are the 5 widths).
+
+    Args:
+      space: the size space.
+      arch: option indices, one per layer.
+      num_classes: classifier outputs (None: the space's dataset's class count).
+      C, N: accepted for a uniform call with :func:`build_tss_space` and ignored: the size
+        space's widths are the architecture, and it has one cell per stage.
+    """
+    classes = DATASETS[space.dataset][1] if num_classes is None else num_classes
+    return build_sss(_option_values(space, arch), classes)
+
+
 def build_for_nats_space(space, arch: Sequence[int], num_classes: int, C: int = 16, N: int = 5) -> NatsNetwork:
     """Build a NATS space's architecture from its layers' option values.
 
-    For a space whose name starts with ``nats-tss`` the options are op names (6 layers,
-    one per edge in :data:`TSS_EDGES` order); for ``nats-sss`` they are widths (5 layers).
-    This is what ``NatsTss.build`` / ``NatsSss.build`` should call.
+    For a :class:`~layernas.search_spaces.nats_tss.NatsTss` the options are op names (6
+    layers, one per edge in :data:`TSS_EDGES` order); for a
+    :class:`~layernas.search_spaces.nats_sss.NatsSss` they are widths (5 layers). Same as
+    ``layernas.trainers.models.build_model(space, arch, num_classes=..., C=C, N=N)``,
+    restricted to NATS spaces.
 
     Args:
-      space: the search space (``name`` and ``layers`` with ``options``).
+      space: the NATS search space.
       arch: option indices, one per layer.
       num_classes: classifier outputs.
       C, N: tss width and cells per stage (ignored for sss).
+    Raises:
+      ValueError: ``space`` is not a NATS space.
     """
-    values = [layer.options[int(a)] for layer, a in zip(space.layers, arch)]
-    if len(values) != len(space.layers):
-        raise ValueError(f"architecture {tuple(arch)} has {len(arch)} layers; space has {len(space.layers)}")
-    name = str(getattr(space, "name", ""))
-    if name.startswith("nats-tss"):
-        return build_tss(values, num_classes, C=C, N=N)
-    if name.startswith("nats-sss"):
-        return build_sss(values, num_classes)
-    raise ValueError(f"space {name!r} is not a NATS space; expected a name starting with 'nats-tss' or 'nats-sss'")
+    if isinstance(space, NatsTss):
+        return build_tss_space(space, arch, num_classes=num_classes, C=C, N=N)
+    if isinstance(space, NatsSss):
+        return build_sss_space(space, arch, num_classes=num_classes)
+    raise ValueError(f"space {getattr(space, 'name', space)!r} is not a NATS space; expected a NatsTss or NatsSss")

@@ -32,63 +32,17 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from layernas.trainers.jpeg_proxy import jpeg_proxy, quality_scale, quant_tables
-
-
-def _check_widths(name: str, widths) -> tuple[int, ...]:
-    widths = tuple(widths)
-    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"{name} {widths!r}: expected a non-empty tuple of positive integers, one per level")
-    return widths
-
-
-@dataclasses.dataclass(frozen=True)
-class SandwichConfig:
-    """One sandwich architecture.
-
-    Args:
-      pre_widths: the pre-processor U-Net's width per level (level 0 is full resolution).
-      post_widths: the post-processor U-Net's width per level.
-      quality: the JPEG quality (1..100) of the codec in the middle.
-    """
-
-    pre_widths: tuple[int, ...] = (48, 48, 48)
-    post_widths: tuple[int, ...] = (48, 48, 48)
-    quality: int = 75
-
-    def __post_init__(self):
-        object.__setattr__(self, "pre_widths", _check_widths("pre_widths", self.pre_widths))
-        object.__setattr__(self, "post_widths", _check_widths("post_widths", self.post_widths))
-        quality_scale(self.quality)  # raises ValueError naming a bad quality
-
-    @property
-    def size_multiple(self) -> int:
-        """Image sides must be multiples of this (the deeper U-Net's pooling)."""
-        return 2 ** (max(len(self.pre_widths), len(self.post_widths)) - 1)
-
-    def scaled(self, scale: float, minimum: int = 4) -> "SandwichConfig":
-        """Every width multiplied by ``scale`` (rounded, at least ``minimum``): the search's
-        cheap training proxy. The quality is kept.
-
-        Args:
-          scale: width multiplier in (0, 1].
-          minimum: the smallest width.
-        Returns:
-          the scaled config (``self`` when ``scale == 1``).
-        """
-        if not 0 < scale <= 1:
-            raise ValueError(f"width scale {scale}: expected a number in (0, 1]")
-        if scale == 1:
-            return self
-        s = lambda ws: tuple(max(minimum, int(round(w * scale))) for w in ws)  # noqa: E731
-        return dataclasses.replace(self, pre_widths=s(self.pre_widths), post_widths=s(self.post_widths))
+# The sandwich's shape (SandwichConfig) is pure data that lives with its search space.
+from layernas.search_spaces.sandwich import SandwichConfig, SandwichSpace
+from layernas.trainers.jpeg_proxy import jpeg_proxy, quant_tables
+from layernas.trainers.models import register_model
 
 
 def _upsample2(x: jnp.ndarray) -> jnp.ndarray:
@@ -187,3 +141,10 @@ def init_params(config: SandwichConfig, seed: int):
     """Parameters of ``Sandwich(config)`` from ``jax.random.key(seed)`` (one compiled init
     per architecture, cached; the parameters do not depend on the image size)."""
     return _init_fn(config)(jax.random.key(seed))
+
+
+@register_model(SandwichSpace)
+def build_sandwich(space: SandwichSpace, arch: Sequence[int]) -> Sandwich:
+    """The :class:`Sandwich` of one architecture of the sandwich space
+    (``Sandwich(space.config(arch))``)."""
+    return Sandwich(space.config(arch))
