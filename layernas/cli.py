@@ -190,7 +190,7 @@ def make_evaluator(config: SearchConfig, space):
         return registry.build_evaluator(config, space)
     address = config.ray_option("address")
     if address not in ("auto", "local"):
-        host, _, port = address.strip().rpartition(":")
+        host, _, port = address.strip().removeprefix("ray://").rpartition(":")
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
         except OSError as e:
@@ -248,6 +248,11 @@ def cmd_search(args) -> int:
             if e.filename is None:
                 raise OSError(e.errno, f"writing the run in {out}: {first_line(e)}") from None
             raise
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            if not config.resume:
+                raise
+            raise UsageError(f"cannot resume from {out / 'checkpoint.json'}: {first_line(e, with_type=True)} "
+                             f"(a malformed or foreign checkpoint)") from None
         finally:
             close = getattr(evaluator, "close", None)
             if close:
@@ -313,6 +318,8 @@ class stdout_to_stderr:
 
 
 def cmd_describe(args) -> int:
+    if args.arch is not None and not args.arch.strip():
+        raise UsageError("--arch '': expected an architecture string (see the first line of describe's output)")
     space = registry.make_space(args.space, args.dataset)
     arch = space.str_to_arch(args.arch) if args.arch is not None else space.default_arch()
     text = space.describe(arch)

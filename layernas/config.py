@@ -241,7 +241,7 @@ class SearchConfig:
         if self.max_retries is not None and self.max_retries < 0:
             _fail("max_retries", self.max_retries, "expected an integer >= 0")
         if self.address is not None and self.address not in ("auto", "local") and not _host_port(self.address):
-            _fail("address", self.address, "expected auto, local or HOST:PORT with a port in 1..65535")
+            _fail("address", self.address, "expected auto, local, HOST:PORT or ray://HOST:PORT with a port in 1..65535")
         if not self.multi_host:
             return
         if self.backend == "ray":
@@ -318,13 +318,19 @@ class SearchConfig:
                 raise ValueError(f"--cap {name}=...: unknown metric {name!r} for space {space.name!r}; "
                                  f"expected one of {', '.join(space.cost_metrics)}")
         target_max = self.target_max
-        dearest = space.cost_bounds((), metric)[1]
+        cheapest, dearest = space.cost_bounds((), metric)
+        unit = entry.units.get(metric, "the space's units")
         if self.fraction is not None:
             target_max = self.fraction * dearest
         elif target_max is not None and target_max >= UNITS_FACTOR * dearest:
-            unit = entry.units.get(metric, "the space's units")
             raise ValueError(f"{self.target_flag} {target_max:g} is {UNITS_FACTOR:g}x or more above the dearest "
                              f"architecture of {space.name!r} ({dearest:g}); {metric} is in {unit} here")
+        elif target_max is not None and target_max < cheapest:
+            raise ValueError(f"{self.target_flag} {target_max:g} is impossible: the cheapest architecture of "
+                             f"{space.name!r} costs {cheapest:g} ({metric} in {unit})")
+        if self.target_min is not None and self.target_min > dearest:
+            raise ValueError(f"--target-min {self.target_min:g} is impossible: the dearest architecture of "
+                             f"{space.name!r} costs {dearest:g} ({metric} in {unit})")
         return Target(metric, max=target_max, min=self.target_min, caps=dict(self.caps))
 
     def default_out_dir(self) -> Path:
@@ -359,6 +365,7 @@ class SearchConfig:
 
 
 def _host_port(text: str) -> bool:
+    text = text.strip().removeprefix("ray://")
     m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})", text.strip())
     return bool(m) and 1 <= int(m.group(2)) <= 65535
 
@@ -421,7 +428,7 @@ def check_resumable(out: str | Path) -> None:
     for field, kind in CHECKPOINT_FIELDS.items():
         value = data.get(field)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"cannot read checkpoint {path}: field {field!r} should be a {kind.__name__}, "
+            raise ValueError(f"cannot read checkpoint {path}: field {field!r} should be of type {kind.__name__}, "
                              f"got {type(value).__name__}")
     for field, keys in ROW_FIELDS.items():
         for i, row in enumerate(data[field]):
@@ -432,3 +439,5 @@ def check_resumable(out: str | Path) -> None:
                 raise ValueError(f"cannot read checkpoint {path}: {field}[{i}] has a malformed trial_id or arch")
     if not isinstance(data["settings"].get("target"), dict):
         raise ValueError(f"cannot read checkpoint {path}: its settings lack the target")
+    if not isinstance(data["state"].get("searcher"), str):
+        raise ValueError(f"cannot read checkpoint {path}: its searcher state does not name its searcher")
