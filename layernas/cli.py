@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -68,7 +66,8 @@ def parse_cap(text: str) -> tuple[str, float]:
 
 def build_parser(argv: list[str] = ()) -> Parser:
     parser = Parser(prog="layernas", description="LayerNAS: hardware-aware NAS in polynomial complexity. "
-                    "Exit codes: 0 success, 2 bad input (one line on stderr), 130 interrupted (--resume continues).")
+                    "Exit codes: 0 success, 1 internal error, 2 bad input (one line on stderr), 130 interrupted "
+                    "(--resume continues). See docs/cli.md.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser, required=True)
     s = sub.add_parser("search", help="run a search (resumable)")
     s.add_argument("--space", required=True, help=f"one of: {', '.join(registry.SPACES)}")
@@ -149,7 +148,7 @@ def build_parser(argv: list[str] = ()) -> Parser:
     c = sub.add_parser("convert-table", help="official NATS-Bench files -> compact table")
     c.add_argument("src", help="official NATS-Bench file or directory (unpickled: load only files you trust)")
     c.add_argument("dst", help="output .parquet or .csv")
-    c.add_argument("--space", choices=["tss", "sss"], required=True)
+    c.add_argument("--space", choices=["tss", "sss"], required=True, help="which NATS-Bench space the files hold")
     sub.add_parser("spaces", help="list the named search spaces")
     bench = sub.add_parser("benchmark", help="reproducible benchmarks").add_subparsers(
         dest="benchmark", parser_class=Parser, required=True)
@@ -184,43 +183,6 @@ def config_from_args(args) -> SearchConfig:
                            "caps": tuple(args.cap)})
 
 
-def make_evaluator(config: SearchConfig, space):
-    """The evaluator, or for ``--backend ray`` the Ray executor (whose workers build it)."""
-    if config.backend != "ray":
-        return registry.build_evaluator(config, space)
-    address = config.ray_option("address")
-    if address not in ("auto", "local"):
-        host, _, port = address.strip().removeprefix("ray://").rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
-        except OSError as e:
-            raise UsageError(f"--address {address}: cannot reach a Ray head there ({first_line(e)}); "
-                             f"start one with `ray start --head`, or pass --address local") from None
-    try:
-        from layernas.executors import make_ray_executor
-    except ImportError:
-        from layernas.ray_backend import make_ray_executor
-    return make_ray_executor(functools.partial(registry.build_evaluator, config), address,
-                             config.max_concurrent or config.max_in_flight or 1,
-                             num_gpus_per_trial=config.ray_option("gpus_per_trial"),
-                             num_cpus_per_trial=config.ray_option("cpus_per_trial"),
-                             max_retries=config.ray_option("max_retries"))
-
-
-def initialize_distributed(config: SearchConfig) -> None:
-    try:
-        from layernas.executors import initialize_distributed as initialize
-    except ImportError:
-        from layernas.trainers.parallel import initialize_distributed as initialize
-    try:
-        initialize(coordinator_address=config.coordinator and config.coordinator.strip(),
-                   num_processes=config.num_processes, process_id=config.process_id)
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise UsageError(f"jax.distributed.initialize: {first_line(e)} (pass --coordinator HOST:PORT "
-                         f"--num-processes N --process-id I, or run where JAX finds them: Cloud TPU, SLURM, "
-                         f"Open MPI)") from None
-
-
 def cmd_search(args) -> int:
     import layernas
     from layernas.config import check_resumable
@@ -228,14 +190,14 @@ def cmd_search(args) -> int:
 
     config = config_from_args(args)
     if config.multi_host:  # before anything else touches JAX's devices
-        initialize_distributed(config)
+        config.join_processes()
     process = sys.modules["jax"].process_index() if config.multi_host else 0
     space = config.make_space()
     target = config.make_target(space)
     out = Path(config.out)
     if config.resume and process == 0:
         check_resumable(out)
-    evaluator = make_evaluator(config, space)
+    evaluator = config.make_evaluator(space)
     is_executor = hasattr(evaluator, "submit")
     with stdout_to_stderr(config.multi_host):  # gloo prints to stdout; keep --json output clean
         try:
@@ -297,24 +259,22 @@ def report(config: SearchConfig, argv: list[str], result, target, out: Path, pro
     return EXIT_OK
 
 
-class stdout_to_stderr:
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool = True):
     """Send file descriptor 1 to stderr inside the block (when ``active``): the collectives of
     a multi-host run (gloo on CPU) print connection messages straight to stdout from C++."""
-
-    def __init__(self, active: bool = True):
-        self.active, self.saved = active, None
-
-    def __enter__(self):
-        if self.active:
-            sys.stdout.flush()
-            self.saved = os.dup(1)
-            os.dup2(2, 1)
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            sys.stdout.flush()
-            os.dup2(self.saved, 1)
-            os.close(self.saved)
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def cmd_describe(args) -> int:

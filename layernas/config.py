@@ -24,10 +24,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +334,53 @@ class SearchConfig:
             raise ValueError(f"--target-min {self.target_min:g} is impossible: the dearest architecture of "
                              f"{space.name!r} costs {dearest:g} ({metric} in {unit})")
         return Target(metric, max=target_max, min=self.target_min, caps=dict(self.caps))
+
+    def make_evaluator(self, space):
+        """The evaluator, built by the space family's factory; for ``--backend ray``, the Ray
+        executor whose workers build it from this (pickled) config.
+
+        Raises:
+          ValueError: ``--address HOST:PORT`` where nothing listens (probed for 5 s, so an
+            unreachable head fails at once instead of hanging in ``ray.init``).
+        """
+        if self.backend != "ray":
+            return registry.build_evaluator(self, space)
+        address = self.ray_option("address")
+        if address not in ("auto", "local"):
+            host, _, port = address.strip().removeprefix("ray://").rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+            except OSError as e:
+                raise ValueError(f"--address {address}: cannot reach a Ray head there ({first_line(e)}); start "
+                                 f"one with `ray start --head`, or pass --address local") from None
+        try:
+            from layernas.executors import make_ray_executor
+        except ImportError:  # before the executors moved into one package
+            from layernas.ray_backend import make_ray_executor
+        return make_ray_executor(functools.partial(registry.build_evaluator, self), address,
+                                 self.max_concurrent or self.max_in_flight or 1,
+                                 num_gpus_per_trial=self.ray_option("gpus_per_trial"),
+                                 num_cpus_per_trial=self.ray_option("cpus_per_trial"),
+                                 max_retries=self.ray_option("max_retries"))
+
+    def join_processes(self) -> None:
+        """``jax.distributed.initialize`` with ``--coordinator``, ``--num-processes`` and
+        ``--process-id`` (None: what JAX detects); call before anything else touches JAX.
+
+        Raises:
+          ValueError: one line, when JAX cannot join the processes.
+        """
+        try:
+            from layernas.executors import initialize_distributed
+        except ImportError:  # before the executors moved into one package
+            from layernas.trainers.parallel import initialize_distributed
+        try:
+            initialize_distributed(coordinator_address=self.coordinator and self.coordinator.strip(),
+                                   num_processes=self.num_processes, process_id=self.process_id)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise ValueError(f"jax.distributed.initialize: {first_line(e)} (pass --coordinator HOST:PORT "
+                             f"--num-processes N --process-id I, or run where JAX finds them: Cloud TPU, SLURM, "
+                             f"Open MPI)") from None
 
     def default_out_dir(self) -> Path:
         """``runs/<named from the space, dataset, searcher, target and seed>``: what ``--out`` defaults to."""

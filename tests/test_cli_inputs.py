@@ -227,3 +227,21 @@ def test_spaces_columns_align_and_describe_explains_the_star(capsys):
                            "|none~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
     assert code == 0 and "  *" in out and "* marks a layer whose option differs" in out
     assert "flops in MFLOPs" in out
+
+
+def test_docs_list_every_flag_and_every_flag_has_help():
+    from pathlib import Path
+
+    from layernas.cli import build_parser
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        assert f"layernas {name}" in docs, name
+        for action in sub._actions:
+            if action.dest == "help" or action.dest == "benchmark":  # -h; the benchmark's own subcommands
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            for option in action.option_strings:
+                assert f"`{option}" in docs or f"{option} " in docs, f"docs/cli.md lacks {name} {option}"
