@@ -1,16 +1,9 @@
-"""``layernas``: the command line, a thin wrapper over the library (``docs/cli.md``).
-
-    layernas search --space nats-tss --dataset cifar10 --flops-fraction 0.5
-    layernas search --space nats-tss --dataset cifar10 --flops-fraction 0.5 --resume
-    layernas describe --space nats-tss --arch '|nor_conv_3x3~0|+|...|'
-    layernas convert-table NATS-tss-v1_0-3ffb9-simple/ tss.parquet --space tss
-    layernas spaces
-    layernas benchmark nats ...
+"""``layernas``: the command line, a thin wrapper over the library (every flag: ``docs/cli.md``).
 
 ``search`` parses its flags into one :class:`layernas.config.SearchConfig` (validated once),
-builds the space, target and evaluator from it through :mod:`layernas.registry`, and calls
-:func:`layernas.search`. Bad input of any kind prints one line, ``layernas: error: ...``, and
-exits with code 2; exit 0 is success, 130 an interrupt (the run resumes with ``--resume``).
+builds the space, target and evaluator from it through :mod:`layernas.registry`, calls
+:func:`layernas.search` and prints the result. Bad input of any kind prints one line,
+``layernas: error: ...``, and exits 2; 0 is success, 1 an internal error, 130 an interrupt.
 """
 
 from __future__ import annotations
@@ -153,10 +146,8 @@ def build_parser(argv: list[str] = ()) -> Parser:
     bench = sub.add_parser("benchmark", help="reproducible benchmarks").add_subparsers(
         dest="benchmark", parser_class=Parser, required=True)
     nats = bench.add_parser("nats", help="LayerNAS against the baselines on the NATS tables")
-    if list(argv[:2]) == ["benchmark", "nats"]:
-        comparison = _comparison()
-        if comparison is not None:
-            comparison.add_benchmark_arguments(nats)
+    if list(argv[:2]) == ["benchmark", "nats"] and (comparison := _comparison()) is not None:
+        comparison.add_benchmark_arguments(nats)
     return parser
 
 
@@ -216,9 +207,7 @@ def cmd_search(args) -> int:
             raise UsageError(f"cannot resume from {out / 'checkpoint.json'}: {first_line(e, with_type=True)} "
                              f"(a malformed or foreign checkpoint)") from None
         finally:
-            close = getattr(evaluator, "close", None)
-            if close:
-                close()
+            getattr(evaluator, "close", lambda: None)()
     with interrupts_ignored():  # the search is committed: finish writing and printing
         return report(config, args.argv, result, target, out, process)
 
