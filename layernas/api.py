@@ -147,14 +147,14 @@ def searcher_options_given(name: str, options: Mapping[str, Any] | None) -> dict
 
     if name not in SEARCHERS:
         raise ValueError(f"unknown searcher {name!r}; expected one of {', '.join(sorted(SEARCHERS))}")
-    accepted = {p.name: p.default for p in inspect.signature(SEARCHERS[name]).parameters.values()
-                if p.kind == p.KEYWORD_ONLY}
+    parameters = inspect.signature(SEARCHERS[name]).parameters.values()
+    accepted = {p.name: p.default for p in parameters if p.kind == p.KEYWORD_ONLY}
     options = dict(options or {})
     unknown = sorted(set(options) - set(accepted))
-    if unknown:
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in parameters):
         raise ValueError(f"searcher_options {', '.join(unknown)}: not options of searcher {name!r}, which takes "
                          f"{', '.join(accepted) or 'none'}")
-    return {k: v for k, v in options.items() if not _same(v, accepted[k])}
+    return {k: v for k, v in options.items() if k not in accepted or not _same(v, accepted[k])}
 
 
 def _same(value, default) -> bool:
