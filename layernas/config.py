@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import math
+import numbers
 import re
 import socket
 from pathlib import Path
@@ -48,6 +49,11 @@ RECIPE_FLAGS = {"epochs": ("--epochs", 1), "batch_size": ("--batch-size", 1),
                 "train_per_class": ("--train-per-class", 2), "valid_per_class": ("--valid-per-class", 1)}
 CODEC_FLAGS = {"lmbda": "--lambda", "width_scale": "--width-scale", "proxy_steps": "--proxy-steps"}
 RAY_DEFAULTS = {"address": "auto", "gpus_per_trial": 0.0, "cpus_per_trial": 1.0, "max_retries": 2}
+INT_FIELDS = ("budget_evals", "num_buckets", "per_bucket", "seed", "max_in_flight", "epochs", "batch_size",
+              "train_per_class", "valid_per_class", "proxy_steps", "max_concurrent", "max_retries", "num_processes",
+              "process_id")
+FLOAT_FIELDS = ("fraction", "target_max", "target_min", "budget_seconds", "lmbda", "width_scale", "gpus_per_trial",
+                "cpus_per_trial")
 _FLAG_NAMES = {"fraction": "--flops-fraction", "lmbda": "--lambda"}
 
 
@@ -114,7 +120,14 @@ class SearchConfig:
     json: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.space, str):
+            raise TypeError(f"--space must be a space name, got {self.space!r}")
         entry = registry.get_space_entry(self.space)
+        for field in INT_FIELDS + FLOAT_FIELDS:
+            value = getattr(self, field)
+            kinds = (numbers.Integral,) if field in INT_FIELDS else (numbers.Real,)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                _fail(field, value, f"expected {'an integer' if field in INT_FIELDS else 'a number'}")
         for field in ("dataset", "metric", "table", "data", "out", "trainer", "address", "coordinator"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, str) or not value.strip()):

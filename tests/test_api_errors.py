@@ -109,6 +109,9 @@ def test_wrong_budgets(kwargs, needle):
 @pytest.mark.parametrize("kwargs, needle", [
     ({"space": "nope"}, "unknown space 'nope'"),
     ({"space": "nats-tss", "seed": 1.7}, "--seed 1.7: expected an integer"),
+    ({"space": "nats-tss", "budget_evals": "5"}, "--budget-evals '5': expected an integer"),
+    ({"space": "nats-tss", "fraction": "0.5"}, "--flops-fraction '0.5': expected a number"),
+    ({"space": None}, "--space must be a space name"),
     ({"space": "nats-tss", "searcher": "rea", "num_buckets": 4}, "--num-buckets 4: applies to --searcher layernas"),
     ({"space": "nats-tss", "dataset": ""}, "--dataset ''"),
     ({"space": "nats-tss", "backend": "spark"}, "--backend 'spark'"),
@@ -116,7 +119,7 @@ def test_wrong_budgets(kwargs, needle):
     ({"space": "mobilenetv2"}, "must be trained"),
 ])
 def test_wrong_configs(kwargs, needle):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises((TypeError, ValueError)) as info:
         SearchConfig(**kwargs)
     assert needle in str(info.value)
 
