@@ -73,8 +73,8 @@ class SearchConfig:
 
     Fields left None take the default documented for their flag. ``dataset`` is filled in
     with the space's first dataset, and ``budget_evals`` with 200 when no budget is given.
-    ``out`` defaults to :meth:`default_out_dir`. ``target_flag`` is the flag that set
-    ``target_max`` (for messages).
+    ``out`` defaults to :meth:`default_out_dir`; ``table`` and ``data`` are made absolute.
+    ``target_flag`` is the flag that set ``target_max`` (for messages).
     """
 
     space: str
@@ -145,6 +145,10 @@ class SearchConfig:
             object.__setattr__(self, "budget_evals", 200)
         if self.out is None:
             object.__setattr__(self, "out", str(self.default_out_dir()))
+        for field in ("table", "data"):  # absolute: a Ray worker may start in another folder
+            value = getattr(self, field)
+            if value is not None and value != "official":
+                object.__setattr__(self, field, str(Path(value).resolve()))
 
     # --- checks ---------------------------------------------------------------------
     def _check_target(self) -> None:
@@ -419,7 +423,7 @@ class SearchConfig:
             if self.table is None or self.table == "official":
                 settings["table"] = self.table or "default"
             else:
-                settings["table"] = str(Path(self.table).resolve())
+                settings["table"] = self.table
                 settings["table_sha256"] = table_fingerprint(self.table)
         if self.recipe_overrides:
             settings["recipe_overrides"] = self.recipe_overrides
