@@ -221,8 +221,6 @@ class SearchConfig:
                 _fail(field, getattr(self, field), "applies to --trainer only (the children it trains)")
         if self.devices is not None and self.devices not in DEVICES:
             _fail("devices", self.devices, f"expected one of {', '.join(DEVICES)}")
-        if self.devices == "candidates" and self.backend == "ray":
-            _fail("devices", self.devices, "a Ray worker trains one trial at a time; use auto, data or single")
         kind = self.evaluator_kind
         if kind is None:
             raise ValueError(f"space {self.space!r} must be trained: pass --trainer proxy --data DIR, "

@@ -257,14 +257,10 @@ def evaluator_for_search(config, space):
     """The ``"trainer"`` factory of the classifier spaces: :func:`make_trainer_evaluator`
     with ``config``'s recipe, data, devices and seed; children are recorded under
     ``<out>/trainer``. In a ``jax.distributed`` search each process trains on one device
-    per trial (the distributed executor spreads its share over its devices); in a Ray
-    worker, ``--devices auto`` trains the worker's one trial over all the devices it
-    reserved (``--gpus-per-trial``), so the factory returns an evaluator, not an executor."""
+    per trial (the distributed executor spreads its share over its devices)."""
     devices = config.devices or "auto"
     if config.multi_host and devices in ("auto", "candidates"):
         devices = "single"
-    if config.backend == "ray" and devices == "auto":
-        devices = "data"  # a Ray worker trains one trial at a time, over every device it reserved
     return make_trainer_evaluator(space, config.data, config.trainer,
                                   work_dir=Path(config.out) / "trainer" if config.out else None,
                                   data_seed=config.seed, devices=devices,
