@@ -31,6 +31,7 @@ import math
 import numbers
 import re
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ class SearchConfig:
         for field in ("dataset", "metric", "table", "data", "out", "trainer", "address", "coordinator"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                _fail(field, value, "expected a non-empty value")
+                _fail(field, value, "is empty; expected a non-empty value")
         object.__setattr__(self, "dataset", registry.check_dataset(self.space, self.dataset))
         if self.searcher not in SEARCHER_NAMES:
             _fail("searcher", self.searcher, f"expected one of {', '.join(SEARCHER_NAMES)}")
@@ -232,7 +233,8 @@ class SearchConfig:
                 _fail("table", self.table, f"applies to table lookups only, not to the {kind} evaluator")
             path = Path(self.table)
             if self.table != "official" and path.exists() and not (path.is_file() or path.is_dir()):
-                _fail("table", self.table, "expected a regular file or a directory")
+                kind = "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
+                _fail("table", self.table, f"is {kind}; expected a regular file or a directory")
 
     def _check_codec(self) -> None:
         codec = self.codec_options
