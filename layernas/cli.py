@@ -65,25 +65,23 @@ def build_parser(argv: list[str] = ()) -> Parser:
     s = sub.add_parser("search", help="run a search (resumable)")
     s.add_argument("--space", required=True, help=f"one of: {', '.join(registry.SPACES)}")
     s.add_argument("--dataset", help="dataset of the space (NATS: cifar10 (default), cifar100, ImageNet16-120)")
-    s.add_argument("--searcher", default="layernas", choices=SEARCHER_NAMES, metavar="NAME",
-                   help="layernas (default), or a baseline: random (random search), rea (regularized "
-                        "evolution), reinforce (REINFORCE policy gradient)")
+    s.add_argument("--searcher", default="layernas", choices=SEARCHER_NAMES, metavar="NAME", help="layernas "
+                   "(default), or a baseline: random (search), rea (regularized evolution), reinforce (REINFORCE)")
     t = s.add_argument_group("target (the answer must satisfy it; units as `layernas describe` prints them: "
                              "NATS flops in MFLOPs and params in MB, MobileNet madds and params as plain counts)")
     t.add_argument("--metric", help="cost metric to bucket and target (default: the space's main one)")
-    t.add_argument("--flops-fraction", "--cost-fraction", dest="fraction", type=float,
-                   help="target max = this fraction, in (0, 1], of the most expensive architecture's cost")
+    t.add_argument("--flops-fraction", "--cost-fraction", dest="fraction", type=float, help="target max = this "
+                   "fraction, in (0, 1], of the most expensive architecture's cost")
     t.add_argument("--target-max", type=parse_number, help="target max of --metric (suffixes k M G T: 300M = 3e8)")
     t.add_argument("--target-min", type=parse_number, help="target min of --metric")
     for metric in TARGET_METRICS:
         t.add_argument(f"--target-{metric.replace('_', '-')}", type=parse_number, dest=f"target_{metric}",
                        help=f"shorthand for --metric {metric} --target-max VALUE")
-    t.add_argument("--cap", type=parse_cap, action="append", default=[],
-                   help="METRIC=MAX: also cap another metric (repeatable)")
+    t.add_argument("--cap", type=parse_cap, action="append", default=[], help="METRIC=MAX: cap another metric too")
     b = s.add_argument_group("budget and search options")
     b.add_argument("--budget-evals", type=int, help="most evaluations (default 200 when no budget is given)")
-    b.add_argument("--budget-seconds", type=parse_number,
-                   help="most seconds charged: simulated training seconds for tables, wall seconds for trainers")
+    b.add_argument("--budget-seconds", type=parse_number, help="most seconds charged (a table's training seconds, "
+                   "a trainer's wall seconds)")
     b.add_argument("--num-buckets", type=int, help="LayerNAS only: cost buckets per layer, 1..10000 (default 100)")
     b.add_argument("--per-bucket", type=int, help="LayerNAS only: candidates kept per bucket (default 1)")
     b.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial, 0..2**63-1 (default 0)")
@@ -91,30 +89,25 @@ def build_parser(argv: list[str] = ()) -> Parser:
     e.add_argument("--table", help="NATS table: a compact .csv/.parquet, or official NATS-Bench files "
                                   "(default: the packaged table). .pickle/.pbz2/.pth files and directories are "
                                   "unpickled, which can run code: load only files you trust")
-    e.add_argument("--max-in-flight", type=int,
-                   help="trials in flight at once (default 1; with --distributed, every device of every process)")
-    e.add_argument("--evaluator", choices=["auto", "dry-run"], default="auto",
-                   help="dry-run: a training-free proxy score (NOT accuracy) for trying a space")
+    e.add_argument("--max-in-flight", type=int, help="trials in flight at once (default 1; --distributed: all devices)")
+    e.add_argument("--evaluator", choices=["auto", "dry-run"], default="auto", help="dry-run: a training-free "
+                   "proxy score (NOT accuracy) for trying a space")
     e.add_argument("--trainer", choices=TRAINER_RECIPES, metavar="RECIPE",
                    help=f"train children with a recipe: {' | '.join(TRAINER_RECIPES)} (needs --data)")
     e.add_argument("--data", help="--trainer: image folder root/<split>/<class>/*.jpg")
     e.add_argument("--devices", choices=DEVICES, help="--trainer: placement over local devices (default auto)")
     e.add_argument("--epochs", type=int, help="--trainer: epochs per child (default: the recipe's; proxy 5)")
     e.add_argument("--batch-size", type=int, help="--trainer: global batch (default: the recipe's; proxy 128)")
-    e.add_argument("--train-per-class", type=int, help="--trainer: images per class taken from the train split, "
-                                                       "validation included (default: the recipe's; proxy 500)")
-    e.add_argument("--valid-per-class", type=int,
-                   help="--trainer: of those, images per class held out for validation (proxy 100)")
+    e.add_argument("--train-per-class", type=int, help="--trainer: images per class, validation included (proxy 500)")
+    e.add_argument("--valid-per-class", type=int, help="--trainer: of those, held out for validation (proxy 100)")
     codec = registry.CODEC_OPTIONS
-    e.add_argument("--lambda", dest="lmbda", type=float,
-                   help=f"codec: the rate-distortion trade-off of the reward (default {codec['lmbda']})")
-    e.add_argument("--width-scale", type=float, help=f"codec: proxy width multiplier in (0, 1] (default "
-                                                     f"{codec['width_scale']}; codec-sandwich 0.5)")
-    e.add_argument("--proxy-steps", type=int, help=f"codec: proxy training steps per child "
-                                                   f"(default {codec['proxy_steps']})")
+    e.add_argument("--lambda", dest="lmbda", type=float, help=f"codec: rate-distortion trade-off ({codec['lmbda']})")
+    e.add_argument("--width-scale", type=float, help=f"codec: proxy width multiplier in (0, 1] "
+                   f"({codec['width_scale']}; codec-sandwich 0.5)")
+    e.add_argument("--proxy-steps", type=int, help=f"codec: proxy training steps per child ({codec['proxy_steps']})")
     r = s.add_argument_group("Ray (with --backend ray only)")
-    r.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help="local (default): this process; ray: trials run in Ray workers")
+    r.add_argument("--backend", choices=["local", "ray"], default="local", help="local (default), or ray: trials run "
+                   "in Ray workers")
     r.add_argument("--address", help="Ray cluster: auto (default: the one `ray start --head` started here), "
                                      "HOST:PORT (a remote head), or local (a private instance for this run)")
     r.add_argument("--max-concurrent", type=int, help="trials in flight in Ray (default: --max-in-flight, else 1)")
