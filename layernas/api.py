@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,7 +12,7 @@ from layernas.evaluator import Evaluator
 from layernas.executors import Executor, as_executor, check_max_in_flight
 from layernas.results import SearchResult, build_result
 from layernas.run import Budget, Progress, RunError, run_loop
-from layernas.searchers import make_searcher
+from layernas.searchers import SEARCHERS, make_searcher
 from layernas.searchers.base import Searcher
 from layernas.target import Target
 from layernas.space import SearchSpace
@@ -78,6 +80,8 @@ def search(
         >>> result.best["costs"]["flops"] <= 0.5 * max_flops
         True
     """
+    _check_arguments(space, evaluator, target, seed, searcher, searcher_options, out_dir, resume, progress,
+                     settings, distributed)
     if isinstance(budget, bool) or not isinstance(budget, (Budget, int)):
         raise RunError(f"budget must be a Budget or a positive number of evaluations, got {budget!r}")
     if isinstance(budget, int):
@@ -86,7 +90,7 @@ def search(
         target = Target(space.cost_metrics[0])
     check_max_in_flight(max_in_flight, RunError)
     if isinstance(searcher, str):
-        options = dict(searcher_options or {})
+        options = searcher_options_given(searcher, searcher_options)
         strategy = make_searcher(searcher, space, target, **options)
         run_settings = {"searcher_options": options}
     else:
@@ -130,4 +134,70 @@ def _distributed_executor(evaluator, distributed: bool | None, max_in_flight: in
                        f"{type(evaluator).__name__}; pass the evaluator it wraps")
     from layernas.executors import DistributedExecutor
 
-    return DistributedExecutor(evaluator, max_in_flight)
+    # an evaluator placed on a data-parallel mesh trains each trial over all local devices
+    return DistributedExecutor(evaluator, max_in_flight, per_device=getattr(evaluator, "placement", None) is None)
+
+
+def searcher_options_given(name: str, options: Mapping[str, Any] | None) -> dict:
+    """The options of searcher ``name`` that differ from its defaults (what a resume compares:
+    typing an option's default is the same search as leaving it out).
+
+    Raises:
+      ValueError: ``name`` is unknown, or an option is not one of the searcher's.
+    """
+    import inspect
+
+    if name not in SEARCHERS:
+        raise ValueError(f"unknown searcher {name!r}; expected one of {', '.join(sorted(SEARCHERS))}")
+    parameters = inspect.signature(SEARCHERS[name]).parameters.values()
+    accepted = {p.name: p.default for p in parameters if p.kind == p.KEYWORD_ONLY}
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in parameters):
+        raise ValueError(f"searcher_options {', '.join(unknown)}: not options of searcher {name!r}, which takes "
+                         f"{', '.join(accepted) or 'none'}")
+    return {k: v for k, v in options.items() if k not in accepted or not _same(v, accepted[k])}
+
+
+def _same(value, default) -> bool:
+    try:
+        return bool(value == default) and type(value) is type(default)
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_arguments(space, evaluator, target, seed, searcher, searcher_options, out_dir, resume, progress,
+                     settings, distributed) -> None:
+    """TypeError/ValueError naming the argument of :func:`search` that has the wrong type."""
+    def wrong(name: str, expected: str, value) -> TypeError:
+        return TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    if not all(hasattr(space, a) for a in ("layers", "cost", "cost_bounds", "cost_metrics")):
+        raise wrong("space", "a SearchSpace (layernas.SearchSpace)", space)
+    if not (callable(getattr(evaluator, "evaluate", None)) or callable(getattr(evaluator, "submit", None))):
+        raise wrong("evaluator", "an Evaluator with evaluate(trial), or an Executor with submit/wait", evaluator)
+    if target is not None and not isinstance(target, Target):
+        raise wrong("target", "a layernas.Target, e.g. Target('flops', max=100.0), or None", target)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise wrong("seed", "an int", seed)
+    if seed < 0:
+        raise ValueError(f"seed must be 0 or more, got {seed}")
+    if not isinstance(searcher, (str, Searcher)):
+        raise wrong("searcher", f"a name ({', '.join(sorted(SEARCHERS))}) or a Searcher", searcher)
+    if searcher_options is not None and not isinstance(searcher_options, Mapping):
+        raise wrong("searcher_options", "a mapping of option names to values, or None", searcher_options)
+    if searcher_options and isinstance(searcher, Searcher):
+        raise ValueError("searcher_options apply to a searcher given by name; a ready Searcher has its options")
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise wrong("out_dir", "a path (str or os.PathLike) or None", out_dir)
+    if isinstance(out_dir, str) and not out_dir.strip():
+        raise ValueError("out_dir must be a directory path, got ''")
+    for name, value in (("resume", resume), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise wrong(name, "True or False", value)
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs the out_dir of the run to continue")
+    if settings is not None and not isinstance(settings, Mapping):
+        raise wrong("settings", "a mapping of JSON-able values, or None", settings)
+    if distributed is not None and not isinstance(distributed, bool):
+        raise wrong("distributed", "True, False or None", distributed)

@@ -80,3 +80,12 @@ class ProxyScoreEvaluator:
 
 # The name the CLI may use for ``--evaluator``.
 DryRunEvaluator = ProxyScoreEvaluator
+
+
+def evaluator_for_search(config, space) -> ProxyScoreEvaluator:
+    """The ``"dry-run"`` factory of every space in :mod:`layernas.registry`: the proxy score
+    grows with MAdds where the space counts them, else with its main metric."""
+    from layernas.registry import get_space_entry
+
+    metric = "madds" if "madds" in space.cost_metrics else get_space_entry(config.space).default_metric
+    return ProxyScoreEvaluator(space, metric=metric)

@@ -9,9 +9,15 @@ import platform
 import sys
 from pathlib import Path
 
+from layernas.errors import first_line
+
 
 def machine_info() -> dict:
-    """The machine, OS, Python and (if importable) JAX backend and devices."""
+    """The machine, OS, Python and, when JAX is already imported, its backend and devices.
+
+    JAX is never imported here: a table search must not pay for it (or need it), and a
+    run that never imported JAX did not use its devices.
+    """
     info = {
         "host": platform.node(),
         "platform": platform.platform(),
@@ -28,9 +34,10 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return info
     try:
-        import jax
-
         info["jax"] = jax.__version__
         info["backend"] = jax.default_backend()
         info["devices"] = [str(d) for d in jax.devices()]
@@ -40,11 +47,21 @@ def machine_info() -> dict:
 
 
 def write_provenance(out_dir: str | Path, seconds: float, command: str, **extra) -> Path:
-    """Write ``provenance.json`` (machine, command, wall seconds, extras) into out_dir."""
+    """Write ``provenance.json`` (machine, command, wall seconds, extras) into out_dir,
+    atomically (a kill leaves the old file or the new one).
+
+    Raises:
+      OSError: naming the file (a full disk, a read-only folder).
+    """
+    from layernas.run import write_json_atomic
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "provenance.json"
     record = {"command": command, "wall_seconds": round(float(seconds), 3), **extra,
               "machine": machine_info()}
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, json.loads(json.dumps(record, default=str)))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or first_line(e)}") from None
     return path

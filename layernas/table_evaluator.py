@@ -150,3 +150,10 @@ class TableEvaluator:
 
 
 __all__ = ["TableEvaluator", "seed_index", "seed_indices"]
+
+
+def evaluator_for_search(config, space) -> TableEvaluator:
+    """The ``"table"`` factory of the NATS spaces in :mod:`layernas.registry`: a lookup in
+    ``config.table`` (default: the packaged table) for ``config.dataset``."""
+    table = load_table(config.table, space="sss" if config.space == "nats-sss" else "tss")
+    return TableEvaluator(table, config.dataset, space)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Mapping, Sequence
 
 from layernas.space import SearchSpace, SpaceError
@@ -36,8 +37,18 @@ class Target:
     caps: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.metric, str) or not self.metric:
+            raise TypeError(f"target metric must be a non-empty string such as 'flops', got {self.metric!r}")
+        if not isinstance(self.caps, Mapping):
+            raise TypeError(f"target caps must be a mapping of metric names to maxima, got {self.caps!r}")
         for name, value in [("max", self.max), ("min", self.min), *self.caps.items()]:
-            if value is not None and not math.isfinite(float(value)):
+            if not isinstance(name, str):
+                raise TypeError(f"target caps keys must be metric names, got {name!r}")
+            if value is None and name in ("max", "min"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"target {name} must be a number, got {value!r} ({type(value).__name__})")
+            if not math.isfinite(float(value)):
                 raise ValueError(f"target {name} must be a finite number, got {value!r}")
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"target min {self.min} is above target max {self.max}")

@@ -254,3 +254,40 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
     if devices in ("auto", "candidates") and n > 1:
         return DeviceParallelExecutor(ev)
     return ev
+
+
+# --- the registry's factories (layernas.registry): (config, space) -> evaluator --------
+def evaluator_for_search(config, space):
+    """The ``"trainer"`` factory of the classifier spaces: :func:`make_trainer_evaluator`
+    with ``config``'s recipe, data, devices and seed; children are recorded under
+    ``<out>/trainer``. In a ``jax.distributed`` search each process trains on one device
+    per trial (the distributed executor spreads its share over its devices)."""
+    devices = config.devices or "auto"
+    if config.multi_host and devices in ("auto", "candidates"):
+        devices = "single"
+    return make_trainer_evaluator(space, config.data, config.trainer,
+                                  work_dir=Path(config.out) / "trainer" if config.out else None,
+                                  data_seed=config.seed, devices=devices,
+                                  recipe_overrides=config.recipe_overrides)
+
+
+def codec_evaluator_for_search(config, space):
+    """The ``"codec"`` factory of ``codec-hyperprior``: :meth:`CodecEvaluator.for_search`
+    with ``config``'s ``--lambda``, ``--width-scale`` and ``--proxy-steps``."""
+    from layernas.trainers.codec_train import CodecEvaluator
+
+    return _codec_for_search(CodecEvaluator, config, space)
+
+
+def sandwich_evaluator_for_search(config, space):
+    """The ``"codec"`` factory of ``codec-sandwich``: :meth:`SandwichEvaluator.for_search`
+    with ``config``'s ``--lambda``, ``--width-scale`` and ``--proxy-steps``."""
+    from layernas.trainers.sandwich_train import SandwichEvaluator
+
+    return _codec_for_search(SandwichEvaluator, config, space)
+
+
+def _codec_for_search(family, config, space):
+    codec = config.codec_options
+    return family.for_search(space, codec["lmbda"], width_scale=codec["width_scale"],
+                             steps=codec["proxy_steps"], seed=config.seed)
