@@ -64,8 +64,6 @@ def test_wrong_search_calls(change, error, needle):
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=False, reason="the executors' one safe-evaluation helper must check that evaluate() "
-                                        "returns an EvalResult")
 def test_an_evaluator_returning_a_float_is_named():
     try:
         result = layernas.search(SPACE, FloatEvaluator(), 2, Target("cost", max=20))

@@ -17,10 +17,6 @@ import pytest
 from layernas import registry
 from tests.conftest import shared_path
 
-# spaces whose modules still import flax (the flax models move to the trainers)
-NEEDS_FLAX_FREE_SPACES = {name for name, entry in registry.SPACES.items() if not entry.space.startswith(
-    ("layernas.search_spaces.nats_tss:", "layernas.search_spaces.nats_sss:"))}
-
 
 @pytest.fixture(scope="module")
 def blocked(tmp_path_factory):
@@ -58,8 +54,6 @@ def test_table_search_without_jax(blocked, tmp_path):
 @pytest.mark.parametrize("space", list(registry.SPACES))
 def test_describe_without_jax(blocked, tmp_path, space):
     proc = run_blocked(blocked, tmp_path, "describe", "--space", space)
-    if proc.returncode != 0 and space in NEEDS_FLAX_FREE_SPACES and "is blocked" in proc.stderr:
-        pytest.xfail(f"the {space} space module still imports JAX/flax: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
     assert "costs:" in proc.stdout and "units:" in proc.stdout
 
