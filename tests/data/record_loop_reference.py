@@ -1,8 +1,13 @@
-"""Record losses and metrics of the training loops on real data (fixed seeds, tiny recipes)
-into tests/data/loop_reference.json; tests/test_loop.py checks that the training loop
-reproduces them. Run with two host devices (the data-parallel cases need them):
+"""Losses and metrics of tiny training runs on real data (fixed seeds): CIFAR-10 classifiers,
+the hyperprior codec and the JPEG sandwich, on one device and data-parallel on two.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/data/record_loop_reference.py
+``loop_reference.json`` beside this file was written by this script (then importing
+``codec_train.TrainConfig``) from the three separate training loops that the one loop of
+``layernas.trainers.loop`` replaced (git commit 33c08a5); ``tests/test_loop.py`` runs the same
+cases through the one loop and checks that they reproduce it. To rewrite the file (only
+when a change of the numerics is intended), run with two host devices:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/data/record_loop_reference.py --write
 """
 
 from __future__ import annotations
@@ -18,12 +23,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("LAYERNAS_SHARED", REPO.parent / "shared")) / "data"
-sys.path.insert(0, str(REPO))
+REFERENCE = Path(__file__).with_name("loop_reference.json")
 
-from layernas.trainers import data, nats_models, train  # noqa: E402
-from layernas.trainers import codec_train, sandwich_train  # noqa: E402
-from layernas.trainers.codec_model import CodecConfig  # noqa: E402
-from layernas.trainers.sandwich_model import SandwichConfig  # noqa: E402
+from layernas.trainers import codec_train, data, nats_models, sandwich_train, train
+from layernas.trainers.codec_model import CodecConfig
+from layernas.trainers.sandwich_model import SandwichConfig
 
 
 def tree_stats(tree) -> dict:
@@ -75,7 +79,7 @@ def photos():
 def codec(out):
     tr, va = photos()
     config = CodecConfig.small(width=8, latent=8)
-    cfg = codec_train.TrainConfig(**CODEC_RECIPE)
+    cfg = codec_train.codec_recipe(**CODEC_RECIPE)
     params, ema, hist = codec_train.train(config, cfg, tr)
     out["codec/scratch"] = {"history": hist, "eval_params": codec_train.evaluate(config, params, va, 0.01),
                             "eval_ema": codec_train.evaluate(config, ema, va, 0.01),
@@ -93,17 +97,25 @@ def codec(out):
 def sandwich(out):
     tr, va = photos()
     config = SandwichConfig((4, 4, 4), (4, 4, 4), 50)
-    cfg = codec_train.TrainConfig(**CODEC_RECIPE)
+    cfg = codec_train.codec_recipe(**CODEC_RECIPE)
     params, ema, hist = sandwich_train.train(config, cfg, tr)
     out["sandwich/scratch"] = {"history": hist, "eval_real_ema": sandwich_train.evaluate_real(config, ema, va, 0.01),
                                "params": tree_stats(params), "ema": tree_stats(ema)}
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
     out = {"jax": jax.__version__, "devices": len(jax.devices())}
     classifier(out)
     codec(out)
     sandwich(out)
-    path = Path(__file__).with_name("loop_reference.json")
-    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {path}")
+    text = json.dumps(out, indent=1, sort_keys=True) + "\n"
+    if "--write" in (sys.argv[1:] if argv is None else argv):
+        REFERENCE.write_text(text)
+        print(f"wrote {REFERENCE}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
