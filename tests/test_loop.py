@@ -76,6 +76,7 @@ def test_every_classifier_recipe_reproduces_the_old_loop_exactly(real_data):
     _run(real_data, "classifier", [f"classifier/{k}" for k in real_data.CLASSIFIER_CASES])
 
 
+@pytest.mark.slow
 def test_codec_reproduces_the_old_loop_exactly(real_data):
     _run(real_data, "codec", ["codec/scratch", "codec/finetune"])
 

@@ -448,19 +448,18 @@ class FitResult:
         return self.status == "ok"
 
 
-def _copy_to_device(tree, placer: Placer):
-    """A fresh on-device copy (the train step donates its state; the caller keeps ``tree``)."""
-    tree = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
-    return placer.put_state(tree) if placer.state is not None else tree
-
-
 def initial_state(variables, tx: optax.GradientTransformation, ema_decay: float, placer: Placer):
-    """The train state that starts from ``variables`` (copied)."""
-    params = _copy_to_device(variables["params"], placer)
-    rest = _copy_to_device({k: v for k, v in variables.items() if k != "params"}, placer)
-    ema = _copy_to_device(variables["params"], placer) if ema_decay > 0 else None
-    step = placer.put_state(jnp.zeros((), jnp.int32))
-    return {"params": params, "model_state": rest, "opt_state": tx.init(params), "ema": ema, "step": step}
+    """The train state that starts from ``variables``, where ``placer`` puts state.
+
+    The arrays are fresh copies: the train step donates its state, and the caller keeps
+    ``variables`` (e.g. a model to fine-tune from).
+    """
+    copy = lambda tree: jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)  # noqa: E731
+    params = copy(variables["params"])
+    state = {"params": params, "model_state": copy({k: v for k, v in variables.items() if k != "params"}),
+             "opt_state": tx.init(params), "ema": copy(params) if ema_decay > 0 else None,
+             "step": jnp.zeros((), jnp.int32)}
+    return placer.put_state(state) if placer.state is not None else state
 
 
 def fit(task, recipe: Recipe, seed: int, *, placement=None, initial_variables=None, key_seed: int | None = None,
