@@ -23,11 +23,15 @@ Columns: ``data_s`` (load + split; once per process, i.e. per search), ``init_s`
 ``compile_s`` (first train step minus a steady step), ``eval_compile_s`` (first validation
 batch minus a steady one), ``validation_s``, ``train_s`` (all steps but the compile),
 ``fixed_s`` = init + compile + eval compile, ``child_s`` (the child's wall time, training
-extrapolated for PROXY) and ``children_per_hour`` = 3600 / child_s.
+extrapolated for PROXY), ``children_per_hour`` = 3600 / child_s, and
+``children_per_hour_same_train``, which uses the architecture's mean training time over the
+recipe's rows (training does not depend on the caches; between rows it is the shared
+machine's noise).
 
     python benchmarks/child_fixed_costs.py            # ~10-20 min on the 2-core machine
 
-Writes ``results/perf/child_fixed_costs.csv`` and ``results/perf/child_fixed_costs.md``.
+Writes ``results/perf/child_fixed_costs.{csv,md}`` and ``child_fixed_costs_run.json``
+(the fused-compile measurement, wall time, load); ``--report-only`` rewrites the markdown from them.
 """
 
 from __future__ import annotations
@@ -68,7 +72,9 @@ def recipes(args):
 def worker(args) -> int:
     """One scenario in this process: prints one JSON row per child."""
     t_import = time.perf_counter()
-    from layernas.trainers import nats_models, train
+    import jax
+
+    from layernas.trainers import loop, nats_models, train
 
     import_s = time.perf_counter() - t_import
     train.configure_compilation_cache(args.cache)
@@ -79,23 +85,29 @@ def worker(args) -> int:
     for i, (child, arch, seed, what) in enumerate(SCENARIOS[args.scenario]):
         model = nats_models.build_tss(arch, tr.num_classes, C=8, N=1)
         t = time.perf_counter()
-        r = train.train_model(model, tr, va, recipe, seed=seed, keep_variables=False)
+        r = train.train_model(model, tr, va, recipe, seed=seed)
         wall = time.perf_counter() - t
+        # the validation pass once more, compiled: its steady time (not part of the child)
+        plan = train.ClassifierTask.for_recipe(model, tr, recipe).plan(recipe, 1)
+        steps = train.compiled_steps(model, recipe, tr.num_classes, plan.total_steps, plan.steps_per_epoch)
+        placer = loop.Placer()
+        timing: dict = {}
+        train.evaluate_model(steps.eval_step, jax.device_put(r.variables), va, placer.put_state(tr.channel_stats()),
+                             recipe.eval_batch_size, placer, timing)
+        validation_s = min(timing["seconds"], r.eval_seconds)
         steady = (r.seconds - r.init_seconds - r.compile_seconds - r.eval_seconds) / max(r.steps - 1, 1)
-        n_eval = -(-len(va) // recipe.eval_batch_size)
-        eval_steady = (r.eval_seconds - r.eval_compile_seconds) / max(n_eval - 1, 1) if n_eval > 1 else 0.0
         compile_s = max(r.compile_seconds - steady, 0.0)
-        eval_compile_s = max(r.eval_compile_seconds - eval_steady, 0.0)
+        eval_compile_s = max(r.eval_seconds - validation_s, 0.0)
         train_s = r.seconds - r.init_seconds - compile_s - r.eval_seconds
         train_full = train_s * full_epochs / recipe.epochs
         fixed = r.init_seconds + compile_s + eval_compile_s
-        child_s = fixed + train_full + (r.eval_seconds - eval_compile_s)
+        child_s = fixed + train_full + validation_s
         print(json.dumps({
             "recipe": args.recipe, "scenario": args.scenario, "child": child, "what": what, "status": r.status,
             "epochs_run": r.epochs_done, "epochs_counted": full_epochs, "steps_run": r.steps,
             "import_s": round(import_s, 2) if i == 0 else 0.0, "data_s": round(data_s, 2) if i == 0 else 0.0,
             "init_s": round(r.init_seconds, 3), "compile_s": round(compile_s, 2),
-            "eval_compile_s": round(eval_compile_s, 2), "validation_s": round(r.eval_seconds - eval_compile_s, 2),
+            "eval_compile_s": round(eval_compile_s, 2), "validation_s": round(validation_s, 2),
             "train_s": round(train_full, 1), "fixed_s": round(fixed, 2), "child_s": round(child_s, 1),
             "children_per_hour": round(3600.0 / child_s, 1), "wall_s": round(wall, 1),
             "valid_accuracy": round(r.valid_accuracy, 2)}), flush=True)
@@ -146,6 +158,61 @@ def fused_worker(args) -> int:
     return 0
 
 
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def write_report(df, run: dict, out: Path) -> None:
+    """Write the CSV (with the per-architecture columns) and the markdown summary."""
+    fused = run["fused"]
+    # Training time does not depend on what is cached; on a shared machine it is noise between
+    # rows. children_per_hour_same_train uses each architecture's mean training time over all
+    # of its rows of the recipe, so that the rows differ only in their fixed costs.
+    df["train_s_arch_mean"] = df.groupby(["recipe", df.child.str[0]]).train_s.transform("mean").round(1)
+    df["children_per_hour_same_train"] = (3600.0 / (df.fixed_s + df.train_s_arch_mean + df.validation_s)).round(1)
+    df.to_csv(out / "child_fixed_costs.csv", index=False)
+    summary = []
+    for recipe, g in df.groupby("recipe", sort=False):
+        row = lambda scenario, child: g[(g.scenario == scenario) & (g.child == child)].iloc[0]  # noqa: E731
+        cold_a, shared, cold_b = row("cold", "A"), row("cold", "A'"), row("cold", "B")
+        warm_a, warm_b = row("warm", "A"), row("warm", "B")
+        rate = "children_per_hour_same_train"
+        summary.append(
+            f"- **{recipe}**: a new shape with an empty cache costs {cold_a.fixed_s:.1f} s (A) and "
+            f"{cold_b.fixed_s:.1f} s (B) fixed, of which {cold_a.compile_s:.1f} / {cold_b.compile_s:.1f} s compile, "
+            f"{cold_a.eval_compile_s:.1f} / {cold_b.eval_compile_s:.1f} s eval compile and "
+            f"{cold_a.init_s:.2f} / {cold_b.init_s:.2f} s init, against {cold_a.train_s_arch_mean:.0f} / "
+            f"{cold_b.train_s_arch_mean:.0f} s of training: {cold_a[rate]:.1f} / {cold_b[rate]:.1f} children/hour. "
+            f"A again (A', same shape, same process, its compiled steps shared): {shared.fixed_s:.2f} s fixed, "
+            f"{shared[rate]:.1f}/hour (x{shared[rate] / cold_a[rate]:.2f} of A cold). A new process on the warm "
+            f"persistent cache: {warm_a.fixed_s:.1f} / {warm_b.fixed_s:.1f} s fixed, {warm_a[rate]:.1f} / "
+            f"{warm_b[rate]:.1f}/hour (x{warm_a[rate] / cold_a[rate]:.2f} / x{warm_b[rate] / cold_b[rate]:.2f}). "
+            f"Data: {g.data_s.max():.1f} s once per search; import {g.import_s.max():.1f} s once per process.")
+    (out / "child_fixed_costs.md").write_text(
+        "# Per-child fixed costs\n\n"
+        f"`python benchmarks/child_fixed_costs.py` on {run['machine']}, load average {run['load_average_end']} "
+        f"at the end (the machine is shared by other jobs, so compile and step times swing between rows; "
+        f"compare rows of this run only). Wall time {run['wall_s'] / 60:.1f} min.\n\n"
+        "Every scenario is a fresh process on real CIFAR-10; the network is a NATS tss cell at C=8, N=1. "
+        "`small-proxy` trains on 2,000 images (500 held out for validation); `PROXY` on 4,000 "
+        "(1,000 held out) for 5 epochs, of which `epochs_run` were run and the training time "
+        "extrapolated. The ratios below are against the same architecture's cold child of the same run.\n\n"
+        + "\n".join(summary) + "\n\n" + _markdown(df) + "\n\n"
+        "## Evaluation inside the training program\n\n"
+        f"Compiling the small-proxy child B's train step and its eval step as one XLA program took "
+        f"{fused['fused_compile_s']} s against {fused['separate_s']} s for the two programs apart "
+        f"({fused['train_compile_s']} s + {fused['eval_compile_s']} s; ratio {fused['fused_over_separate']}, "
+        "mean of two orders, fresh process, no persistent cache): "
+        + (f"one program cuts the compile by {100 * (1 - fused['fused_over_separate']):.0f}%"
+           if fused["fused_over_separate"] < 0.9 else
+           "within 10%, so one program does not buy a cheaper compile here (XLA's compile time is about "
+           "additive in the program)") + " (`child_fixed_costs_run.json`). The training loop compiles the two "
+        "programs apart.\n")
+
+
 def _markdown(df) -> str:
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -159,6 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--small-epochs", type=int, default=2)
     p.add_argument("--proxy-epochs", type=int, default=1, help="PROXY epochs run (training extrapolated to 5)")
     p.add_argument("--recipes", default="small-proxy,PROXY")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the markdown from an existing child_fixed_costs.csv (+ _fused.json) in --out")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--recipe", help=argparse.SUPPRESS)
     p.add_argument("--scenario", help=argparse.SUPPRESS)
@@ -170,6 +239,10 @@ def main(argv=None) -> int:
 
     t_all = time.perf_counter()
     out = Path(args.out)
+    if args.report_only:
+        run = json.loads((out / "child_fixed_costs_run.json").read_text())
+        write_report(pd.read_csv(out / "child_fixed_costs.csv"), run, out)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for recipe in args.recipes.split(","):
@@ -197,45 +270,11 @@ def main(argv=None) -> int:
         return proc.returncode
     fused = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
     print(json.dumps(fused), flush=True)
-    (out / "child_fixed_costs_fused.json").write_text(json.dumps(fused, indent=1) + "\n")
-    wall = time.perf_counter() - t_all
-    summary = []
-    for recipe, g in df.groupby("recipe", sort=False):
-        new_cold = g[(g.scenario == "cold") & (g.child != "A'")]
-        shared = g[g.child == "A'"]
-        warm = g[g.scenario == "warm"]
-        summary.append(
-            f"- **{recipe}**: a new shape with an empty cache costs {new_cold.fixed_s.mean():.1f} s fixed "
-            f"({new_cold.compile_s.mean():.1f} s compile, {new_cold.eval_compile_s.mean():.1f} s eval compile, "
-            f"{new_cold.init_s.mean():.2f} s init) and {new_cold.children_per_hour.mean():.1f} children/hour; "
-            f"a same-shape child in the same process {shared.fixed_s.mean():.2f} s fixed "
-            f"({shared.children_per_hour.mean():.1f}/hour, x{shared.children_per_hour.mean() / new_cold.children_per_hour.mean():.2f}); "
-            f"a warm persistent cache {warm.fixed_s.mean():.2f} s fixed "
-            f"({warm.children_per_hour.mean():.1f}/hour, x{warm.children_per_hour.mean() / new_cold.children_per_hour.mean():.2f}).")
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
-    (out / "child_fixed_costs.md").write_text(
-        "# Per-child fixed costs\n\n"
-        f"`python benchmarks/child_fixed_costs.py` on {platform.machine()} with {os.cpu_count()} CPU cores "
-        f"({platform.processor() or platform.platform()}), load average {load[0]:.1f} at the end "
-        f"(the machine is shared; compare rows of this run only). Wall time {wall / 60:.1f} min.\n\n"
-        "Every scenario is a fresh process on real CIFAR-10; the network is a NATS tss cell at C=8, N=1. "
-        "`small-proxy` trains on 2,000 images (500 held out for validation); `PROXY` on 4,000 "
-        "(1,000 held out) for 5 epochs, of which `epochs_run` were run and the training time "
-        "extrapolated. The ratios below are against the cold, new-shape child of the same run.\n\n"
-        + "\n".join(summary) + "\n\n" + _markdown(df) + "\n\n"
-        "## Evaluation inside the training program\n\n"
-        f"Compiling the small-proxy child B's train step and its eval step as one XLA program took "
-        f"{fused['fused_compile_s']} s against {fused['separate_s']} s for the two programs apart "
-        f"({fused['train_compile_s']} s + {fused['eval_compile_s']} s; ratio {fused['fused_over_separate']}, "
-        "mean of two orders, fresh process, no persistent cache): "
-        + (f"one program cuts the compile by {100 * (1 - fused['fused_over_separate']):.0f}%"
-           if fused["fused_over_separate"] < 0.9 else
-           "within 10%, so one program does not buy a cheaper compile here (XLA's compile time is about "
-           "additive in the program)") + " (`child_fixed_costs_fused.json`).\n")
-    print(f"wrote {out / 'child_fixed_costs.csv'} and .md ({wall:.0f} s)")
+    run = {"fused": fused, "wall_s": round(time.perf_counter() - t_all, 1), "load_average_end": round(_load(), 1),
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}"}
+    (out / "child_fixed_costs_run.json").write_text(json.dumps(run, indent=1) + "\n")
+    write_report(pd.DataFrame(rows), run, out)
+    print(f"wrote {out / 'child_fixed_costs.csv'} and .md ({run['wall_s']:.0f} s)")
     return 0
 
 
