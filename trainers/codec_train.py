@@ -227,8 +227,8 @@ def train(config: CodecConfig, cfg: Recipe, images: list[np.ndarray], log_every:
       images: HxWx3 uint8 training images.
       log_every: print metrics every this many steps (0: silent).
       data_parallel: split each batch over this many local devices (jit + NamedSharding;
-        on CPU start Python with ``--xla_force_host_platform_device_count=2``, measured
-        2.3-2.5x faster on 2 cores). The batch must divide evenly.
+        on CPU start Python with ``--xla_force_host_platform_device_count=2``: one XLA:CPU
+        device does not keep 2 cores busy). The batch must divide evenly.
       initial_params: start from these parameters (fine-tuning, e.g. from a model trained
         at another lambda) instead of a fresh ``init_params(config, cfg.seed)``.
     Returns:

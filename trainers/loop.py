@@ -58,9 +58,9 @@ DEFAULT_COMPILATION_CACHE = Path(os.environ.get("LAYERNAS_CACHE", Path.home() / 
 def configure_compilation_cache(path: str | Path | None = DEFAULT_COMPILATION_CACHE) -> None:
     """Turn on JAX's persistent compilation cache for every compile, however short.
 
-    JAX's defaults skip compiles under 1 s, which on CPU is all of them; a warm cache cuts
-    a train-step compile from ~0.7 s to ~0.02 s (``benchmarks/child_fixed_costs.py``).
-    ``None`` leaves JAX alone.
+    JAX's defaults skip compiles under 1 s, which on CPU is all of them; with a warm cache
+    a train-step compile becomes a cache read (``benchmarks/child_fixed_costs.py`` measures
+    a new process's child on a warm cache against a cold one). ``None`` leaves JAX alone.
     """
     if path is None:
         return
