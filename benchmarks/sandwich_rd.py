@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     from layernas.provenance import write_provenance
-    from layernas.trainers.codec_train import TrainConfig, center_crops, default_photos_dir, load_images, split_photos
+    from layernas.trainers.codec_train import center_crops, codec_recipe, default_photos_dir, load_images, split_photos
     from layernas.trainers.image_quality import psnr
     from layernas.trainers.jpeg_proxy import jpeg_decode, jpeg_encode
     from layernas.trainers.sandwich_model import SandwichConfig
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     val = center_crops(val_list, 192)
     originals = np.round(val * 255).astype(np.uint8)
     config = SandwichConfig(tuple(args.widths), tuple(args.widths), args.quality)
-    recipe = TrainConfig(lmbda=args.lmbda, steps=args.steps, batch_size=args.batch_size, crop_size=64,
+    recipe = codec_recipe(lmbda=args.lmbda, steps=args.steps, batch_size=args.batch_size, crop_size=64,
                          learning_rate=1e-3, warmup_steps=20, ema_decay=0.99, seed=args.seed)
     _, ema, history = train(config, recipe, train_images, log_every=max(args.steps // 4, 1))
     train_seconds = time.time() - start

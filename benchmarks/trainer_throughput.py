@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from layernas.trainers import data as data_lib
-from layernas.trainers import nats_models, train
+from layernas.trainers import loop, nats_models, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LAYERNAS_SHARED", REPO.parent / "shared"))
@@ -107,22 +107,18 @@ class JaxStepper:
     """One child's state + compiled step, stepping on fixed real batches."""
 
     def __init__(self, model, tr, recipe, seed, placement=None, total_steps=1000):
-        self.placer = train._Placer(placement)
+        self.placer = loop.Placer(placement)
         t0 = time.perf_counter()
         variables = train.init_variables(model, tr.images.shape, seed)
         self.init_seconds = time.perf_counter() - t0
         self.tx, self.step, self.eval_step = train.compiled_steps(model, recipe, tr.num_classes, total_steps,
                                                                  max(1, total_steps // recipe.epochs), placement)
-        params = variables["params"]
-        rest = {k: v for k, v in variables.items() if k != "params"}
-        self.state = self.placer.put_state({"params": params, "model_state": rest, "opt_state": self.tx.init(params),
-                                            "step": jnp.zeros((), jnp.int32)})
-        mean, std = tr.channel_stats()
-        self.mean, self.std = self.placer.put_state((mean, std))
+        self.state = loop.initial_state(variables, self.tx, recipe.ema_decay, self.placer)
+        self.consts = self.placer.put_state(tr.channel_stats())
         self.key = jax.random.wrap_key_data(self.placer.put_state(jax.random.key_data(jax.random.key(seed))))
         idx = np.arange(recipe.batch_size)
-        self.batch = self.placer.put_batch((tr.images[idx], tr.labels[idx]))
-        self.args = lambda: (self.state, *self.batch, self.key, self.mean, self.std)
+        self.batch = self.placer.put_batch({"images": tr.images[idx], "labels": tr.labels[idx]})
+        self.args = lambda: (self.state, self.batch, self.key, self.consts)
         # AOT-compile once (a later plain call of the jit would compile again), shared
         # between steppers of the same shape.
         key = (id(self.step), str(jax.tree.map(lambda a: (a.shape, a.dtype), self.args())))

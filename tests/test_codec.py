@@ -16,7 +16,8 @@ from layernas.space import SpaceError
 from layernas.trainers.codec_bitstream import BitstreamCodec, bitstream_bpp, scale_indexes, scale_table
 from layernas.trainers.codec_model import (
     GDN, HyperpriorCodec, bits, init_params, nonneg, nonneg_init, pad_to_multiple, rd_loss)
-from layernas.trainers.codec_train import CodecEvaluator, TrainConfig, evaluate, scale_widths, train
+from layernas.trainers.codec_train import CodecEvaluator, evaluate, scale_widths, train
+from layernas.trainers.codec_train import codec_recipe as TrainConfig
 
 SPACE = CodecHyperpriorSpace()
 TINY = CodecConfig.small(width=8, latent=8)

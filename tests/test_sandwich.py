@@ -22,7 +22,8 @@ from layernas.target import Target
 from layernas.space import SpaceError
 from layernas.trainers import jpeg_proxy as jp
 from layernas.trainers.codec_model import count_params
-from layernas.trainers.codec_train import TrainConfig, center_crops, load_images
+from layernas.trainers.codec_train import center_crops, load_images
+from layernas.trainers.codec_train import codec_recipe as TrainConfig
 from layernas.trainers.image_quality import psnr
 from layernas.trainers.sandwich_model import Sandwich, init_params, sandwich_loss
 from layernas.trainers.sandwich_train import SandwichEvaluator, evaluate_real, train

@@ -4,7 +4,7 @@ Data: random crops (with flips) of ``../shared/data/photos`` for training; the l
 ``VALIDATION_PHOTOS`` photos (sorted by name) are held out, and their centre crops are
 the search's validation set. Kodak is only ever used for the final, reported evaluation.
 
-Recipes (:class:`TrainConfig`):
+Recipes (:func:`codec_recipe`, a :class:`~layernas.trainers.loop.Recipe` with the codec's defaults):
 
 * :data:`SMALL_CPU_RECIPE`: what this shared 2-core CPU machine can afford per model
   (the full N=128 model takes ~1.6 s per step here): 64x64 crops, batch 4, 100 Adam steps at a high learning rate with a linear warm-up
@@ -22,7 +22,7 @@ the Spearman correlation of the ranking across seeds.
 
 Example:
     >>> from layernas.trainers.codec_model import CodecConfig
-    >>> cfg = TrainConfig(steps=2, batch_size=2, crop_size=64)       # doctest: +SKIP
+    >>> cfg = codec_recipe(steps=2, batch_size=2, crop_size=64)      # doctest: +SKIP
     >>> state, log = train(CodecConfig.small(16, 16), cfg, images)    # doctest: +SKIP
 """
 
@@ -38,68 +38,50 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from PIL import Image
 
 from layernas.evaluator import EvalResult, Trial
 from layernas.trainers.codec_model import (
     CodecConfig, HyperpriorCodec, count_params, init_params, rd_loss)
+from layernas.trainers.loop import Plan, Recipe, data_parallel_mesh, fit, stream_batches
 
 VALIDATION_PHOTOS = 8
 # CompressAI's lambdas for qualities 1..8 (MSE models).
 COMPRESSAI_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How one codec is trained.
+# The codec recipe's defaults: Adam with a linear warm-up and cosine decay to 5% of the
+# peak, gradient clipping at global norm 1, an EMA of the parameters for evaluation.
+CODEC_DEFAULTS = Recipe(name="codec", steps=100, batch_size=4, crop_size=64, optimizer="adam", learning_rate=1e-3,
+                        weight_decay=0.0, warmup_steps=10, final_lr_fraction=0.05, grad_clip=1.0, ema_decay=0.9,
+                        lmbda=0.0130, seed=0)
 
-    Args:
-      lmbda: the rate-distortion trade-off (loss = lmbda * 255^2 * MSE + bpp).
-      steps: optimizer steps.
-      batch_size: crops per step.
-      crop_size: crop side in pixels (a multiple of 64).
-      learning_rate: peak Adam learning rate.
-      warmup_steps: linear warm-up from 0 to the peak.
-      final_lr_fraction: cosine decay ends at this fraction of the peak.
-      grad_clip: global-norm clip.
-      ema_decay: decay of the parameter EMA used for evaluation (0 = no EMA).
-      seed: init, crops and noise seed.
+
+def codec_recipe(**changes) -> Recipe:
+    """A codec training :class:`~layernas.trainers.loop.Recipe`: :data:`CODEC_DEFAULTS` with ``changes``.
+
+    The fields a codec uses: ``lmbda`` (loss = lmbda * 255^2 * MSE + bpp), ``steps``,
+    ``batch_size`` (crops per step), ``crop_size`` (a multiple of 64), ``learning_rate``
+    (peak Adam rate), ``warmup_steps`` (linear warm-up from 0), ``final_lr_fraction``
+    (where the cosine ends), ``grad_clip`` (global norm), ``ema_decay`` (of the parameter
+    EMA used for evaluation; 0 = no EMA) and ``seed`` (init, crops and noise).
+
+    Example:
+        >>> codec_recipe(steps=2, batch_size=2).optimizer
+        'adam'
     """
-
-    lmbda: float = 0.0130
-    steps: int = 100
-    batch_size: int = 4
-    crop_size: int = 64
-    learning_rate: float = 1e-3
-    warmup_steps: int = 10
-    final_lr_fraction: float = 0.05
-    grad_clip: float = 1.0
-    ema_decay: float = 0.9
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.crop_size % 64:
-            raise ValueError(f"crop_size {self.crop_size} must be a multiple of 64")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps {self.steps} and batch_size {self.batch_size} must be >= 1")
-        if not (self.lmbda > 0 and math.isfinite(self.lmbda)):
-            raise ValueError(f"lmbda {self.lmbda}: expected a positive number")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate {self.learning_rate}: expected a positive number")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay {self.ema_decay}: expected a number in [0, 1)")
+    return CODEC_DEFAULTS.replace(**changes)
 
 
-SMALL_CPU_RECIPE = TrainConfig()
+SMALL_CPU_RECIPE = codec_recipe()
 # The RD-curve recipe for this CPU: batch 8 (split over 2 host devices), 64x64 crops, a
 # slower EMA.  ``benchmarks/codec_rd.py`` trains the highest lambda from scratch with it and
 # fine-tunes each lower lambda from the previous one with ``CPU_RD_FINETUNE``.
-CPU_RD_RECIPE = TrainConfig(lmbda=0.0483, steps=1600, batch_size=8, crop_size=64, learning_rate=1e-3,
+CPU_RD_RECIPE = codec_recipe(lmbda=0.0483, steps=1600, batch_size=8, crop_size=64, learning_rate=1e-3,
                             warmup_steps=50, final_lr_fraction=0.05, ema_decay=0.99)
 CPU_RD_FINETUNE = dataclasses.replace(CPU_RD_RECIPE, steps=500, learning_rate=3e-4, warmup_steps=20)
-PROXY_RECIPE = TrainConfig(steps=60, batch_size=4, warmup_steps=10, ema_decay=0.9)
-FULL_GPU_RECIPE = TrainConfig(steps=1_000_000, batch_size=16, crop_size=256, learning_rate=1e-4,
+PROXY_RECIPE = codec_recipe(steps=60, batch_size=4, warmup_steps=10, ema_decay=0.9)
+FULL_GPU_RECIPE = codec_recipe(steps=1_000_000, batch_size=16, crop_size=256, learning_rate=1e-4,
                               warmup_steps=1000, final_lr_fraction=0.1, ema_decay=0.999)
 
 
@@ -147,69 +129,82 @@ def random_crops(images: list[np.ndarray], rng: np.random.Generator, batch: int,
 
 
 # ----------------------------------------------------------------------------- training
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(cfg.steps, cfg.warmup_steps + 1),
-        cfg.learning_rate * cfg.final_lr_fraction)
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(schedule))
+@dataclasses.dataclass(frozen=True, eq=False)
+class CodecTask:
+    """The hyperprior codec for :func:`layernas.trainers.loop.fit`: parameters from
+    :func:`~layernas.trainers.codec_model.init_params`, the RD loss with additive-noise
+    quantization (the step's key), random crops (with flips) of ``images`` drawn from
+    ``np.random.default_rng([seed, 1])``; ``lmbda`` is a traced constant, so one compile
+    serves every lambda.
 
-
-def _train_step(config: CodecConfig, cfg: TrainConfig):
-    # lmbda and seed are traced/unused by the step, so one compile serves every lambda
-    return _train_step_cached(config, dataclasses.replace(cfg, lmbda=1.0, seed=0))
-
-
-@functools.lru_cache(maxsize=32)
-def _train_step_cached(config: CodecConfig, cfg: TrainConfig):
-    """One jitted step per (architecture, recipe shape); state is donated."""
-    model = HyperpriorCodec(config)
-    opt = make_optimizer(cfg)
-
-    def loss_fn(params, x, rng, lmbda):
-        out = model.apply({"params": params}, x, train=True, rng=rng)
-        return rd_loss(out, x, lmbda)
-
-    return jax.jit(ema_train_step(loss_fn, opt, cfg.ema_decay), donate_argnums=0), opt
-
-
-def ema_train_step(loss_fn, opt: optax.GradientTransformation, ema_decay: float):
-    """``step(state, *batch) -> (state, metrics)`` for ``state = (params, opt_state, ema)``:
-    one optimizer update on ``loss_fn(params, *batch) -> (loss, metrics)``, then the
-    parameter EMA (``ema_decay`` 0: the EMA is the parameters). Jit it with the state donated.
+    Args:
+      config: the architecture.
+      images: HxWx3 uint8 training images.
     """
 
-    def step(state, *batch):
-        params, opt_state, ema = state
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *batch)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        d = ema_decay
-        ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, ema, params) if d > 0 else params
-        return (params, opt_state, ema), metrics
+    config: CodecConfig
+    images: Sequence[np.ndarray] = ()
 
-    return step
+    @property
+    def cache_key(self):
+        return ("codec", self.config)
+
+    @functools.cached_property
+    def model(self) -> HyperpriorCodec:
+        return HyperpriorCodec(self.config)
+
+    def init(self, seed: int):
+        return {"params": init_params(self.config, seed)}
+
+    def plan(self, recipe: Recipe, num_devices: int) -> Plan:
+        return stream_plan(recipe)
+
+    def batches(self, recipe: Recipe, plan: Plan, seed: int):
+        return photo_crop_batches(self.images, recipe, plan, seed)
+
+    def consts(self, recipe: Recipe):
+        return {"lmbda": jnp.float32(recipe.lmbda)}
+
+    def divergence_limit(self, recipe: Recipe):
+        return None
+
+    def loss(self, params, model_state, batch, key, consts):
+        out = self.model.apply({"params": params}, batch["x"], train=True, rng=key)
+        loss, metrics = rd_loss(out, batch["x"], consts["lmbda"])
+        return loss, (model_state, metrics)
 
 
-def initial_train_state(params, opt: optax.GradientTransformation):
-    """``(params, opt_state, ema)`` to start training from; the params and the EMA are
-    fresh copies, because the train step donates its state and the caller keeps ``params``."""
-    params = jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params)
-    return params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params)
+def stream_plan(recipe: Recipe) -> Plan:
+    """The plan of a streamed run: ``recipe.steps`` steps of ``recipe.batch_size``."""
+    if recipe.steps is None:
+        raise ValueError(f"recipe {recipe.name!r} has steps=None; a codec recipe needs a number of steps")
+    return Plan(recipe.batch_size, recipe.steps, 1)
 
 
-def record_step(history: list, metrics: dict, step: int, steps: int, log_every: int = 0) -> None:
-    """Append one step's metrics (as floats) to ``history``; print every ``log_every`` steps.
+def photo_crop_batches(images, recipe: Recipe, plan: Plan, seed: int):
+    """``(0, {"x": random crops})`` for every step, from ``np.random.default_rng([seed, 1])``."""
+    rng = np.random.default_rng([seed, 1])
+    return stream_batches(plan, lambda i: {"x": random_crops(images, rng, plan.batch, recipe.crop_size)})
+
+
+def fit_photos(task, cfg: Recipe, log_every: int = 0, data_parallel: int = 1, initial_params=None):
+    """Train a photo task (codec or sandwich) with ``cfg`` -> ``(params, ema, history)``.
+
+    The seed is ``cfg.seed`` (init, crops), the step keys come from ``key(cfg.seed + 1)``.
 
     Raises:
-      FloatingPointError: the loss is NaN or infinite.
+      FloatingPointError: the loss became NaN or infinite.
     """
-    metrics = {k: float(v) for k, v in metrics.items()}
-    if not math.isfinite(metrics["loss"]):
-        raise FloatingPointError(f"loss became {metrics['loss']} at step {step}")
-    history.append(metrics)
-    if log_every and (step % log_every == 0 or step == steps - 1):
-        print(f"step {step:5d} loss {metrics['loss']:.4f} bpp {metrics['bpp']:.3f} psnr {metrics['psnr']:.2f}",
-              flush=True)
+    placement = None
+    if data_parallel > 1:
+        if cfg.batch_size % data_parallel:
+            raise ValueError(f"data_parallel={data_parallel} must divide batch_size={cfg.batch_size}")
+        placement = data_parallel_mesh(data_parallel)
+    out = fit(task, cfg, cfg.seed, placement=placement, key_seed=cfg.seed + 1, log_every=log_every,
+              initial_variables=None if initial_params is None else {"params": initial_params})
+    if not out.ok:
+        raise FloatingPointError(out.error)
+    return out.variables["params"], out.ema, out.step_metrics
 
 
 @functools.lru_cache(maxsize=32)
@@ -223,12 +218,12 @@ def _eval_fn(config: CodecConfig):
     return jax.jit(evaluate)
 
 
-def train(config: CodecConfig, cfg: TrainConfig, images: list[np.ndarray], log_every: int = 0,
+def train(config: CodecConfig, cfg: Recipe, images: list[np.ndarray], log_every: int = 0,
           data_parallel: int = 1, initial_params=None):
-    """Train a codec on random crops of ``images``.
+    """Train a codec on random crops of ``images`` (:class:`CodecTask` through the training loop).
 
     Args:
-      config / cfg: the architecture and the recipe.
+      config / cfg: the architecture and the recipe (:func:`codec_recipe`).
       images: HxWx3 uint8 training images.
       log_every: print metrics every this many steps (0: silent).
       data_parallel: split each batch over this many local devices (jit + NamedSharding;
@@ -238,28 +233,10 @@ def train(config: CodecConfig, cfg: TrainConfig, images: list[np.ndarray], log_e
         at another lambda) instead of a fresh ``init_params(config, cfg.seed)``.
     Returns:
       (params, ema_params, history): history is a list of per-step metric dicts.
+    Raises:
+      FloatingPointError: the loss became NaN or infinite.
     """
-    step, opt = _train_step(config, cfg)
-    state = initial_train_state(init_params(config, cfg.seed) if initial_params is None else initial_params, opt)
-    batch_sharding = None
-    if data_parallel > 1:
-        if len(jax.devices()) < data_parallel or cfg.batch_size % data_parallel:
-            raise ValueError(f"data_parallel={data_parallel} needs that many devices (have "
-                             f"{len(jax.devices())}) and must divide batch_size={cfg.batch_size}")
-        mesh = jax.sharding.Mesh(np.array(jax.devices()[:data_parallel]), ("data",))
-        P = jax.sharding.PartitionSpec
-        state = jax.device_put(state, jax.sharding.NamedSharding(mesh, P()))
-        batch_sharding = jax.sharding.NamedSharding(mesh, P("data"))
-    data_rng = np.random.default_rng([cfg.seed, 1])
-    key = jax.random.key(cfg.seed + 1)
-    history = []
-    for i in range(cfg.steps):
-        x = random_crops(images, data_rng, cfg.batch_size, cfg.crop_size)
-        x = jax.device_put(x, batch_sharding) if batch_sharding is not None else jnp.asarray(x)
-        state, metrics = step(state, x, jax.random.fold_in(key, i), jnp.float32(cfg.lmbda))
-        record_step(history, metrics, i, cfg.steps, log_every)
-    params, _, ema = state
-    return params, ema, history
+    return fit_photos(CodecTask(config, list(images)), cfg, log_every, data_parallel, initial_params)
 
 
 def evaluate(config: CodecConfig, params, images: np.ndarray, lmbda: float) -> dict:
@@ -296,7 +273,7 @@ class PhotoTrainedEvaluator:
     Args:
       space: the search space.
       lmbda: the fixed rate-distortion trade-off of the search (> 0).
-      recipe: the proxy :class:`TrainConfig` (its ``lmbda`` and ``seed`` are replaced).
+      recipe: the proxy recipe (:func:`codec_recipe`; its ``lmbda`` and ``seed`` are replaced).
       photos_dir: training/validation photos (never Kodak); the last
         ``VALIDATION_PHOTOS`` are held out and their centre crops score the reward.
       width_scale: train a width-scaled proxy, in (0, 1] (1.0 = the real architecture).
@@ -309,7 +286,7 @@ class PhotoTrainedEvaluator:
 
     default_val_crop = 128
 
-    def __init__(self, space, lmbda: float = 0.0130, recipe: TrainConfig = PROXY_RECIPE,
+    def __init__(self, space, lmbda: float = 0.0130, recipe: Recipe = PROXY_RECIPE,
                  photos_dir: str | Path | None = None, width_scale: float = 1.0, val_crop: int | None = None,
                  seed_policy: str = "fixed", seed: int = 0, train_images=None, val_images=None):
         if seed_policy not in ("fixed", "trial"):
@@ -348,7 +325,7 @@ class PhotoTrainedEvaluator:
         return cls(space, lmbda=lmbda, recipe=recipe, photos_dir=default_photos_dir() if photos_dir is None
                    else photos_dir, width_scale=width_scale, seed=seed)
 
-    def trial_recipe(self, trial: Trial) -> TrainConfig:
+    def trial_recipe(self, trial: Trial) -> Recipe:
         """The recipe one trial trains with: the search's lambda and the policy's seed."""
         seed = self.seed if self.seed_policy == "fixed" else int(trial.seed) % (2 ** 31)
         return dataclasses.replace(self.recipe, lmbda=self.lmbda, seed=seed)
@@ -383,7 +360,7 @@ class CodecEvaluator(PhotoTrainedEvaluator):
     def proxy_config(self, arch):
         return scale_widths(self.space.config(arch), self.width_scale)
 
-    def train_proxy(self, config, cfg: TrainConfig):
+    def train_proxy(self, config, cfg: Recipe):
         return train(config, cfg, self.train_images)
 
     def validate(self, config, params) -> tuple[float, dict]:

@@ -4,8 +4,8 @@ search's :class:`SandwichEvaluator`.
 Training (:func:`train`): the pre and post U-Nets are trained end to end through the
 differentiable JPEG proxy (:mod:`layernas.trainers.jpeg_proxy`) with
 ``loss = lmbda * 255^2 * MSE + bpp_proxy`` on random crops of the training photos. The data
-helpers, the recipe (:class:`~layernas.trainers.codec_train.TrainConfig`), the optimizer and
-the proxy recipe are the hyperprior's, from :mod:`layernas.trainers.codec_train`; so is the
+helpers, the recipe (:func:`~layernas.trainers.codec_train.codec_recipe`) and the proxy recipe
+are the hyperprior's, from :mod:`layernas.trainers.codec_train`; so is the
 photo split (the last 8 photos are held out) and the rule that Kodak is never trained on.
 
 Evaluation (:func:`evaluate_real`) uses the **real** codec: ``pre(x)`` is clipped and rounded
@@ -14,7 +14,7 @@ to uint8, compressed by Pillow's JPEG (4:4:4, the config's quality), decoded, an
 whole JPEG file (header included, ~620 bytes).
 
 Example:
-    >>> cfg = TrainConfig(steps=2, batch_size=2, crop_size=64)                       # doctest: +SKIP
+    >>> cfg = codec_recipe(steps=2, batch_size=2, crop_size=64)                      # doctest: +SKIP
     >>> params, ema, log = train(SandwichConfig((8, 8, 8), (8, 8, 8), 50), cfg, images)  # doctest: +SKIP
     >>> evaluate_real(SandwichConfig((8, 8, 8), (8, 8, 8), 50), ema, val, 0.013)      # doctest: +SKIP
 """
@@ -24,16 +24,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layernas.trainers.codec_train import (
-    PhotoTrainedEvaluator, TrainConfig, ema_train_step, initial_train_state, make_optimizer, random_crops,
-    record_step)
+from layernas.trainers.codec_train import PhotoTrainedEvaluator, fit_photos, photo_crop_batches, stream_plan
 from layernas.trainers.image_quality import MS_SSIM_MIN_SIDE, ms_ssim, psnr
 from layernas.trainers.jpeg_proxy import jpeg_decode, jpeg_encode, payload_bytes, quant_tables
+from layernas.trainers.loop import Plan, Recipe
 from layernas.trainers.sandwich_model import Sandwich, SandwichConfig, init_params, sandwich_loss
 
 # The quality is a traced argument of the compiled functions (its tables), so the cache key
@@ -45,41 +45,61 @@ def _shape_key(config: SandwichConfig) -> SandwichConfig:
     return dataclasses.replace(config, quality=_KEY_QUALITY)
 
 
-@functools.lru_cache(maxsize=32)
-def _train_step_cached(config: SandwichConfig, cfg: TrainConfig):
-    """One jitted step per (U-Net widths, recipe shape); the state is donated."""
-    model = Sandwich(config)
-    opt = make_optimizer(cfg)
-
-    def loss_fn(params, x, tables, lmbda):
-        return sandwich_loss(model.apply({"params": params}, x, train=True, tables=tables), x, lmbda)
-
-    return jax.jit(ema_train_step(loss_fn, opt, cfg.ema_decay), donate_argnums=0), opt
-
-
-def train_step(config: SandwichConfig, cfg: TrainConfig):
-    """The compiled ``step(state, x, tables, lmbda) -> (state, metrics)`` and its optimizer.
-
-    ``state = (params, opt_state, ema_params)`` is donated. lmbda, the seed and the quality
-    (whose tables are an argument) are not part of the compiled shape, so one compile serves
-    them all.
-
-    Args:
-      config: the architecture.
-      cfg: the recipe.
-    Returns:
-      ``(step, optimizer)``.
-    """
-    return _train_step_cached(_shape_key(config), dataclasses.replace(cfg, lmbda=1.0, seed=0))
-
-
-def train(config: SandwichConfig, cfg: TrainConfig, images: list[np.ndarray], log_every: int = 0,
-          initial_params=None):
-    """Train a sandwich through the JPEG proxy on random crops of ``images``.
+@dataclasses.dataclass(frozen=True, eq=False)
+class SandwichTask:
+    """The JPEG sandwich for :func:`layernas.trainers.loop.fit`: parameters from
+    :func:`~layernas.trainers.sandwich_model.init_params`, the proxy RD loss, and the
+    codec's random photo crops (:func:`~layernas.trainers.codec_train.photo_crop_batches`).
+    The quality's tables and ``lmbda`` are traced constants, so architectures that differ
+    only in quality share one compile.
 
     Args:
       config: the architecture (U-Net widths and JPEG quality).
-      cfg: the recipe; ``cfg.seed`` seeds the init (``jax.random.key``) and the crops.
+      images: HxWx3 uint8 training images (never Kodak).
+    """
+
+    config: SandwichConfig
+    images: Sequence[np.ndarray] = ()
+
+    @property
+    def cache_key(self):
+        return ("sandwich", _shape_key(self.config))
+
+    @functools.cached_property
+    def model(self) -> Sandwich:
+        return Sandwich(_shape_key(self.config))
+
+    def init(self, seed: int):
+        return {"params": init_params(self.config, seed)}
+
+    def plan(self, recipe: Recipe, num_devices: int) -> Plan:
+        return stream_plan(recipe)
+
+    def batches(self, recipe: Recipe, plan: Plan, seed: int):
+        return photo_crop_batches(self.images, recipe, plan, seed)
+
+    def consts(self, recipe: Recipe):
+        return {"tables": jnp.asarray(quant_tables(self.config.quality)), "lmbda": jnp.float32(recipe.lmbda)}
+
+    def divergence_limit(self, recipe: Recipe):
+        return None
+
+    def loss(self, params, model_state, batch, key, consts):
+        x = batch["x"]
+        loss, metrics = sandwich_loss(self.model.apply({"params": params}, x, train=True, tables=consts["tables"]),
+                                      x, consts["lmbda"])
+        return loss, (model_state, metrics)
+
+
+def train(config: SandwichConfig, cfg: Recipe, images: list[np.ndarray], log_every: int = 0,
+          initial_params=None):
+    """Train a sandwich through the JPEG proxy on random crops of ``images``
+    (:class:`SandwichTask` through the training loop).
+
+    Args:
+      config: the architecture (U-Net widths and JPEG quality).
+      cfg: the recipe (:func:`~layernas.trainers.codec_train.codec_recipe`); ``cfg.seed``
+        seeds the init (``jax.random.key``) and the crops.
       images: HxWx3 uint8 training images (never Kodak).
       log_every: print metrics every this many steps (0: silent).
       initial_params: start from these parameters (copied; the step donates its state)
@@ -89,17 +109,7 @@ def train(config: SandwichConfig, cfg: TrainConfig, images: list[np.ndarray], lo
     Raises:
       FloatingPointError: the loss became NaN or infinite.
     """
-    step, opt = train_step(config, cfg)
-    state = initial_train_state(init_params(config, cfg.seed) if initial_params is None else initial_params, opt)
-    tables = jnp.asarray(quant_tables(config.quality))
-    data_rng = np.random.default_rng([cfg.seed, 1])
-    history = []
-    for i in range(cfg.steps):
-        x = jnp.asarray(random_crops(images, data_rng, cfg.batch_size, cfg.crop_size))
-        state, metrics = step(state, x, tables, jnp.float32(cfg.lmbda))
-        record_step(history, metrics, i, cfg.steps, log_every)
-    params, _, ema = state
-    return params, ema, history
+    return fit_photos(SandwichTask(config, list(images)), cfg, log_every, initial_params=initial_params)
 
 
 @functools.lru_cache(maxsize=32)
@@ -181,7 +191,7 @@ class SandwichEvaluator(PhotoTrainedEvaluator):
     def proxy_config(self, arch) -> SandwichConfig:
         return self.space.config(arch).scaled(self.width_scale)
 
-    def train_proxy(self, config, cfg: TrainConfig):
+    def train_proxy(self, config, cfg: Recipe):
         return train(config, cfg, self.train_images)
 
     def validate(self, config, params) -> tuple[float, dict]:

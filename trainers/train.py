@@ -1,12 +1,12 @@
-"""Training one child with optax: recipes, fast init, one cached jitted step per shape.
+"""Training one classifier child: recipes, the classifier task, and :func:`train_model`.
 
-* :class:`Recipe` is the whole training config (optimizer, schedule, regularisation, data
-  subset, batch, epochs). :data:`PROXY` is the named CPU-feasible proxy; :data:`NATS_200`
-  and :data:`NATS_12` are the NATS-Bench schedules for accelerators.
-* :func:`init_variables` builds a model's variables from ``jax.eval_shape`` plus NumPy
-  draws: no per-shape RNG compile (flax ``init`` costs seconds per new shape on CPU).
-* :func:`compiled_steps` jits exactly one train step (state donated) and one eval step per
-  (model, optimizer config, batch shape, placement) and caches them.
+* :class:`~layernas.trainers.loop.Recipe` (re-exported here) is the whole training config.
+  :data:`PROXY` is the named CPU-feasible proxy; :data:`NATS_200` and :data:`NATS_12` are
+  the NATS-Bench schedules for accelerators.
+* :class:`ClassifierTask` is what the one training loop (:mod:`layernas.trainers.loop`)
+  needs to train an image classifier: fast NumPy init, cross-entropy with optional label
+  smoothing, on-device augmentation, the epoch batches of a dataset, and the masked
+  evaluation step.
 * :func:`train_model` trains and evaluates, returning a :class:`TrainResult`; a NaN or a
   diverging loss ends training early with ``status="failed"`` and the reason.
 
@@ -23,12 +23,9 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,80 +34,16 @@ import numpy as np
 import optax
 
 from layernas.trainers import data as data_lib
+from layernas.trainers import loop
+from layernas.trainers.loop import (
+    DEFAULT_COMPILATION_CACHE, Plan, Recipe, configure_compilation_cache, init_variables, make_optimizer)
 
-DEFAULT_COMPILATION_CACHE = Path(os.environ.get("LAYERNAS_CACHE", Path.home() / ".cache" / "layernas")) / "jax"
+__all__ = ["DEFAULT_COMPILATION_CACHE", "NATS_12", "NATS_200", "PROXY", "RECIPES", "ClassifierTask", "Recipe",
+           "TrainResult", "compiled_steps", "configure_compilation_cache", "evaluate_model", "init_variables",
+           "make_optimizer", "prepare_data", "train_model"]
 
-
-def configure_compilation_cache(path: str | Path | None = DEFAULT_COMPILATION_CACHE) -> None:
-    """Turn on JAX's persistent compilation cache for every compile, however short.
-
-    JAX's defaults skip compiles under 1 s, which on CPU is all of them; with a warm cache
-    a train-step compile becomes a cache read. ``None`` leaves JAX alone.
-    """
-    if path is None:
-        return
-    Path(path).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """How to train one child.
-
-    Attributes:
-      name: a label recorded with results.
-      epochs: passes over the training subset.
-      batch_size: global batch (split across devices when data-parallel).
-      optimizer: "sgd" (momentum, coupled L2 weight decay as in PyTorch/NATS) or "adamw".
-      learning_rate: peak learning rate.
-      momentum, nesterov: SGD momentum settings.
-      weight_decay: L2 (sgd) or decoupled (adamw) weight decay, on every parameter as NATS.
-      label_smoothing: 0 disables.
-      schedule: "cosine" (decay to 0 over all steps) or "constant".
-      warmup_epochs: linear warm-up before the cosine decay (may be fractional).
-      augment: random crop (4 px padding) + horizontal flip, on device.
-      train_per_class: images per class taken from the training split before holding out
-        validation (None: all).
-      valid_per_class: images per class held out from train as the validation split.
-      eval_batch_size: batch for evaluation.
-      check_every: steps between NaN/divergence checks (each one syncs with the device).
-      divergence_factor: a training loss above ``factor * ln(num_classes)`` (chance level
-        times this) counts as divergence.
-    """
-
-    name: str = "custom"
-    epochs: int = 5
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    augment: bool = True
-    train_per_class: int | None = None
-    valid_per_class: int | None = None
-    eval_batch_size: int = 500
-    check_every: int = 20
-    divergence_factor: float = 10.0
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer={self.optimizer!r}; expected 'sgd' or 'adamw'")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule={self.schedule!r}; expected 'cosine' or 'constant'")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}; expected positive integers")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={self.label_smoothing}; expected a value in [0, 1)")
-
-    def replace(self, **changes) -> "Recipe":
-        return dataclasses.replace(self, **changes)
-
+# The compiled-step cache of the training loop (shared by every task).
+_STEP_CACHE = loop._STEP_CACHE
 
 # The proxy used for search on a CPU-only machine. The LayerNAS paper trains each child for
 # about 5 epochs; NATS-Bench trains with SGD-Nesterov lr 0.1, wd 5e-4, cosine, batch 256.
@@ -152,6 +85,8 @@ class TrainResult:
     seconds: float = 0.0
     init_seconds: float = 0.0
     compile_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    eval_compile_seconds: float = 0.0
     images_per_second: float = 0.0
     history: list = dataclasses.field(default_factory=list)
     variables: Any = None
@@ -166,172 +101,108 @@ class TrainResult:
         return d
 
 
-# ------------------------------------------------------------------------------- init
-def _leaf_name(path) -> str:
-    last = path[-1]
-    return str(getattr(last, "key", getattr(last, "name", last)))
+# ------------------------------------------------------------------------------- the task
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClassifierTask:
+    """An image classifier for :func:`layernas.trainers.loop.fit`.
 
-
-def init_variables(model, input_shape: tuple[int, ...], seed: int, method: str = "numpy"):
-    """The model's variables, initialised from ``seed``.
-
-    ``method="numpy"`` evaluates the variable shapes with ``jax.eval_shape`` (no compile)
-    and draws them with NumPy: conv kernels He-normal over fan-out, dense kernels uniform
-    in +-1/sqrt(fan_in) (PyTorch's Linear), biases 0, BatchNorm scale 1 / mean 0 / var 1.
-    Variables with other names fall back to flax's own ``init``. ``method="flax"`` always
-    uses ``model.init``.
+    Args:
+      model: a flax module called as ``model.apply(variables, x, train=bool)``; BatchNorm
+        statistics (any non-param collections) are updated in training mode.
+      train: the training set (uint8 images; normalised with its channel stats). None for
+        a task that only compiles (:func:`compiled_steps`).
+      num_classes: default ``train.num_classes``.
+      label_smoothing, augment: the recipe's (they change the compiled step).
+      init_method: "numpy" (fast) or "flax" (see :func:`~layernas.trainers.loop.init_variables`).
     """
-    x = jnp.zeros((1,) + tuple(input_shape[1:]), jnp.float32)
-    if method == "flax":
-        return jax.device_get(model.init(jax.random.key(seed), x, train=False))
-    if method != "numpy":
-        raise ValueError(f"init method {method!r}; expected 'numpy' or 'flax'")
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-    rng = np.random.default_rng(seed)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    out = []
-    for path, leaf in flat:
-        name, shape = _leaf_name(path), tuple(leaf.shape)
-        if name == "kernel" and len(shape) >= 3:
-            fan_out = int(np.prod(shape[:-2])) * shape[-1]
-            v = rng.standard_normal(shape) * math.sqrt(2.0 / fan_out)
-        elif name == "kernel" and len(shape) == 2:
-            bound = 1.0 / math.sqrt(shape[0])
-            v = rng.uniform(-bound, bound, shape)
-        elif name in ("bias", "mean"):
-            v = np.zeros(shape)
-        elif name in ("scale", "var"):
-            v = np.ones(shape)
-        else:
-            return init_variables(model, input_shape, seed, method="flax")
-        out.append(np.asarray(v, dtype=leaf.dtype))
-    return jax.tree_util.tree_unflatten(treedef, out)
 
+    model: Any
+    train: data_lib.ImageDataset | None = None
+    num_classes: int | None = None
+    label_smoothing: float = 0.0
+    augment: bool = True
+    init_method: str = "numpy"
 
-# --------------------------------------------------------------------- optimiser / steps
-def make_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optax transformation of a recipe, with its learning-rate schedule."""
-    warm = int(round(recipe.warmup_epochs * steps_per_epoch))
-    if recipe.schedule == "cosine":
-        if warm:
-            lr = optax.warmup_cosine_decay_schedule(0.0, recipe.learning_rate, warm, max(total_steps, warm + 1))
-        else:
-            lr = optax.cosine_decay_schedule(recipe.learning_rate, max(total_steps, 1))
-    else:
-        lr = recipe.learning_rate if not warm else optax.linear_schedule(0.0, recipe.learning_rate, warm)
-    if recipe.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=recipe.weight_decay)
-    parts = [optax.add_decayed_weights(recipe.weight_decay)] if recipe.weight_decay else []
-    parts.append(optax.sgd(lr, momentum=recipe.momentum or None, nesterov=recipe.nesterov))
-    return optax.chain(*parts)
+    @classmethod
+    def for_recipe(cls, model, train, recipe: Recipe, **kw) -> "ClassifierTask":
+        return cls(model, train, label_smoothing=recipe.label_smoothing, augment=recipe.augment, **kw)
 
+    @property
+    def classes(self) -> int:
+        return self.num_classes if self.num_classes is not None else self.train.num_classes
 
-def _optimizer_key(recipe: Recipe) -> tuple:
-    return (recipe.optimizer, recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.weight_decay,
-            recipe.schedule, recipe.warmup_epochs, recipe.label_smoothing, recipe.augment)
+    @property
+    def cache_key(self):
+        return ("classifier", self.model, self.classes, self.label_smoothing, self.augment)
 
+    def init(self, seed: int):
+        return init_variables(self.model, self.train.images.shape, seed, self.init_method)
 
-# Compiled steps by shape, least recently used first. A search trains each architecture
-# once, so only a few entries are ever reused; the bound keeps memory flat over long runs.
-MAX_CACHED_SHAPES = 64
-_STEP_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+    def plan(self, recipe: Recipe, num_devices: int) -> Plan:
+        batch = min(recipe.batch_size, (len(self.train) // num_devices) * num_devices)
+        if batch < 1:
+            raise ValueError(f"training set of {len(self.train)} images is too small for {num_devices} devices")
+        return Plan(batch, len(self.train) // batch, recipe.epochs)
+
+    def batches(self, recipe: Recipe, plan: Plan, seed: int):
+        for epoch in range(plan.epochs):
+            for idx in data_lib.epoch_batches(len(self.train), plan.batch, seed, epoch):
+                yield epoch, {"images": self.train.images[idx], "labels": self.train.labels[idx]}
+
+    def consts(self, recipe: Recipe):
+        return self.train.channel_stats()
+
+    def divergence_limit(self, recipe: Recipe) -> float:
+        return recipe.divergence_factor * math.log(max(self.classes, 2))
+
+    def loss(self, params, model_state, batch, key, consts):
+        images = data_lib.random_crop_flip(key, batch["images"]) if self.augment else batch["images"]
+        x = data_lib.normalize(images, *consts)
+        logits, updates = self.model.apply({"params": params, **model_state}, x, train=True,
+                                           mutable=list(model_state))
+        targets = jax.nn.one_hot(batch["labels"], self.classes)
+        if self.label_smoothing:
+            targets = optax.smooth_labels(targets, self.label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        acc = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
+        return loss, (dict(updates), {"loss": loss, "accuracy": acc})
+
+    def eval_metrics(self, variables, batch, consts):
+        """``(loss_sum, correct_sum)`` over the batch's unmasked images."""
+        logits = self.model.apply(variables, data_lib.normalize(batch["images"], *consts), train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+        correct = jnp.argmax(logits, -1) == batch["labels"]
+        return jnp.sum(loss * batch["mask"]), jnp.sum(correct * batch["mask"])
 
 
 def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, steps_per_epoch: int,
-                   placement=None):
-    """``(tx, train_step, eval_step)`` for this model shape, cached.
+                   placement=None) -> loop.CompiledSteps:
+    """``(tx, train_step, eval_step)`` of a classifier of this shape, cached (the ones
+    :func:`train_model` uses; see :func:`layernas.trainers.loop.compiled_steps`).
 
-    ``train_step(state, images_u8, labels, key, mean, std) -> (state, metrics)`` is jitted
-    with ``state`` donated; it augments on device, so images arrive as uint8.
-    ``eval_step(variables, images_u8, labels, mask, mean, std) -> (loss_sum, correct_sum)``.
+    ``train_step(state, {"images": uint8, "labels"}, key, (mean, std)) -> (state, metrics)``
+    is jitted with ``state`` donated; it augments on device.
+    ``eval_step(variables, {"images", "labels", "mask"}, (mean, std)) -> (loss_sum, correct_sum)``.
 
     Args:
       placement: None (default device), a ``jax.Device`` (candidate-parallel), or a
         ``jax.sharding.Mesh`` with a ``"data"`` axis (data-parallel; state replicated).
     """
-    key = (model, _optimizer_key(recipe), num_classes, total_steps, steps_per_epoch, _placement_key(placement))
-    if key in _STEP_CACHE:
-        _STEP_CACHE.move_to_end(key)
-        return _STEP_CACHE[key]
-    tx = make_optimizer(recipe, total_steps, steps_per_epoch)
-    smoothing = recipe.label_smoothing
-
-    def loss_and_logits(params, rest, x, labels):
-        out, updates = model.apply({"params": params, **rest}, x, train=True, mutable=list(rest))
-        targets = jax.nn.one_hot(labels, num_classes)
-        if smoothing:
-            targets = optax.smooth_labels(targets, smoothing)
-        return optax.softmax_cross_entropy(out, targets).mean(), (updates, out)
-
-    def train_step(state, images, labels, key, mean, std):
-        key = jax.random.fold_in(key, state["step"])
-        if recipe.augment:
-            images = data_lib.random_crop_flip(key, images)
-        x = data_lib.normalize(images, mean, std)
-        rest = state["model_state"]
-        (loss, (updates, logits)), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(
-            state["params"], rest, x, labels)
-        upd, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], upd)
-        acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-        new = {"params": params, "model_state": dict(updates), "opt_state": opt_state, "step": state["step"] + 1}
-        return new, {"loss": loss, "accuracy": acc}
-
-    def eval_step(variables, images, labels, mask, mean, std):
-        x = data_lib.normalize(images, mean, std)
-        logits = model.apply(variables, x, train=False)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        correct = (jnp.argmax(logits, -1) == labels)
-        return jnp.sum(loss * mask), jnp.sum(correct * mask)
-
-    if isinstance(placement, jax.sharding.Mesh):
-        repl = jax.sharding.NamedSharding(placement, jax.sharding.PartitionSpec())
-        train_jit = jax.jit(train_step, donate_argnums=0, out_shardings=(repl, repl))
-        eval_jit = jax.jit(eval_step, out_shardings=(repl, repl))
-    else:
-        train_jit = jax.jit(train_step, donate_argnums=0)
-        eval_jit = jax.jit(eval_step)
-    _STEP_CACHE[key] = entry = (tx, train_jit, eval_jit)
-    while len(_STEP_CACHE) > MAX_CACHED_SHAPES:
-        _STEP_CACHE.popitem(last=False)
-    return entry
-
-
-def _placement_key(placement):
-    if placement is None:
-        return None
-    if isinstance(placement, jax.sharding.Mesh):
-        return ("mesh", tuple(d.id for d in placement.devices.flat), placement.axis_names)
-    return ("device", placement.id)
-
-
-class _Placer:
-    """Puts state (replicated) and batches (split on 'data') where the placement says."""
-
-    def __init__(self, placement):
-        self.placement = placement
-        if isinstance(placement, jax.sharding.Mesh):
-            if "data" not in placement.axis_names:
-                raise ValueError(f"mesh axes {placement.axis_names}; expected a 'data' axis")
-            self.state = jax.sharding.NamedSharding(placement, jax.sharding.PartitionSpec())
-            self.batch = jax.sharding.NamedSharding(placement, jax.sharding.PartitionSpec("data"))
-            self.size = placement.shape["data"]
-        else:
-            self.state = self.batch = placement
-            self.size = 1
-
-    def put_state(self, tree):
-        return jax.device_put(tree, self.state) if self.state is not None else jax.device_put(tree)
-
-    def put_batch(self, tree):
-        return jax.device_put(tree, self.batch) if self.batch is not None else jax.device_put(tree)
+    task = ClassifierTask.for_recipe(model, None, recipe, num_classes=num_classes)
+    return loop.compiled_steps(task, recipe, total_steps, steps_per_epoch, placement)
 
 
 # ------------------------------------------------------------------------------- training
-def evaluate_model(eval_step, variables, ds: data_lib.ImageDataset, mean, std, batch_size: int,
-                   placer: _Placer) -> tuple[float, float]:
+def evaluate_model(eval_step, variables, ds: data_lib.ImageDataset, consts, batch_size: int,
+                   placer: loop.Placer, timings: dict | None = None) -> tuple[float, float]:
     """(accuracy in percent, mean loss) of ``variables`` on ``ds``. The last batch is padded
-    and masked, so one compiled shape serves every batch."""
+    and masked, so one compiled shape serves every batch.
+
+    Args:
+      timings: if given, gets ``first_batch_seconds`` (the first batch, synchronised: it
+        includes the compile when the shape is new) and ``seconds`` (all batches).
+    """
+    t0 = time.perf_counter()
     bs = max(placer.size, (min(batch_size, len(ds)) // placer.size) * placer.size)
     loss_sum, correct = 0.0, 0.0
     pending = []
@@ -340,11 +211,16 @@ def evaluate_model(eval_step, variables, ds: data_lib.ImageDataset, mean, std, b
         mask = np.zeros(bs, np.float32)
         mask[: len(idx)] = 1.0
         idx = np.pad(idx, (0, bs - len(idx)), mode="edge")
-        batch = placer.put_batch((ds.images[idx], ds.labels[idx], mask))
-        pending.append(eval_step(variables, *batch, mean, std))
+        batch = placer.put_batch({"images": ds.images[idx], "labels": ds.labels[idx], "mask": mask})
+        pending.append(eval_step(variables, batch, consts))
+        if timings is not None and start == 0:
+            jax.block_until_ready(pending[0])
+            timings["first_batch_seconds"] = time.perf_counter() - t0
     for l, c in pending:
         loss_sum += float(l)
         correct += float(c)
+    if timings is not None:
+        timings["seconds"] = time.perf_counter() - t0
     return 100.0 * correct / len(ds), loss_sum / len(ds)
 
 
@@ -365,72 +241,28 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
 
     Returns:
       a :class:`TrainResult`; ``status="failed"`` with the reason on NaN or divergence.
+      With ``recipe.ema_decay`` the EMA parameters are evaluated.
     """
     t0 = time.perf_counter()
-    placer = _Placer(placement)
-    if recipe.batch_size % placer.size:
-        raise ValueError(f"batch_size={recipe.batch_size} does not split over {placer.size} devices")
-    batch = min(recipe.batch_size, (len(train) // placer.size) * placer.size)
-    if batch < 1:
-        raise ValueError(f"training set of {len(train)} images is too small for {placer.size} devices")
-    steps_per_epoch = len(train) // batch
-    total = steps_per_epoch * recipe.epochs
-    num_classes = train.num_classes
-    mean, std = train.channel_stats()
-    mean, std = placer.put_state((mean, std))
-
-    variables = init_variables(model, train.images.shape, seed, init_method)
-    t_init = time.perf_counter()
-    tx, train_step, eval_step = compiled_steps(model, recipe, num_classes, total, steps_per_epoch, placement)
-    params = variables["params"]
-    rest = {k: v for k, v in variables.items() if k != "params"}
-    state = placer.put_state({"params": params, "model_state": rest, "opt_state": tx.init(params),
-                              "step": jnp.zeros((), jnp.int32)})
-    key = placer.put_state(jax.random.key_data(jax.random.key(seed)))
-    key = jax.random.wrap_key_data(key)
-    limit = recipe.divergence_factor * math.log(max(num_classes, 2))
-    res = TrainResult(status="ok", init_seconds=t_init - t0)
-
-    compile_s = 0.0
-    images_seen = 0
-    pending: list = []
-    for epoch in range(recipe.epochs):
-        epoch_losses, epoch_accs = [], []
-        for i, idx in enumerate(data_lib.epoch_batches(len(train), batch, seed, epoch)):
-            b = placer.put_batch((train.images[idx], train.labels[idx]))
-            ts = time.perf_counter()
-            state, metrics = train_step(state, *b, key, mean, std)
-            if res.steps == 0:
-                jax.block_until_ready(metrics)
-                compile_s = time.perf_counter() - ts
-            res.steps += 1
-            images_seen += batch
-            pending.append(metrics)
-            if res.steps % recipe.check_every == 0 or i == steps_per_epoch - 1:
-                losses = np.asarray([float(m["loss"]) for m in pending])
-                epoch_losses += list(losses)
-                epoch_accs += [float(m["accuracy"]) for m in pending]
-                pending = []
-                bad = ~np.isfinite(losses)
-                if bad.any() or losses.max() > limit:
-                    step = res.steps - len(losses) + int(np.argmax(bad | (losses > limit)))
-                    what = "non-finite" if bad.any() else f"diverged (> {limit:.3g} = {recipe.divergence_factor} x chance)"
-                    res.status = "failed"
-                    res.error = f"training loss {what} at epoch {epoch} step {step}: {losses[np.argmax(bad | (losses > limit))]:.4g}"
-                    res.seconds = time.perf_counter() - t0
-                    res.compile_seconds = compile_s
-                    return res
-        res.train_loss = float(np.mean(epoch_losses))
-        res.train_accuracy = 100.0 * float(np.mean(epoch_accs))
-        res.history.append({"epoch": epoch, "train_loss": res.train_loss, "train_accuracy": res.train_accuracy})
-        res.epochs_done = epoch + 1
-    t_train = time.perf_counter()
-    variables = {"params": state["params"], **state["model_state"]}
-    acc, loss = evaluate_model(eval_step, variables, valid, mean, std, recipe.eval_batch_size, placer)
+    task = ClassifierTask.for_recipe(model, train, recipe, init_method=init_method)
+    out = loop.fit(task, recipe, seed, placement=placement)
+    res = TrainResult(status=out.status, error=out.error, epochs_done=out.epochs_done, steps=out.steps,
+                      init_seconds=out.init_seconds, compile_seconds=out.compile_seconds,
+                      history=[{"epoch": e, "train_loss": m["loss"], "train_accuracy": 100.0 * m["accuracy"]}
+                               for e, m in enumerate(out.epoch_metrics)])
+    if res.history:
+        res.train_loss, res.train_accuracy = res.history[-1]["train_loss"], res.history[-1]["train_accuracy"]
+    if not out.ok:
+        res.seconds = time.perf_counter() - t0
+        return res
+    variables = out.variables if not recipe.ema_decay else {**out.variables, "params": out.ema}
+    timings: dict = {}
+    acc, loss = evaluate_model(out.compiled.eval_step, variables, valid, out.consts, recipe.eval_batch_size,
+                               out.placer, timings)
     res.valid_accuracy, res.valid_loss = acc, loss
+    res.eval_seconds, res.eval_compile_seconds = timings["seconds"], timings["first_batch_seconds"]
     res.seconds = time.perf_counter() - t0
-    res.compile_seconds = compile_s
-    res.images_per_second = images_seen / max(t_train - t_init - compile_s, 1e-9)
+    res.images_per_second = out.examples_seen / max(out.train_seconds - out.compile_seconds, 1e-9)
     if not math.isfinite(loss):
         res.status, res.error = "failed", f"validation loss is {loss} after training"
     if keep_variables:
