@@ -20,6 +20,7 @@ import math
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 from layernas.errors import first_line
@@ -391,19 +392,27 @@ def cmd_search(args) -> int:
         settings["recipe_overrides"] = overrides
     if codec:
         settings["codec"] = codec
-    with stdout_to_stderr(args.distributed):  # gloo prints to stdout; keep --json output clean
-        result = layernas.search(space, evaluator, budget, target, seed=args.seed, searcher=args.searcher,
-                                 searcher_options=options, out_dir=out, resume=args.resume,
-                                 max_in_flight=max_in_flight, progress=not args.quiet,
-                                 settings=settings)
-    close = getattr(evaluator, "close", None)
-    if close:
-        close()
-    if getattr(evaluator, "process_index", 0) == 0:
-        from layernas.provenance import write_provenance
+    from layernas.run_dir import RunLock
 
-        write_provenance(out, result.wall_seconds, " ".join(["layernas", *args.argv]), args={
-            k: v for k, v in vars(args).items() if k not in ("func", "argv")})
+    # one process per run folder, up to the last file written (multi-process: inside the loop)
+    lock = RunLock(out) if getattr(evaluator, "process_count", 1) == 1 else contextlib.nullcontext()
+    with lock:
+        with stdout_to_stderr(args.distributed):  # gloo prints to stdout; keep --json output clean
+            result = layernas.search(space, evaluator, budget, target, seed=args.seed, searcher=args.searcher,
+                                     searcher_options=options, out_dir=out, resume=args.resume,
+                                     max_in_flight=max_in_flight, progress=not args.quiet,
+                                     settings=settings)
+        from layernas.run import signals_deferred
+
+        with signals_deferred():   # Ctrl-C here waits until the files are written
+            close = getattr(evaluator, "close", None)
+            if close:
+                close()
+            if getattr(evaluator, "process_index", 0) == 0:
+                from layernas.provenance import write_provenance
+
+                write_provenance(out, result.wall_seconds, " ".join(["layernas", *args.argv]), args={
+                    k: v for k, v in vars(args).items() if k not in ("func", "argv")})
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
     else:
@@ -447,15 +456,20 @@ COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd
 
 
 def main(argv: list[str] | None = None) -> int:
+    from layernas.run import Terminated, terminate_like_interrupt
+
     try:
+        if threading.current_thread() is threading.main_thread():
+            terminate_like_interrupt()   # SIGTERM saves and exits like Ctrl-C
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         args.argv = argv
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("\nlayernas: interrupted; everything finished so far is checkpointed "
-              "(continue with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"{chr(10) if sys.stderr.isatty() else ''}layernas: {what}; everything finished so far is "
+              f"checkpointed (continue with --resume)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except (ValueError, OSError, ImportError, RuntimeError) as e:
         message = first_line(e)
         print(f"layernas: error: {message}", file=sys.stderr)

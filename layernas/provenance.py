@@ -46,5 +46,7 @@ def write_provenance(out_dir: str | Path, seconds: float, command: str, **extra)
     path = out / "provenance.json"
     record = {"command": command, "wall_seconds": round(float(seconds), 3), **extra,
               "machine": machine_info()}
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    from layernas.run_dir import write_atomic
+
+    write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
     return path

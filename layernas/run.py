@@ -54,6 +54,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
@@ -66,7 +67,7 @@ from layernas.space import SearchSpace
 from layernas.target import Target
 
 __all__ = ["Budget", "Progress", "RunError", "RunRecord", "Terminated", "run_loop", "finished_results",
-           "write_json_atomic", "CHECKPOINT_NAME", "JOURNAL_NAME"]
+           "write_json_atomic", "terminate_like_interrupt", "signals_deferred", "CHECKPOINT_NAME", "JOURNAL_NAME"]
 
 CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.json"
@@ -81,6 +82,16 @@ _trial_seed = functools.lru_cache(maxsize=1 << 16)(trial_seed)
 
 class Terminated(KeyboardInterrupt):
     """Raised by the run loop when it receives SIGTERM (after saving, as for Ctrl-C)."""
+
+
+def terminate_like_interrupt() -> None:
+    """Make SIGTERM raise :class:`Terminated` in this (main) thread, as Ctrl-C raises
+    KeyboardInterrupt, so a command can save and exit cleanly. The run loop does this by
+    itself while it runs; a CLI calls it once at start-up."""
+    def handle(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +242,17 @@ class _Signals:
                 self._raise(signum)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Defer SIGINT and SIGTERM until the body is done, then raise them
+    (KeyboardInterrupt, :class:`Terminated`): for the writing a command does after its
+    search, which a signal must not cut in half (main thread only; elsewhere a no-op)."""
+    guard = _Signals()
+    with guard:
+        with guard.step():
+            yield
+
+
 class _Journal:
     """The append-only ``journal.jsonl`` of a run (see the module docstring)."""
 
@@ -349,6 +371,18 @@ def finished_results(out_dir: str | Path) -> list[EvalResult]:
     return [EvalResult.from_dict(e["result"]) for _, e in saved["events"] if "result" in e]
 
 
+_DESCRIPTIONS: "weakref.WeakKeyDictionary[SearchSpace, dict]" = weakref.WeakKeyDictionary()
+
+
+def _descriptions(space: SearchSpace) -> dict:
+    """``arch -> (space.arch_to_str(arch), space.cost(arch))``, shared by the runs of one
+    space object (both are pure functions of the architecture)."""
+    try:
+        return _DESCRIPTIONS.setdefault(space, {})
+    except TypeError:   # a space that cannot be weakly referenced
+        return {}
+
+
 class _Loop:
     """The loop's state and its pure steps (shared by the live run and the replay)."""
 
@@ -364,7 +398,7 @@ class _Loop:
         self.charged = 0.0
         self.best: dict | None = None
         self.new_trials: list[Trial] = []
-        self._described: dict[tuple, tuple[str, dict]] = {}   # arch -> (arch_str, space costs)
+        self._described = _descriptions(space)
 
     def budget_left(self) -> int:
         return self.budget.left(self.issued, self.charged)

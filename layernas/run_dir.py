@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)   # read once: mkstemp makes 0600 files, written files get the usual mode
 LOCK_NAME = ".layernas.lock"
 PID_NAME = ".layernas.pid"
 TMP_SUFFIX = ".tmp"
@@ -70,6 +72,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view):]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import layernas
-from layernas import nats_comparison as nc
+from layernas import comparison as nc
 from layernas.run import Budget
 
 

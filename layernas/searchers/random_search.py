@@ -28,7 +28,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, arch_key, feasibility_check, rng_from, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, arch_key, feasibility_check, rng_from, \
+    sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -65,20 +66,30 @@ def random_search(
             arch = left[int(rng.integers(len(left)))] if left else None
         return arch, state
 
+    seen_sets = DerivedValue(set)   # the set of a state's "seen" list, built once per list
+
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         out: list[Arch] = []
-        seen = set(state["seen"])
+        seen = seen_sets.get(state["seen"])
         new = []
-        while len(out) < n and not state["done"]:
-            arch, state = draw(state, seen)
-            if arch is None:
-                state = {**state, "done": True}
-                break
-            key = arch_key(arch)
-            seen.add(key)
-            new.append(key)
-            out.append(arch)
-        return out, {**state, "seen": state["seen"] + new}
+        try:
+            while len(out) < n and not state["done"]:
+                arch, state = draw(state, seen)
+                if arch is None:
+                    state = {**state, "done": True}
+                    break
+                key = arch_key(arch)
+                seen.add(key)
+                new.append(key)
+                out.append(arch)
+        except BaseException:
+            seen_sets.put(None, None)   # the set went ahead of its list
+            raise
+        if not new:
+            return out, state
+        keys = state["seen"] + new
+        seen_sets.put(keys, seen)
+        return out, {**state, "seen": keys}
 
     def update(state: State, results: Sequence[EvalResult]) -> State:
         return state  # the proposals do not depend on rewards
