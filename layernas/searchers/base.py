@@ -143,11 +143,21 @@ def sample_feasible(
     exclude: set | frozenset = frozenset(),
     max_tries: int = 10_000,
 ) -> Arch | None:
-    """A uniformly random feasible architecture whose ``arch_key`` is not in ``exclude``,
-    by rejection sampling; None if ``max_tries`` draws find none. Uniform over the
-    feasible, non-excluded set (rejection sampling does not bias it)."""
+    """A uniformly random feasible architecture not in ``exclude`` (a set of architecture
+    tuples), by rejection sampling; None if ``max_tries`` draws find none. Uniform over the
+    feasible, non-excluded set (rejection sampling does not bias it). Draws exactly what
+    ``space.random_arch(rng)`` draws."""
+    if type(space).random_arch is SearchSpace.random_arch:
+        sizes = space.num_options   # the default sampler, with its sizes read once
+        integers = rng.integers
+
+        def draw() -> Arch:
+            return tuple([int(integers(n)) for n in sizes])
+    else:
+        def draw() -> Arch:
+            return space.random_arch(rng)
     for _ in range(max_tries):
-        arch = space.random_arch(rng)
-        if feasible(arch) and (not exclude or arch_key(arch) not in exclude):
+        arch = draw()
+        if feasible(arch) and arch not in exclude:
             return arch
     return None

@@ -73,12 +73,25 @@ def reinforce(
     # list object, so a propose/update pair converts nothing back and forth.
     logits_of, m_of, v_of = DerivedValue(frozen), DerivedValue(frozen), DerivedValue(frozen)
 
+    probs_of = DerivedValue(lambda logits_list: probabilities(logits_of.get(logits_list)))
+
     def cdf_of_logits(logits_list) -> np.ndarray:
-        cdf = np.cumsum(probabilities(logits_of.get(logits_list)), axis=1)
+        cdf = np.cumsum(probs_of.get(logits_list), axis=1)
         cdf[:, -1] = 1.0
         return cdf
 
     cdfs = DerivedValue(cdf_of_logits)
+    onehots: dict[Arch, np.ndarray] = {}
+
+    def onehot_of(arch: Arch) -> np.ndarray:
+        hit = onehots.get(arch)
+        if hit is None:
+            hit = np.zeros((len(sizes), width))
+            hit[rows, list(arch)] = 1.0
+            hit.flags.writeable = False
+            if len(onehots) < 100_000:
+                onehots[arch] = hit
+        return hit
 
     def init(seed: int) -> State:
         zeros = np.zeros((len(sizes), width)).tolist()
@@ -116,16 +129,18 @@ def reinforce(
         t, baseline = int(state["adam_t"]), state["baseline"]
         if not any(result.ok for result in results):
             return state
+        probs = probs_of.get(state["logits"])   # the policy propose sampled from
         for result in results:
             if not result.ok:
                 continue
             reward = float(result.reward)
             baseline = reward if baseline is None else (
                 baseline_momentum * baseline + (1 - baseline_momentum) * reward)
-            onehot = np.zeros_like(logits)
-            onehot[rows, list(result.arch)] = 1.0
-            # d/dlogits of -log pi(arch) * advantage
-            grad = -(onehot - probabilities(logits)) * (reward - baseline)
+            if probs is None:
+                probs = probabilities(logits)
+            # d/dlogits of -log pi(arch) * advantage; (p - onehot) is -(onehot - p) exactly
+            grad = (probs - onehot_of(tuple(result.arch))) * (reward - baseline)
+            probs = None
             if masked:
                 grad = np.where(mask, grad, 0.0)
             t += 1
