@@ -32,6 +32,9 @@ from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 
+_ONEHOTS: dict[tuple[int, int], dict[Arch, np.ndarray]] = {}   # (layers, width) -> arch -> one-hot
+
+
 def reinforce(
     space: SearchSpace,
     target: Target,
@@ -81,7 +84,7 @@ def reinforce(
         return cdf
 
     cdfs = DerivedValue(cdf_of_logits)
-    onehots: dict[Arch, np.ndarray] = {}
+    onehots = _ONEHOTS.setdefault((len(sizes), width), {})
 
     def onehot_of(arch: Arch) -> np.ndarray:
         hit = onehots.get(arch)
@@ -89,7 +92,7 @@ def reinforce(
             hit = np.zeros((len(sizes), width))
             hit[rows, list(arch)] = 1.0
             hit.flags.writeable = False
-            if len(onehots) < 100_000:
+            if len(onehots) < 1 << 17:
                 onehots[arch] = hit
         return hit
 
