@@ -13,14 +13,15 @@ backend returns results, or a kill and resume at any point, cannot change the an
   session (``{"budget": ...}``, the budget in force from there on) and one line per result
   received (``{"result": ..., "wall": ...}``), in arrival order. Appending a result costs
   one ``write``, whatever the length of the run.
-* ``checkpoint.json``, a snapshot written atomically every few hundred results and at
-  shutdown: the searcher state, the trials in flight and the results not yet committed,
-  and how many journal bytes it already contains.
+* ``checkpoint.json``, a snapshot written atomically at shutdown and every
+  ``max(256, n / 4)`` results (or 30 s) of an ``n``-result run, so its amortised cost per
+  result stays constant: the searcher state, the committed history, the trials in flight
+  and the results not yet committed, and how many journal bytes it already contains.
 
 Resuming loads the latest snapshot and replays the journal lines after it through the same
 pure steps (``update``, then ``propose`` to top up), so a resumed run is exactly the run
 that was interrupted; only the trials that were in flight are submitted again, and no
-finished evaluation is redone. The committed history is rebuilt from the journal.
+finished evaluation is redone.
 
 **Commit-or-nothing.** One step (journal the results just received, commit them, top the
 in-flight set up) is applied as a whole: SIGINT and SIGTERM are deferred while a step runs
@@ -72,7 +73,7 @@ __all__ = ["Budget", "Progress", "RunError", "RunRecord", "Terminated", "run_loo
 CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.json"
 JOURNAL_NAME = "journal.jsonl"
-SNAPSHOT_EVERY = 256        # journal lines between snapshots ...
+SNAPSHOT_EVERY = 256        # journal lines between snapshots (at least; a quarter of the run) ...
 SNAPSHOT_SECONDS = 30.0     # ... or seconds, whichever comes first
 FSYNC_SECONDS = 1.0         # the journal is fsynced at most this often (a kill loses nothing)
 
@@ -477,17 +478,16 @@ class _Loop:
                 self.in_flight = {t["trial_id"]: Trial.from_dict(t) for t in snap["in_flight"]}
                 self.finished = {r["trial_id"]: EvalResult.from_dict(r) for r in snap["finished"]}
                 self.budget = Budget.from_dict(snap["budget"])
-                committed = int(snap["committed"])
                 wall = float(snap.get("wall_seconds", 0.0))
-                by_id = {}
-                for end, event in events:
-                    if end > snap["journal_bytes"]:
-                        break
-                    done += 1
-                    if "result" in event:
-                        by_id[event["result"]["trial_id"]] = event["result"]
-                for trial_id in range(committed):
-                    self.add_row(EvalResult.from_dict(by_id[trial_id]))
+                history = snap["history"]
+                if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+                    raise TypeError("history is not a list of rows")
+                for row in history:
+                    self.charged = float(row["cum_seconds"])
+                    if improves(row, self.best):
+                        self.best = row
+                self.history = history
+                done = sum(1 for end, _ in events if end <= snap["journal_bytes"])
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise RunError(f"cannot read checkpoint: {type(e).__name__}: {e}") from None
         try:
@@ -505,6 +505,7 @@ class _Loop:
             "state": self.state,
             "issued": self.issued,
             "committed": len(self.history),
+            "history": self.history,
             "in_flight": [t.to_dict() for t in self.in_flight.values()],
             "finished": [r.to_dict() for r in self.finished.values()],
             "budget": self.budget.to_dict(),
@@ -687,7 +688,8 @@ def _drive_with_files(loop: _Loop, executor, budget: Budget, out: Path, saved, s
                         for trial in loop.new_trials:
                             executor.submit(trial)
                         loop.new_trials.clear()
-                        if journal.lines_since_snapshot >= SNAPSHOT_EVERY or \
+                        every = max(SNAPSHOT_EVERY, len(loop.history) // 4)
+                        if journal.lines_since_snapshot >= every or \
                                 time.monotonic() - last_snapshot >= SNAPSHOT_SECONDS:
                             snapshot()
                     clean = True
