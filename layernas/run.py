@@ -13,10 +13,11 @@ backend returns results, or a kill and resume at any point, cannot change the an
   session (``{"budget": ...}``, the budget in force from there on) and one line per result
   received (``{"result": ..., "wall": ...}``), in arrival order. Appending a result costs
   one ``write``, whatever the length of the run.
-* ``checkpoint.json``, a snapshot written atomically at shutdown and every
-  ``max(256, n / 4)`` results (or 30 s) of an ``n``-result run, so its amortised cost per
-  result stays constant: the searcher state, the committed history, the trials in flight
-  and the results not yet committed, and how many journal bytes it already contains.
+* ``checkpoint.json``, a snapshot written atomically at shutdown and whenever writing it
+  costs at most 5% of the time since the last one (after every result of a slow trainer;
+  rarely for table lookups), or after ``max(256, n / 4)`` results of an ``n``-result run:
+  the searcher state, the committed history, the trials in flight and the results not
+  yet committed, and how many journal bytes it holds.
 
 Resuming loads the latest snapshot and replays the journal lines after it through the same
 pure steps (``update``, then ``propose`` to top up), so a resumed run is exactly the run
@@ -74,7 +75,7 @@ CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.json"
 JOURNAL_NAME = "journal.jsonl"
 SNAPSHOT_EVERY = 256        # journal lines between snapshots (at least; a quarter of the run) ...
-SNAPSHOT_SECONDS = 30.0     # ... or seconds, whichever comes first
+SNAPSHOT_OVERHEAD = 20.0    # ... or when the time since the last one is this many times its cost
 FSYNC_SECONDS = 1.0         # the journal is fsynced at most this often (a kill loses nothing)
 
 # trial_seed is pure and costs ~15 us; table searches repeat (seed, trial id) pairs a lot.
@@ -295,10 +296,17 @@ def _encode(lines: list[dict]) -> bytes:
     return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
 
 
-def _read_saved_run(out: Path) -> dict | None:
+def _read_saved_run(out: Path, repair: bool = False) -> dict | None:
     """The saved run in ``out`` (header, snapshot, journal events), None if there is none.
 
-    A torn last journal line (a kill during its write) is dropped and cut off the file.
+    Two states a kill can leave are read as the run they belong to: a torn last journal
+    line (a kill during its write) is dropped, and a snapshot whose last step never reached
+    the journal (a kill between the two writes) supplies that step's lines. With
+    ``repair`` (only while holding the folder's lock) the journal file is fixed to match.
+
+    Returns:
+      ``{"settings", "snapshot", "events": [(end byte, line)], "journal_bytes"}``, where
+      ``snapshot["covered"]`` is the journal byte up to which the snapshot holds the run.
     Raises:
       RunError: unreadable or inconsistent files, naming the file.
     """
@@ -315,38 +323,62 @@ def _read_saved_run(out: Path) -> dict | None:
     except OSError as e:
         raise RunError(f"cannot read journal {journal}: {e.strerror or e}") from None
     events: list[tuple[int, dict]] = []
-    header, offset = None, 0
-    while offset < len(data):
-        end = data.find(b"\n", offset)
+    header, good = None, 0
+    while good < len(data):
+        end = data.find(b"\n", good)
         if end < 0:
             break  # torn last line: the write it belongs to never finished
         try:
-            line = json.loads(data[offset:end])
+            line = json.loads(data[good:end])
             if not isinstance(line, dict):
                 raise ValueError("not an object")
         except ValueError as e:
             if data.find(b"\n", end + 1) < 0 and header is not None:
                 break  # a torn last line that happens to end in a newline byte
             raise RunError(f"cannot read journal {journal}: line {len(events) + 1}: {e}") from None
-        offset = end + 1
+        good = end + 1
         if header is None:
             header = line
         else:
-            events.append((offset, line))
+            events.append((good, line))
     if header is None or header.get("version") != CHECKPOINT_VERSION or not isinstance(header.get("settings"), dict):
         raise RunError(f"cannot read journal {journal}: not a version-{CHECKPOINT_VERSION} layernas journal")
-    if offset < len(data):
-        with open(journal, "r+b") as f:
-            f.truncate(offset)
-            os.fsync(f.fileno())
+    content = data[:good]
     snapshot = None
     if snapshot_path.exists():
         snapshot = _read_json(snapshot_path)
-        if snapshot.get("version") != CHECKPOINT_VERSION or not isinstance(snapshot.get("journal_bytes"), int) \
-                or snapshot["journal_bytes"] > offset:
+        start, tail = snapshot.get("journal_bytes"), snapshot.get("tail", [])
+        if snapshot.get("version") != CHECKPOINT_VERSION or not isinstance(start, int) or start > good \
+                or not isinstance(tail, list):
             raise RunError(f"cannot read checkpoint {snapshot_path}: not a version-{CHECKPOINT_VERSION} layernas "
                            f"checkpoint of {journal}")
-    return {"settings": header["settings"], "snapshot": snapshot, "events": events, "journal_bytes": offset}
+        after = [(end, line) for end, line in events if end > start]
+        head = [line for _, line in after[:len(tail)]]
+        if head == tail:
+            snapshot["covered"] = after[len(tail) - 1][0] if tail else start
+        elif head == tail[:len(head)] and len(after) == len(head):
+            # killed between writing the snapshot and appending its step to the journal
+            content = data[:start] + _encode(tail)
+            events = [(end, line) for end, line in events if end <= start]
+            offset = start
+            for line in tail:
+                offset += len(_encode([line]))
+                events.append((offset, line))
+            snapshot["covered"] = len(content)
+        else:
+            raise RunError(f"cannot read checkpoint {snapshot_path}: it does not match {journal}")
+    if repair and content != data:
+        common = 0
+        limit = min(len(content), len(data))
+        while common < limit and content[common] == data[common]:
+            common += 1
+        with open(journal, "r+b") as f:
+            f.truncate(common)
+            f.seek(common)
+            f.write(content[common:])
+            f.flush()
+            os.fsync(f.fileno())
+    return {"settings": header["settings"], "snapshot": snapshot, "events": events, "journal_bytes": len(content)}
 
 
 def _read_json(path: Path) -> dict:
@@ -487,7 +519,7 @@ class _Loop:
                     if improves(row, self.best):
                         self.best = row
                 self.history = history
-                done = sum(1 for end, _ in events if end <= snap["journal_bytes"])
+                done = sum(1 for end, _ in events if end <= snap["covered"])
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise RunError(f"cannot read checkpoint: {type(e).__name__}: {e}") from None
         try:
@@ -498,10 +530,11 @@ class _Loop:
             raise RunError(f"cannot read journal: {type(e).__name__}: {e}") from None
         return wall
 
-    def snapshot(self, journal_bytes: int, wall: float) -> dict:
+    def snapshot(self, journal_bytes: int, wall: float, tail: list[dict]) -> dict:
         return {
             "version": CHECKPOINT_VERSION,
             "journal_bytes": journal_bytes,
+            "tail": tail,
             "state": self.state,
             "issued": self.issued,
             "committed": len(self.history),
@@ -648,17 +681,29 @@ def _drive_in_memory(loop: _Loop, executor, budget: Budget, status) -> None:
 
 
 def _drive_with_files(loop: _Loop, executor, budget: Budget, out: Path, saved, settings, wall, status) -> None:
+    """The loop with its run folder: every step is journaled; a step is also snapshotted
+    when that costs at most ``1 / SNAPSHOT_OVERHEAD`` of the time since the last snapshot
+    (so slow results are snapshotted one by one, fast lookups rarely), or when the journal
+    has grown by a quarter of the run. A snapshotting step writes the snapshot (with the
+    step's lines as its ``tail``) before appending those lines: a kill between the two
+    leaves a snapshot that is ahead, which the next resume completes the journal from."""
     signals = _Signals()
     journal: _Journal | None = None
     clean = False   # the in-memory state is between steps (safe to snapshot)
-    last_snapshot = time.monotonic()
+    last_end, last_cost = time.monotonic(), 0.0
 
-    def snapshot() -> None:
-        nonlocal last_snapshot
+    def snapshot(tail: list[dict]) -> None:
+        nonlocal last_end, last_cost
+        began = time.monotonic()
         journal.sync()
-        write_json_atomic(out / CHECKPOINT_NAME, loop.snapshot(journal.size, wall()))
-        journal.lines_since_snapshot = 0
-        last_snapshot = time.monotonic()
+        write_json_atomic(out / CHECKPOINT_NAME, loop.snapshot(journal.size, wall(), tail))
+        journal.lines_since_snapshot = -len(tail)
+        last_end = time.monotonic()
+        last_cost = last_end - began
+
+    def due() -> bool:
+        return (time.monotonic() - last_end >= SNAPSHOT_OVERHEAD * last_cost
+                or journal.lines_since_snapshot >= max(SNAPSHOT_EVERY, len(loop.history) // 4))
 
     with signals:
         try:
@@ -682,16 +727,15 @@ def _drive_with_files(loop: _Loop, executor, budget: Budget, out: Path, saved, s
                     fresh = [r for r in results if r.trial_id in loop.in_flight]
                     if fresh:
                         now = wall()
-                        journal.append([{"result": r.to_dict(), "wall": now} for r in fresh])
+                        lines = [{"result": r.to_dict(), "wall": now} for r in fresh]
                         for result in fresh:
                             loop.arrive(result)
+                        if due():
+                            snapshot(lines)
+                        journal.append(lines)
                         for trial in loop.new_trials:
                             executor.submit(trial)
                         loop.new_trials.clear()
-                        every = max(SNAPSHOT_EVERY, len(loop.history) // 4)
-                        if journal.lines_since_snapshot >= every or \
-                                time.monotonic() - last_snapshot >= SNAPSHOT_SECONDS:
-                            snapshot()
                     clean = True
                 status()
         finally:
@@ -699,7 +743,7 @@ def _drive_with_files(loop: _Loop, executor, budget: Budget, out: Path, saved, s
                 with signals.step():
                     try:
                         if clean:
-                            snapshot()
+                            snapshot([])
                     finally:
                         journal.close()
 
@@ -717,7 +761,7 @@ def _open_run_dir(out: Path, resume: bool) -> dict | None:
         no run (with ``resume``), or its files are unreadable.
     """
     remove_stale_tmp(out)   # left by a process killed while writing; we hold the lock
-    saved = _read_saved_run(out)
+    saved = _read_saved_run(out, repair=True)
     if saved is not None and not resume:
         raise RunError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
     if saved is None and resume and any(not is_bookkeeping(p) for p in out.iterdir()):

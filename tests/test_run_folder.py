@@ -50,14 +50,15 @@ def test_resume_from_any_journal_prefix_equals_the_uninterrupted_run(tmp_path, m
     ref = run(budget=40, searcher=searcher, k=k)
     full = tmp_path / "full"
     run(full, budget=40, searcher=searcher, k=k)
-    assert len(snapshots) >= 4
+    full_snapshots = list(snapshots)   # the full run's (the resumes below add their own)
+    assert len(full_snapshots) >= 4
     lines = (full / JOURNAL_NAME).read_bytes().splitlines(keepends=True)
     for cut in range(1, len(lines), max(1, len(lines) // 12)):
         out = tmp_path / f"cut{cut}"
         out.mkdir()
         data = b"".join(lines[:cut])
         (out / JOURNAL_NAME).write_bytes(data)
-        covered = [snap for snap in snapshots if snap["journal_bytes"] <= len(data)]
+        covered = [snap for snap in full_snapshots if snap["journal_bytes"] <= len(data)]
         if covered and cut % 2:   # resume from the latest snapshot + the journal after it
             (out / CHECKPOINT_NAME).write_text(json.dumps(covered[-1]))
         resumed = run(out, budget=40, searcher=searcher, k=k, resume=True)
@@ -199,3 +200,33 @@ def test_in_memory_runs_write_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run(budget=30)
     assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_a_kill_between_the_snapshot_and_its_journal_lines_resumes(tmp_path, monkeypatch):
+    """A snapshot is written before its step's journal lines; a kill between the two leaves
+    a snapshot ahead of the journal, which the resume completes the journal from."""
+    import layernas.run as run_module
+
+    snapshots = []
+    write = run_module.write_json_atomic
+
+    def keep(path, obj, **kw):
+        snapshots.append(json.loads(json.dumps(obj)))
+        write(path, obj, **kw)
+
+    monkeypatch.setattr(run_module, "write_json_atomic", keep)
+    monkeypatch.setattr(run_module, "SNAPSHOT_OVERHEAD", 0.0)   # snapshot every step
+    full = tmp_path / "full"
+    ref = run(full, budget=30, searcher="reinforce", k=3)
+    data = (full / JOURNAL_NAME).read_bytes()
+    ahead = [snap for snap in snapshots if snap["tail"]]
+    assert len(ahead) >= 5
+    for i, snap in enumerate(ahead[::3]):
+        out = tmp_path / f"ahead{i}"
+        out.mkdir()
+        (out / JOURNAL_NAME).write_bytes(data[:snap["journal_bytes"]] + b'{"result": {"tri')   # torn too
+        (out / CHECKPOINT_NAME).write_text(json.dumps(snap))
+        assert len(finished_results(out)) == len(snap["history"]) + len(snap["finished"])
+        resumed = run(out, budget=30, searcher="reinforce", k=3, resume=True)
+        assert list(resumed.history.arch_str) == list(ref.history.arch_str)
+        assert (out / JOURNAL_NAME).read_bytes().startswith(data[:snap["journal_bytes"]])
