@@ -14,8 +14,9 @@ backend returns results, or a kill and resume at any point, cannot change the an
   received (``{"result": ..., "wall": ...}``), in arrival order. Appending a result costs
   one ``write``, whatever the length of the run.
 * ``checkpoint.json``, a snapshot written atomically at shutdown and whenever writing it
-  costs at most 5% of the time since the last one (after every result of a slow trainer;
-  rarely for table lookups), or after ``max(256, n / 4)`` results of an ``n``-result run:
+  costs no more than the work done since the last one (after every result of a slow
+  trainer; rarely for table lookups), or after ``max(256, n / 4)`` results of an
+  ``n``-result run:
   the searcher state, the committed history, the trials in flight and the results not
   yet committed, and how many journal bytes it holds.
 
@@ -75,7 +76,7 @@ CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.json"
 JOURNAL_NAME = "journal.jsonl"
 SNAPSHOT_EVERY = 256        # journal lines between snapshots (at least; a quarter of the run) ...
-SNAPSHOT_OVERHEAD = 20.0    # ... or when the time since the last one is this many times its cost
+SNAPSHOT_OVERHEAD = 1.0     # ... or when the time since the last one is this many times its cost
 FSYNC_SECONDS = 1.0         # the journal is fsynced at most this often (a kill loses nothing)
 
 # trial_seed is pure and costs ~15 us; table searches repeat (seed, trial id) pairs a lot.
@@ -682,7 +683,7 @@ def _drive_in_memory(loop: _Loop, executor, budget: Budget, status) -> None:
 
 def _drive_with_files(loop: _Loop, executor, budget: Budget, out: Path, saved, settings, wall, status) -> None:
     """The loop with its run folder: every step is journaled; a step is also snapshotted
-    when that costs at most ``1 / SNAPSHOT_OVERHEAD`` of the time since the last snapshot
+    when that costs at most ``1 / SNAPSHOT_OVERHEAD`` times the time since the last snapshot
     (so slow results are snapshotted one by one, fast lookups rarely), or when the journal
     has grown by a quarter of the run. A snapshotting step writes the snapshot (with the
     step's lines as its ``tail``) before appending those lines: a kill between the two
