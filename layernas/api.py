@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import sys
@@ -12,6 +13,7 @@ from layernas.evaluator import Evaluator
 from layernas.executors import Executor, as_executor, check_max_in_flight
 from layernas.results import SearchResult, build_result
 from layernas.run import Budget, Progress, RunError, run_loop
+from layernas.run_dir import RunLock
 from layernas.searchers import SEARCHERS, make_searcher
 from layernas.searchers.base import Searcher
 from layernas.target import Target
@@ -101,10 +103,14 @@ def search(
     if executor is None:
         executor = as_executor(evaluator, max_in_flight or 1)
     out = Path(out_dir) if out_dir is not None else None
-    record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
-                      resume=resume, settings=run_settings,
-                      progress=Progress() if progress else None)
-    return build_result(space, target, record, out)
+    # one process per run folder, from the first read to the last result file (a
+    # multi-process run locks inside run_loop, where a failure reaches every process)
+    single = int(getattr(executor, "process_count", 1) or 1) == 1
+    with RunLock(out) if out is not None and single else contextlib.nullcontext():
+        record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
+                          resume=resume, settings=run_settings,
+                          progress=Progress() if progress else None)
+        return build_result(space, target, record, out)
 
 
 def _distributed_executor(evaluator, distributed: bool | None, max_in_flight: int | None):

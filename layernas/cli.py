@@ -3,7 +3,7 @@
 ``search`` parses its flags into one :class:`layernas.config.SearchConfig` (validated once),
 builds the space, target and evaluator from it through :mod:`layernas.registry`, calls
 :func:`layernas.search` and prints the result. Bad input of any kind prints one line,
-``layernas: error: ...``, and exits 2; 0 is success, 1 an internal error, 130 an interrupt.
+``layernas: error: ...``, and exits 2; 0 is success, 1 an internal error, 130 an interrupt (Ctrl-C), 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from layernas.config import DEVICES, SEARCHER_NAMES, TARGET_METRICS, TRAINER_REC
 from layernas.errors import first_line
 
 SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class UsageError(ValueError):
@@ -303,15 +303,20 @@ COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``layernas`` command; returns the exit code (see the module docstring)."""
+    from layernas.run import Terminated, terminate_like_interrupt
+
     try:
+        if threading.current_thread() is threading.main_thread():
+            terminate_like_interrupt()   # SIGTERM saves and exits like Ctrl-C
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser(argv).parse_args(argv)
         args.argv = argv
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("\nlayernas: interrupted; everything finished so far is checkpointed "
-              "(continue with --resume)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"{chr(10) if sys.stderr.isatty() else ''}layernas: {what}; everything finished so far is "
+              f"checkpointed (continue with --resume)", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:  # `layernas ... | head`: the reader left; the work itself is done
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

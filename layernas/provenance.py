@@ -53,15 +53,16 @@ def write_provenance(out_dir: str | Path, seconds: float, command: str, **extra)
     Raises:
       OSError: naming the file (a full disk, a read-only folder).
     """
-    from layernas.run import write_json_atomic
 
     out = Path(out_dir)
     path = out / "provenance.json"
     record = {"command": command, "wall_seconds": round(float(seconds), 3), **extra,
               "machine": machine_info()}
+    from layernas.run_dir import write_atomic
+
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, json.loads(json.dumps(record, default=str)))
+        write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
     except OSError as e:
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or first_line(e)}") from None
     return path

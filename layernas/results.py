@@ -10,9 +10,38 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from layernas.run_dir import write_atomic
 from layernas.searchers.base import State
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
+
+
+def improves(row: dict, best: dict | None) -> bool:
+    """Whether a history row becomes the answer over ``best``: it satisfies the target and
+    has a strictly higher reward (so the first of equal rewards stays the answer).
+
+    Example:
+        >>> improves({"feasible": True, "reward": 71.0}, {"feasible": True, "reward": 70.5})
+        True
+    """
+    return bool(row["feasible"]) and (best is None or row["reward"] > best["reward"])
+
+
+def best_so_far(history: list[dict]) -> list[int]:
+    """For every prefix of ``history``, the index of its answer (the best-by-validation row
+    that satisfies the target), or -1 while there is none.
+
+    Example:
+        >>> best_so_far([{"feasible": False, "reward": 90.0}, {"feasible": True, "reward": 70.0},
+        ...              {"feasible": True, "reward": 72.0}, {"feasible": True, "reward": 72.0}])
+        [-1, 1, 2, 2]
+    """
+    out, best = [], -1
+    for i, row in enumerate(history):
+        if improves(row, history[best] if best >= 0 else None):
+            best = i
+        out.append(best)
+    return out
 
 
 @dataclasses.dataclass
@@ -36,6 +65,8 @@ class SearchResult:
       state: the searcher's final state.
       settings: the run's settings, as checkpointed.
       out_dir: where the run wrote its files (None if in memory).
+      stopped_early: the searcher had nothing left to propose before the budget was spent.
+      budget_evaluations: the run's evaluation budget (None if it had none).
     """
 
     best: dict | None
@@ -48,6 +79,8 @@ class SearchResult:
     state: State
     settings: dict
     out_dir: Path | None = None
+    stopped_early: bool = False
+    budget_evaluations: int | None = None
 
     @property
     def best_arch(self) -> Arch | None:
@@ -56,7 +89,16 @@ class SearchResult:
     def summary(self) -> str:
         lines = [f"evaluations: {self.evaluations} ({self.models_trained} distinct models), "
                  f"charged {self.simulated_seconds:,.0f} s, wall {self.wall_seconds:.2f} s"]
-        if self.best is None:
+        if self.stopped_early:
+            of = f" of {self.budget_evaluations}" if self.budget_evaluations else ""
+            lines.append(f"the searcher stopped after {self.evaluations}{of} evaluations: it had nothing "
+                         f"left to propose (every candidate was evaluated)")
+        status = self.history["status"] if "status" in self.history else pd.Series([], dtype=object)
+        if self.evaluations and (status != "ok").all():
+            errors = list(dict.fromkeys(e for e in self.history["error"] if isinstance(e, str) and e))
+            lines.append(f"every trial failed ({self.evaluations} of {self.evaluations}); first errors: "
+                         + ("; ".join(errors[:3]) if errors else "none recorded"))
+        elif self.best is None:
             lines.append("no evaluated architecture satisfies the target")
         else:
             b = self.best
@@ -77,16 +119,16 @@ class SearchResult:
             "simulated_seconds": self.simulated_seconds,
             "wall_seconds": self.wall_seconds,
             "settings": self.settings,
+            "stopped_early": self.stopped_early,
         }
 
 
 def history_frame(history: list[dict]) -> pd.DataFrame:
     """The committed history as a flat table, with the running best-by-validation."""
     rows = []
-    best_reward, best_test = np.nan, np.nan
-    for i, h in enumerate(history):
-        if h["feasible"] and not (h["reward"] <= best_reward):
-            best_reward, best_test = h["reward"], h["test"]
+    for i, (h, b) in enumerate(zip(history, best_so_far(history))):
+        best_reward = history[b]["reward"] if b >= 0 else np.nan
+        best_test = history[b]["test"] if b >= 0 else np.nan
         row = {k: h[k] for k in ("trial_id", "arch_str", "reward", "test", "cost_seconds",
                                  "cum_seconds", "feasible", "status", "error")}
         row["evaluation"] = i + 1
@@ -153,12 +195,10 @@ def build_result(space: SearchSpace, target: Target, record, out_dir: Path | Non
       the SearchResult.
     """
     history = record.history
+    answers = best_so_far(history)
     best = None
-    for h in history:
-        if h["feasible"] and (best is None or h["reward"] > best["reward"]):
-            best = h
-    if best is not None:
-        best = {k: best[k] for k in ("arch", "arch_str", "reward", "test", "costs", "trial_id")}
+    if answers and answers[-1] >= 0:
+        best = {k: history[answers[-1]][k] for k in ("arch", "arch_str", "reward", "test", "costs", "trial_id")}
     result = SearchResult(
         best=best,
         frontier=frontier_frame(space, history, target),
@@ -170,11 +210,13 @@ def build_result(space: SearchSpace, target: Target, record, out_dir: Path | Non
         state=record.state,
         settings=record.settings,
         out_dir=out_dir,
+        stopped_early=bool(getattr(record, "stopped_early", False)),
+        budget_evaluations=(record.settings.get("budget") or {}).get("evaluations"),
     )
     if out_dir is not None and getattr(record, "writer", True):
-        result.history.to_csv(out_dir / "history.csv", index=False)
-        result.frontier.to_csv(out_dir / "frontier.csv", index=False)
-        (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2, default=_jsonable) + "\n")
+        write_atomic(out_dir / "history.csv", result.history.to_csv(index=False))
+        write_atomic(out_dir / "frontier.csv", result.frontier.to_csv(index=False))
+        write_atomic(out_dir / "result.json", json.dumps(result.to_json(), indent=2, default=_jsonable) + "\n")
     return result
 
 

@@ -1,68 +1,120 @@
-"""The run loop: searcher + executor + budget, checkpointed after every event.
+"""The run loop: searcher + executor + budget, commit-or-nothing, resumable at any instant.
 
 The loop is deliberately thin. It asks the searcher for architectures, gives each one a
 trial id and a seed (``trial_seed(run_seed, trial_id)``), submits them to the executor,
 and feeds results back to the searcher **in trial-id order**, topping the in-flight set
 up after each single commit. Every searcher state is therefore a pure function of the
-run's settings and the trial sequence: the order in which a parallel backend returns
-results, or a kill and resume at any point, cannot change the answer.
+run's settings and the sequence of committed results: the order in which a parallel
+backend returns results, or a kill and resume at any point, cannot change the answer.
 
-After every submission and every result, the whole run (searcher state, committed
-history, trials in flight, results finished but not yet committed) is written to
-``checkpoint.json`` atomically (write to a temporary file, fsync, rename). Resuming
-re-submits only the trials that were in flight and redoes no finished evaluation.
+**Files** (only with ``out_dir``; an in-memory run does no file work at all):
+
+* ``journal.jsonl``, append-only: a header line (the run's settings), then one line per
+  session (``{"budget": ...}``, the budget in force from there on) and one line per result
+  received (``{"result": ..., "wall": ...}``), in arrival order. Appending a result costs
+  one ``write``, whatever the length of the run.
+* ``checkpoint.json``, a snapshot written atomically at shutdown and whenever writing it
+  costs no more than the work done since the last one (after every result of a slow
+  trainer; rarely for table lookups), or after ``max(256, n / 4)`` results of an
+  ``n``-result run:
+  the searcher state, the committed history, the trials in flight and the results not
+  yet committed, and how many journal bytes it holds.
+
+Resuming loads the latest snapshot and replays the journal lines after it through the same
+pure steps (``update``, then ``propose`` to top up), so a resumed run is exactly the run
+that was interrupted; only the trials that were in flight are submitted again, and no
+finished evaluation is redone.
+
+**Commit-or-nothing.** One step (journal the results just received, commit them, top the
+in-flight set up) is applied as a whole: SIGINT and SIGTERM are deferred while a step runs
+(in the main thread), a kill during the journal write leaves a torn last line that the next
+resume ignores, and the snapshot at shutdown is written only from a state between steps.
+SIGTERM is handled like Ctrl-C: the loop saves and raises :class:`Terminated` (a
+``KeyboardInterrupt``). The run folder is locked (:class:`layernas.run_dir.RunLock`) for
+the whole run: a second process gets ``<dir> is in use by PID <pid>``.
 
 **Several processes** (a multi-host run joined by ``jax.distributed``): when the executor
 says it spans processes (``process_count > 1``, with ``process_index`` and a collective
 ``gather(obj)``, as :class:`layernas.executors.DistributedExecutor` does), every
 process runs this same loop with the same settings and seed, and so proposes the same
 trials; the executor splits them among the processes and returns every result to every
-process. Only process 0 (the *writer*) touches ``out_dir``: it checks it, reads the
-checkpoint to resume from, writes the checkpoint and prints progress. At start-up process
-0's checkpoint (or its error) is shipped to every process through ``gather``, so the other
-processes never read the run's files and all of them raise the same error, or resume from
-the same state. Process 0's settings must equal every other process's (checked at start).
+process. Only process 0 (the *writer*) touches ``out_dir``: it locks and checks it, reads
+the run to resume, writes the journal and snapshots and prints progress. At start-up
+process 0's saved run (or its error) is shipped to every process through ``gather``, so
+the other processes never read the run's files and all of them raise the same error, or
+resume from the same state. Process 0's settings must equal every other process's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
+import signal
 import sys
-import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from layernas.evaluator import EvalResult, Trial, trial_seed
 from layernas.executors import Executor
+from layernas.results import improves
+from layernas.run_dir import RunError, RunLock, fsync_dir, is_bookkeeping, remove_stale_tmp, write_atomic, \
+    write_json_atomic
 from layernas.searchers.base import Searcher, State
-from layernas.target import Target
 from layernas.space import SearchSpace
+from layernas.target import Target
 
-CHECKPOINT_VERSION = 1
+__all__ = ["Budget", "Progress", "RunError", "RunRecord", "Terminated", "run_loop", "finished_results",
+           "write_json_atomic", "terminate_like_interrupt", "signals_deferred", "CHECKPOINT_NAME", "JOURNAL_NAME"]
+
+CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.json"
+JOURNAL_NAME = "journal.jsonl"
+SNAPSHOT_EVERY = 256        # journal lines between snapshots (at least; a quarter of the run) ...
+SNAPSHOT_OVERHEAD = 1.0     # ... or when the time since the last one is this many times its cost
+FSYNC_SECONDS = 1.0         # the journal is fsynced at most this often (a kill loses nothing)
+
+# trial_seed is pure and costs ~15 us; table searches repeat (seed, trial id) pairs a lot.
+_trial_seed = functools.lru_cache(maxsize=1 << 16)(trial_seed)
 
 
-class RunError(ValueError):
-    """A run that cannot start or resume (bad budget, unreadable or mismatched checkpoint)."""
+class Terminated(KeyboardInterrupt):
+    """Raised by the run loop when it receives SIGTERM (after saving, as for Ctrl-C)."""
+
+
+def terminate_like_interrupt() -> None:
+    """Make SIGTERM raise :class:`Terminated` in this (main) thread, as Ctrl-C raises
+    KeyboardInterrupt, so a command can save and exit cleanly. The run loop does this by
+    itself while it runs; a CLI calls it once at start-up."""
+    def handle(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How much search to do; the run stops at whichever limit comes first.
+    """How much search to do.
 
     Args:
       evaluations: the most trials to run (each one trains or looks up one model).
       seconds: the most seconds to charge, summed over ``EvalResult.cost_seconds``
         (simulated training time for the NATS tables, wall time for real training).
         Trials already in flight when the limit is reached still finish and count.
+      until: ``"first"`` (default): stop at whichever limit comes first; ``"last"``: go on
+        until every given limit is reached (a benchmark that reports both a time grid and
+        an evaluation grid).
     """
 
     evaluations: int | None = None
     seconds: float | None = None
+    until: str = "first"
 
     def __post_init__(self):
         if self.evaluations is None and self.seconds is None:
@@ -73,42 +125,33 @@ class Budget:
         ):
             raise RunError(f"budget evaluations must be a positive integer, got {self.evaluations!r}")
         if self.seconds is not None and not (
-            isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds > 0
+            isinstance(self.seconds, (int, float)) and not isinstance(self.seconds, bool)
+            and math.isfinite(self.seconds) and self.seconds > 0
         ):
             raise RunError(f"budget seconds must be a positive finite number, got {self.seconds!r}")
+        if self.until not in ("first", "last"):
+            raise RunError(f"budget until={self.until!r}; expected 'first' or 'last'")
+
+    def left(self, issued: int, charged: float) -> int:
+        """How many more trials may be issued, after ``issued`` trials and ``charged`` seconds."""
+        evals_left = None if self.evaluations is None else max(0, self.evaluations - issued)
+        if self.until == "last":
+            if self.seconds is not None and charged < self.seconds:
+                return sys.maxsize
+            return 0 if evals_left is None else evals_left
+        if self.seconds is not None and charged >= self.seconds:
+            return 0
+        return sys.maxsize if evals_left is None else evals_left
 
     def to_dict(self) -> dict:
-        return {"evaluations": self.evaluations, "seconds": self.seconds}
+        d = {"evaluations": self.evaluations, "seconds": self.seconds}
+        if self.until != "first":
+            d["until"] = self.until
+        return d
 
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON so that a kill at any instant leaves either the old or the new file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(out_dir: Path) -> dict | None:
-    """The checkpoint in ``out_dir``, None if there is none; RunError if unreadable."""
-    path = Path(out_dir) / CHECKPOINT_NAME
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RunError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
-        raise RunError(f"cannot read checkpoint {path}: not a version-{CHECKPOINT_VERSION} layernas checkpoint")
-    return data
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Budget":
+        return cls(d.get("evaluations"), d.get("seconds"), d.get("until", "first"))
 
 
 class Progress:
@@ -136,7 +179,11 @@ class Progress:
 
 @dataclasses.dataclass
 class RunRecord:
-    """What the loop returns: the raw committed history and the final searcher state."""
+    """What the loop returns: the raw committed history and the final searcher state.
+
+    ``stopped_early`` is true when the searcher had nothing left to propose before the
+    budget was spent (LayerNAS ran out of candidates, random search exhausted the space).
+    """
 
     history: list[dict]
     state: State
@@ -144,6 +191,361 @@ class RunRecord:
     wall_seconds: float
     finished: bool
     writer: bool = True
+    stopped_early: bool = False
+
+
+class _Signals:
+    """Defers SIGINT and SIGTERM while a step runs; raises them between steps.
+
+    Only the main thread can install handlers; elsewhere this does nothing (signals are
+    delivered to the main thread only, so a step in another thread is never interrupted).
+    A signal whose handler is SIG_IGN (a background job's SIGINT) stays ignored.
+    """
+
+    def __init__(self):
+        self.depth = 0
+        self.pending: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if old is not signal.SIG_IGN:
+                    self._old[sig] = old
+                    signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        self._old.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.depth:
+            if self.pending is None:
+                self.pending = signum
+            return
+        self._raise(signum)
+
+    @staticmethod
+    def _raise(signum: int) -> None:
+        if signum == signal.SIGTERM:
+            raise Terminated("terminated (SIGTERM)")
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def step(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None:
+                signum, self.pending = self.pending, None
+                self._raise(signum)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Defer SIGINT and SIGTERM until the body is done, then raise them
+    (KeyboardInterrupt, :class:`Terminated`): for the writing a command does after its
+    search, which a signal must not cut in half (main thread only; elsewhere a no-op)."""
+    guard = _Signals()
+    with guard:
+        with guard.step():
+            yield
+
+
+class _Journal:
+    """The append-only ``journal.jsonl`` of a run (see the module docstring)."""
+
+    def __init__(self, path: Path, size: int):
+        self.path = path
+        self.size = size
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._synced = time.monotonic()
+        self.lines_since_snapshot = 0
+
+    @classmethod
+    def create(cls, path: Path, lines: list[dict]) -> "_Journal":
+        data = _encode(lines)
+        write_atomic(path, data)
+        return cls(path, len(data))
+
+    def append(self, lines: list[dict]) -> None:
+        data = _encode(lines)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(data)
+        self.lines_since_snapshot += len(lines)
+        if time.monotonic() - self._synced >= FSYNC_SECONDS:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+        self._synced = time.monotonic()
+
+    def close(self) -> None:
+        try:
+            self.sync()
+        finally:
+            os.close(self.fd)
+
+
+def _encode(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+
+
+def _read_saved_run(out: Path, repair: bool = False) -> dict | None:
+    """The saved run in ``out`` (header, snapshot, journal events), None if there is none.
+
+    Two states a kill can leave are read as the run they belong to: a torn last journal
+    line (a kill during its write) is dropped, and a snapshot whose last step never reached
+    the journal (a kill between the two writes) supplies that step's lines. With
+    ``repair`` (only while holding the folder's lock) the journal file is fixed to match.
+
+    Returns:
+      ``{"settings", "snapshot", "events": [(end byte, line)], "journal_bytes"}``, where
+      ``snapshot["covered"]`` is the journal byte up to which the snapshot holds the run.
+    Raises:
+      RunError: unreadable or inconsistent files, naming the file.
+    """
+    journal = out / JOURNAL_NAME
+    snapshot_path = out / CHECKPOINT_NAME
+    if not journal.exists():
+        if snapshot_path.exists():
+            snap = _read_json(snapshot_path)
+            raise RunError(f"cannot read checkpoint {snapshot_path}: not a version-{CHECKPOINT_VERSION} "
+                           f"layernas checkpoint (version {snap.get('version')!r} without {JOURNAL_NAME})")
+        return None
+    try:
+        data = journal.read_bytes()
+    except OSError as e:
+        raise RunError(f"cannot read journal {journal}: {e.strerror or e}") from None
+    events: list[tuple[int, dict]] = []
+    header, good = None, 0
+    while good < len(data):
+        end = data.find(b"\n", good)
+        if end < 0:
+            break  # torn last line: the write it belongs to never finished
+        try:
+            line = json.loads(data[good:end])
+            if not isinstance(line, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            if data.find(b"\n", end + 1) < 0 and header is not None:
+                break  # a torn last line that happens to end in a newline byte
+            raise RunError(f"cannot read journal {journal}: line {len(events) + 1}: {e}") from None
+        good = end + 1
+        if header is None:
+            header = line
+        else:
+            events.append((good, line))
+    if header is None or header.get("version") != CHECKPOINT_VERSION or not isinstance(header.get("settings"), dict):
+        raise RunError(f"cannot read journal {journal}: not a version-{CHECKPOINT_VERSION} layernas journal")
+    content = data[:good]
+    snapshot = None
+    if snapshot_path.exists():
+        snapshot = _read_json(snapshot_path)
+        start, tail = snapshot.get("journal_bytes"), snapshot.get("tail", [])
+        if snapshot.get("version") != CHECKPOINT_VERSION or not isinstance(start, int) or start > good \
+                or not isinstance(tail, list):
+            raise RunError(f"cannot read checkpoint {snapshot_path}: not a version-{CHECKPOINT_VERSION} layernas "
+                           f"checkpoint of {journal}")
+        after = [(end, line) for end, line in events if end > start]
+        head = [line for _, line in after[:len(tail)]]
+        if head == tail:
+            snapshot["covered"] = after[len(tail) - 1][0] if tail else start
+        elif head == tail[:len(head)] and len(after) == len(head):
+            # killed between writing the snapshot and appending its step to the journal
+            content = data[:start] + _encode(tail)
+            events = [(end, line) for end, line in events if end <= start]
+            offset = start
+            for line in tail:
+                offset += len(_encode([line]))
+                events.append((offset, line))
+            snapshot["covered"] = len(content)
+        else:
+            raise RunError(f"cannot read checkpoint {snapshot_path}: it does not match {journal}")
+    if repair and content != data:
+        common = 0
+        limit = min(len(content), len(data))
+        while common < limit and content[common] == data[common]:
+            common += 1
+        with open(journal, "r+b") as f:
+            f.truncate(common)
+            f.seek(common)
+            f.write(content[common:])
+            f.flush()
+            os.fsync(f.fileno())
+    return {"settings": header["settings"], "snapshot": snapshot, "events": events, "journal_bytes": len(content)}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"cannot read checkpoint {path}: not a JSON object")
+    return data
+
+
+def finished_results(out_dir: str | Path) -> list[EvalResult]:
+    """Every result a run folder holds (committed or waiting for an earlier trial), in
+    arrival order; empty if the folder holds no run.
+
+    Raises:
+      RunError: the run's files are unreadable.
+    """
+    saved = _read_saved_run(Path(out_dir)) if Path(out_dir).is_dir() else None
+    if saved is None:
+        return []
+    return [EvalResult.from_dict(e["result"]) for _, e in saved["events"] if "result" in e]
+
+
+_DESCRIPTIONS: "weakref.WeakKeyDictionary[SearchSpace, dict]" = weakref.WeakKeyDictionary()
+
+
+def _descriptions(space: SearchSpace) -> dict:
+    """``arch -> (space.arch_to_str(arch), space.cost(arch))``, shared by the runs of one
+    space object (both are pure functions of the architecture)."""
+    try:
+        return _DESCRIPTIONS.setdefault(space, {})
+    except TypeError:   # a space that cannot be weakly referenced
+        return {}
+
+
+class _Loop:
+    """The loop's state and its pure steps (shared by the live run and the replay)."""
+
+    def __init__(self, space: SearchSpace, searcher: Searcher, target: Target, seed: int,
+                 max_in_flight: int, budget: Budget):
+        self.space, self.searcher, self.target = space, searcher, target
+        self.seed, self.max_in_flight, self.budget = int(seed), int(max_in_flight), budget
+        self.state: State = searcher.init(int(seed))
+        self.issued = 0
+        self.in_flight: dict[int, Trial] = {}
+        self.finished: dict[int, EvalResult] = {}
+        self.history: list[dict] = []
+        self.charged = 0.0
+        self.best: dict | None = None
+        self.new_trials: list[Trial] = []
+        self._described = _descriptions(space)
+
+    def budget_left(self) -> int:
+        return self.budget.left(self.issued, self.charged)
+
+    def top_up(self) -> None:
+        n = min(self.max_in_flight - (self.issued - len(self.history)), self.budget_left())
+        if n <= 0:
+            return
+        archs, self.state = self.searcher.propose(self.state, n)
+        for arch in archs[:n]:
+            trial = Trial(self.issued, tuple(arch), _trial_seed(self.seed, self.issued))
+            self.issued += 1
+            self.in_flight[trial.trial_id] = trial
+            self.new_trials.append(trial)
+
+    def arrive(self, result: EvalResult) -> None:
+        """A result for a trial in flight: keep it, commit what is ready, top up."""
+        del self.in_flight[result.trial_id]
+        self.finished[result.trial_id] = result
+        while len(self.history) in self.finished:
+            ready = self.finished.pop(len(self.history))
+            self.state = self.searcher.update(self.state, [ready])
+            self.add_row(ready)
+            self.top_up()
+
+    def add_row(self, result: EvalResult) -> None:
+        described = self._described.get(result.arch)
+        if described is None:
+            described = self._described[result.arch] = (self.space.arch_to_str(result.arch),
+                                                         self.space.cost(result.arch))
+        costs = dict(result.costs)
+        costs.update(described[1])
+        self.charged += float(result.cost_seconds)
+        ok = result.ok
+        row = {
+            "trial_id": result.trial_id,
+            "arch": list(result.arch),
+            "arch_str": described[0],
+            "reward": result.reward if ok else None,
+            "test": result.test,
+            "cost_seconds": float(result.cost_seconds),
+            "cum_seconds": self.charged,
+            "costs": costs,
+            "feasible": bool(ok and self.target.feasible(costs)),
+            "status": result.status,
+            "error": result.error,
+            "info": result.info,
+        }
+        self.history.append(row)
+        if improves(row, self.best):
+            self.best = row
+
+    def replay(self, event: dict) -> None:
+        """Apply one journal event, exactly as the live loop applied it."""
+        if "budget" in event:
+            self.budget = Budget.from_dict(event["budget"])
+            self.top_up()
+        elif "result" in event:
+            result = EvalResult.from_dict(event["result"])
+            trial = self.in_flight.get(result.trial_id)
+            if trial is None or trial.arch != result.arch:
+                raise RunError(f"journal result for trial {result.trial_id} {result.arch} does not match the "
+                               f"trials this searcher issues (the run's code or settings changed)")
+            self.arrive(result)
+        self.new_trials.clear()
+
+    def restore(self, saved: dict) -> float:
+        """Load a saved run (snapshot + journal replay); returns the wall seconds so far."""
+        snap, events = saved["snapshot"], saved["events"]
+        wall = 0.0
+        done = 0
+        if snap is not None:
+            try:
+                self.state = snap["state"]
+                self.issued = int(snap["issued"])
+                self.in_flight = {t["trial_id"]: Trial.from_dict(t) for t in snap["in_flight"]}
+                self.finished = {r["trial_id"]: EvalResult.from_dict(r) for r in snap["finished"]}
+                self.budget = Budget.from_dict(snap["budget"])
+                wall = float(snap.get("wall_seconds", 0.0))
+                history = snap["history"]
+                if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+                    raise TypeError("history is not a list of rows")
+                for row in history:
+                    self.charged = float(row["cum_seconds"])
+                    if improves(row, self.best):
+                        self.best = row
+                self.history = history
+                done = sum(1 for end, _ in events if end <= snap["covered"])
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise RunError(f"cannot read checkpoint: {type(e).__name__}: {e}") from None
+        try:
+            for _, event in events[done:]:
+                self.replay(event)
+                wall = max(wall, float(event.get("wall", 0.0)))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise RunError(f"cannot read journal: {type(e).__name__}: {e}") from None
+        return wall
+
+    def snapshot(self, journal_bytes: int, wall: float, tail: list[dict]) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "journal_bytes": journal_bytes,
+            "tail": tail,
+            "state": self.state,
+            "issued": self.issued,
+            "committed": len(self.history),
+            "history": self.history,
+            "in_flight": [t.to_dict() for t in self.in_flight.values()],
+            "finished": [r.to_dict() for r in self.finished.values()],
+            "budget": self.budget.to_dict(),
+            "wall_seconds": wall,
+        }
 
 
 def run_loop(
@@ -168,113 +570,85 @@ def run_loop(
       budget: when to stop.
       target: the cost target; used to mark which results may be the answer.
       seed: the run's seed: seeds the searcher and, per trial, the evaluator.
-      out_dir: where to checkpoint; None keeps everything in memory.
-      resume: continue the run checkpointed in ``out_dir``. Without it, an existing
-        checkpoint there is an error (nothing already written is overwritten).
+      out_dir: the run folder (locked for the run; journal and snapshots); None keeps
+        everything in memory and touches no file.
+      resume: continue the run saved in ``out_dir``. Without it, an existing run there is
+        an error (nothing already written is overwritten).
       settings: JSON-able description of the run; a resume must have the same settings
         (except the budget, which may be extended).
       progress: a callable taking status lines, or None for silence (always silent on
         processes other than 0).
     Returns:
       A RunRecord, the same on every process of a multi-process run (except
-      ``wall_seconds``, which is this process's wall time plus the checkpoint's, and
+      ``wall_seconds``, which is this process's wall time plus the saved run's, and
       ``writer``, true on process 0 only).
     Raises:
-      RunError: a budget, checkpoint or settings problem; in a multi-process run every
+      RunError: a budget, folder or settings problem; in a multi-process run every
         process raises the same one.
+      KeyboardInterrupt: Ctrl-C, after saving every committed result (:class:`Terminated`
+        for SIGTERM).
     """
     settings = json.loads(json.dumps(dict(settings or {}), default=str))
     settings.update({"seed": int(seed), "target": target.to_dict(), "searcher": searcher.name,
                      "space": space.name, "max_in_flight": int(executor.max_in_flight)})
+    settings.pop("budget", None)
     out = Path(out_dir) if out_dir is not None else None
     processes = int(getattr(executor, "process_count", 1) or 1)
     writer = int(getattr(executor, "process_index", 0) or 0) == 0
-    checkpoint, error = None, None
-    if writer:
-        try:
-            checkpoint = _open_run_dir(out, resume)
-        except RunError as e:
-            error = str(e)
-    if processes > 1:
-        every = executor.gather({"settings": {**settings, "budget": budget.to_dict()},
-                                 "checkpoint": checkpoint, "error": error})
-        if every[0]["error"]:
-            raise RunError(every[0]["error"])
-        for i, other in enumerate(every[1:], start=1):
-            if other["settings"] != every[0]["settings"]:
-                diffs = [f"{k}: {every[0]['settings'].get(k)!r} vs {other['settings'].get(k)!r}"
-                         for k in sorted(set(every[0]["settings"]) | set(other["settings"]))
-                         if every[0]["settings"].get(k) != other["settings"].get(k)]
-                raise RunError(f"process {i}'s settings differ from process 0's ({'; '.join(diffs)})")
-        checkpoint = every[0]["checkpoint"]
-    elif error:
-        raise RunError(error)
-
-    if checkpoint is not None:
-        old = {k: v for k, v in checkpoint["settings"].items() if k != "budget"}
-        new = {k: v for k, v in settings.items() if k != "budget"}
-        if old != new:
+    with contextlib.ExitStack() as stack:
+        saved, error = None, None
+        if writer and out is not None:
+            try:
+                if out.exists() and not out.is_dir():
+                    raise RunError(f"output path {out} exists and is not a directory")
+                stack.enter_context(RunLock(out))
+                saved = _open_run_dir(out, resume)
+            except RunError as e:
+                error = str(e)
+        if processes > 1:
+            every = executor.gather({"settings": {**settings, "budget": budget.to_dict()},
+                                     "checkpoint": saved, "error": error})
+            if every[0]["error"]:
+                raise RunError(every[0]["error"])
+            for i, other in enumerate(every[1:], start=1):
+                if other["settings"] != every[0]["settings"]:
+                    diffs = [f"{k}: {every[0]['settings'].get(k)!r} vs {other['settings'].get(k)!r}"
+                             for k in sorted(set(every[0]["settings"]) | set(other["settings"]))
+                             if every[0]["settings"].get(k) != other["settings"].get(k)]
+                    raise RunError(f"process {i}'s settings differ from process 0's ({'; '.join(diffs)})")
+            saved = every[0]["checkpoint"]
+        elif error:
+            raise RunError(error)
+        if saved is not None and saved["settings"] != settings:
+            old, new = saved["settings"], settings
             diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             raise RunError(f"cannot resume {out}: settings differ ({'; '.join(diffs)})")
-        state = checkpoint["state"]
-        history = checkpoint["history"]
-        issued = int(checkpoint["issued"])
-        in_flight = {t["trial_id"]: Trial.from_dict(t) for t in checkpoint["in_flight"]}
-        finished = {r["trial_id"]: EvalResult.from_dict(r) for r in checkpoint["finished"]}
-        wall_before = float(checkpoint.get("wall_seconds", 0.0))
-    else:
-        state = searcher.init(int(seed))
-        history, issued, in_flight, finished, wall_before = [], 0, {}, {}, 0.0
-    settings["budget"] = budget.to_dict()
-    say = (progress if writer else None) or (lambda line, final=False: None)
+        files = writer and out is not None
+        record = _run(space, searcher, executor, budget, target, int(seed), out if files else None,
+                      saved, settings, (progress if writer else None))
+        record.writer = writer
+        return record
+
+
+def _run(space, searcher, executor, budget, target, seed, out, saved, settings, say) -> RunRecord:
+    """The loop proper; ``out`` is None when this process writes no files."""
+    loop = _Loop(space, searcher, target, seed, executor.max_in_flight, budget)
+    wall_before = loop.restore(saved) if saved is not None else 0.0
     started = time.monotonic()
-    charged = sum(h["cost_seconds"] for h in history)
-    best: dict | None = None
-    for h in history:
-        if h["feasible"] and (best is None or h["reward"] > best["reward"]):
-            best = h
 
-    def save() -> None:
-        if out is None or not writer:
-            return
-        write_json_atomic(out / CHECKPOINT_NAME, {
-            "version": CHECKPOINT_VERSION,
-            "settings": settings,
-            "state": state,
-            "issued": issued,
-            "history": history,
-            "in_flight": [t.to_dict() for t in in_flight.values()],
-            "finished": [r.to_dict() for r in finished.values()],
-            "wall_seconds": wall_before + time.monotonic() - started,
-        })
-
-    def budget_left() -> int:
-        """How many more trials may be issued now."""
-        if budget.seconds is not None and charged >= budget.seconds:
-            return 0
-        if budget.evaluations is not None:
-            return max(0, budget.evaluations - issued)
-        return sys.maxsize
-
-    def top_up() -> None:
-        nonlocal state, issued
-        n = min(executor.max_in_flight - (issued - len(history)), budget_left())
-        if n <= 0:
-            return
-        archs, state = searcher.propose(state, n)
-        for arch in archs[:n]:
-            trial = Trial(issued, tuple(arch), trial_seed(seed, issued))
-            issued += 1
-            in_flight[trial.trial_id] = trial
-            executor.submit(trial)
+    def wall() -> float:
+        return wall_before + time.monotonic() - started
 
     def status(final: bool = False) -> None:
-        line = f"[{space.name}/{searcher.name}] {len(history)} evals"
+        if say is None:
+            return
+        line = f"[{space.name}/{searcher.name}] {len(loop.history)} evals"
         if budget.evaluations:
             line += f"/{budget.evaluations}"
-        line += f" | {charged:,.0f}"
+        line += f" | {loop.charged:,.0f}"
         line += f"/{budget.seconds:,.0f} s" if budget.seconds else " s"
+        best = loop.best
         if best is not None:
             test = "" if best["test"] is None else f", test {best['test']:.2f}"
             line += (f" | best {best['reward']:.3f}{test} at "
@@ -283,76 +657,116 @@ def run_loop(
             line += " | no feasible architecture yet"
         say(line, final=final)
 
-    def commit_ready() -> None:
-        nonlocal state, charged, best
-        while len(history) in finished:
-            result = finished.pop(len(history))
-            state = searcher.update(state, [result])
-            costs = dict(result.costs)
-            costs.update(space.cost(result.arch))
-            charged += float(result.cost_seconds)
-            row = {
-                "trial_id": result.trial_id,
-                "arch": list(result.arch),
-                "arch_str": space.arch_to_str(result.arch),
-                "reward": result.reward if result.ok else None,
-                "test": result.test,
-                "cost_seconds": float(result.cost_seconds),
-                "cum_seconds": charged,
-                "costs": costs,
-                "feasible": bool(result.ok and target.feasible(costs)),
-                "status": result.status,
-                "error": result.error,
-                "info": result.info,
-            }
-            history.append(row)
-            if row["feasible"] and (best is None or row["reward"] > best["reward"]):
-                best = row
-            top_up()
-            status()
-
-    for trial in in_flight.values():  # resume: re-dispatch what was running
-        if trial.trial_id not in finished:
-            executor.submit(trial)
-    commit_ready()
-    top_up()
-    save()
-    try:
-        while in_flight:
-            results = executor.wait()
-            for result in results:
-                if result.trial_id in in_flight:
-                    in_flight.pop(result.trial_id)
-                    finished[result.trial_id] = result
-            commit_ready()
-            save()
-    finally:
-        save()
+    if out is None:
+        _drive_in_memory(loop, executor, budget, status)
+    else:
+        _drive_with_files(loop, executor, budget, out, saved, settings, wall, status)
     status(final=True)
-    done = not in_flight
-    return RunRecord(history, state, settings, wall_before + time.monotonic() - started, done, writer)
+    return RunRecord(loop.history, loop.state, {**settings, "budget": budget.to_dict()}, wall(),
+                     not loop.in_flight, stopped_early=not loop.in_flight and loop.budget_left() > 0)
 
 
-def _open_run_dir(out: Path | None, resume: bool) -> dict | None:
-    """Check ``out`` for a new run or a resume, create it, and return its checkpoint.
+def _drive_in_memory(loop: _Loop, executor, budget: Budget, status) -> None:
+    loop.budget = budget
+    loop.top_up()
+    for trial in loop.in_flight.values():
+        executor.submit(trial)
+    loop.new_trials.clear()
+    while loop.in_flight:
+        for result in executor.wait():
+            if result.trial_id in loop.in_flight:
+                loop.arrive(result)
+        for trial in loop.new_trials:
+            executor.submit(trial)
+        loop.new_trials.clear()
+        status()
+
+
+def _drive_with_files(loop: _Loop, executor, budget: Budget, out: Path, saved, settings, wall, status) -> None:
+    """The loop with its run folder: every step is journaled; a step is also snapshotted
+    when that costs at most ``1 / SNAPSHOT_OVERHEAD`` times the time since the last snapshot
+    (so slow results are snapshotted one by one, fast lookups rarely), or when the journal
+    has grown by a quarter of the run. A snapshotting step writes the snapshot (with the
+    step's lines as its ``tail``) before appending those lines: a kill between the two
+    leaves a snapshot that is ahead, which the next resume completes the journal from."""
+    signals = _Signals()
+    journal: _Journal | None = None
+    clean = False   # the in-memory state is between steps (safe to snapshot)
+    last_end, last_cost = time.monotonic(), 0.0
+
+    def snapshot(tail: list[dict]) -> None:
+        nonlocal last_end, last_cost
+        began = time.monotonic()
+        journal.sync()
+        write_json_atomic(out / CHECKPOINT_NAME, loop.snapshot(journal.size, wall(), tail))
+        journal.lines_since_snapshot = -len(tail)
+        last_end = time.monotonic()
+        last_cost = last_end - began
+
+    def due() -> bool:
+        return (time.monotonic() - last_end >= SNAPSHOT_OVERHEAD * last_cost
+                or journal.lines_since_snapshot >= max(SNAPSHOT_EVERY, len(loop.history) // 4))
+
+    with signals:
+        try:
+            with signals.step():
+                start = {"budget": budget.to_dict()}
+                if saved is None:
+                    journal = _Journal.create(out / JOURNAL_NAME, [
+                        {"version": CHECKPOINT_VERSION, "settings": settings}, start])
+                else:
+                    journal = _Journal(out / JOURNAL_NAME, saved["journal_bytes"])
+                    journal.append([start])
+                loop.replay(start)
+                for trial in loop.in_flight.values():   # resume: re-dispatch what was running
+                    executor.submit(trial)
+                clean = True
+            status()
+            while loop.in_flight:
+                results = executor.wait()
+                with signals.step():
+                    clean = False
+                    fresh = [r for r in results if r.trial_id in loop.in_flight]
+                    if fresh:
+                        now = wall()
+                        lines = [{"result": r.to_dict(), "wall": now} for r in fresh]
+                        for result in fresh:
+                            loop.arrive(result)
+                        if due():
+                            snapshot(lines)
+                        journal.append(lines)
+                        for trial in loop.new_trials:
+                            executor.submit(trial)
+                        loop.new_trials.clear()
+                    clean = True
+                status()
+        finally:
+            if journal is not None:
+                with signals.step():
+                    try:
+                        if clean:
+                            snapshot([])
+                    finally:
+                        journal.close()
+
+
+def _open_run_dir(out: Path, resume: bool) -> dict | None:
+    """Check the locked folder ``out`` for a new run or a resume; return the saved run.
 
     Args:
-      out: the run directory, or None (in memory).
-      resume: whether a checkpoint is expected.
+      out: the run folder (it exists and this process holds its lock).
+      resume: whether a saved run is expected.
     Returns:
-      the checkpoint to resume from, or None for a new run.
+      the saved run to resume from (see :func:`_read_saved_run`), or None for a new run.
     Raises:
-      RunError: ``out`` is a file, already holds a run (without ``resume``), has no
-        checkpoint (with ``resume``), or its checkpoint is unreadable.
+      RunError: ``out`` already holds a run (without ``resume``), holds other files but
+        no run (with ``resume``), or its files are unreadable.
     """
-    if out is None:
-        return None
-    if out.exists() and not out.is_dir():
-        raise RunError(f"output path {out} exists and is not a directory")
-    checkpoint = load_checkpoint(out) if out.exists() else None
-    if checkpoint is not None and not resume:
+    remove_stale_tmp(out)   # left by a process killed while writing; we hold the lock
+    saved = _read_saved_run(out, repair=True)
+    if saved is not None and not resume:
         raise RunError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
-    if checkpoint is None and resume and out.exists() and any(out.iterdir()):
-        raise RunError(f"--resume: {out} has no {CHECKPOINT_NAME} to resume from")
-    out.mkdir(parents=True, exist_ok=True)
-    return checkpoint
+    if saved is None and resume and any(not is_bookkeeping(p) for p in out.iterdir()):
+        raise RunError(f"--resume: {out} has no {JOURNAL_NAME} (no saved search) to resume from")
+    fsync_dir(out)
+    return saved

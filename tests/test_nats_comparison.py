@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import layernas
-from layernas import nats_comparison as nc
+from layernas import comparison as nc
 from layernas.run import Budget
 
 
@@ -87,3 +87,32 @@ def test_run_comparison_small(ctx):
     # no answer yet (LayerNAS's first models keep the expensive default ops) is NaN, counted
     assert ((final["mean"] <= final.oracle) | (final.no_answer == 2)).all()
     assert (final.set_index("algorithm").loc[["random", "rea", "reinforce"], "no_answer"] == 0).all()
+
+
+def test_run_benchmark_writes_the_tables_and_rejects_bad_options(ctx, tmp_path, capsys):
+    import argparse
+
+    path, _ = ctx
+    parser = nc.add_benchmark_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--table", str(path), "--seeds", "1", "--processes", "1", "--datasets", "cifar10",
+                              "--fractions", "0.5", "--out", str(tmp_path / "nats")])
+    assert nc.run_benchmark(args) == 0
+    for name in ("points.parquet", "runs.csv", "oracle.csv", "final.csv", "provenance.json"):
+        assert (tmp_path / "nats" / name).exists()
+    assert len(pd.read_csv(tmp_path / "nats" / "runs.csv")) == 4
+    assert "wrote" in capsys.readouterr().out
+    for bad, match in ((["--seeds", "0"], "--seeds 0"), (["--datasets", "mnist"], "--datasets 'mnist'"),
+                       (["--algorithms", "bogus"], "--algorithms 'bogus'"), (["--fractions", "1.5"], "--fractions"),
+                       (["--table", str(tmp_path / "missing.csv")], "no such file")):
+        args = parser.parse_args(["--table", str(path), *bad])
+        with pytest.raises(ValueError, match=match):
+            nc.run_benchmark(args)
+
+
+def test_the_comparison_module_imports_no_matplotlib_and_no_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys, layernas.comparison; "
+            "assert not {'matplotlib', 'jax', 'flax'} & set(sys.modules), sorted({'matplotlib', 'jax'} & set(sys.modules))")
+    subprocess.run([sys.executable, "-c", code], check=True)

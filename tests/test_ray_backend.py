@@ -27,6 +27,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[
 import layernas  # noqa: E402
 from layernas.evaluator import Trial  # noqa: E402
 from layernas.executors import RayBackendError, RayExecutor, SerialExecutor, make_ray_executor  # noqa: E402
+from layernas.run import finished_results  # noqa: E402
 from layernas.searchers.base import Target  # noqa: E402
 from toy_spaces import AdditiveEvaluator, AdditiveSpace  # noqa: E402
 
@@ -310,8 +311,8 @@ def test_killed_driver_resumes_only_unfinished_trials(cluster, tmp_path):
     for session in range(6):
         log = tmp_path / f"evals{session}.log"
         ckpt = checkpoint(out) if (out / "checkpoint.json").exists() else None
-        done_before = ({h["trial_id"]: h["reward"] for h in ckpt["history"]} |
-                       {r["trial_id"]: r["reward"] for r in ckpt["finished"]}) if ckpt else {}
+        # every result received is in the journal; the snapshot may be a step behind it
+        done_before = {r.trial_id: r.reward for r in finished_results(out)}
         in_flight_before = {t["trial_id"] for t in ckpt["in_flight"]} - set(done_before) if ckpt else set()
         script = DRIVER.format(tests=str(TESTS), log=str(log), out=str(out), k=k, address=cluster)
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
@@ -335,9 +336,7 @@ def test_killed_driver_resumes_only_unfinished_trials(cluster, tmp_path):
         sessions.append((done_before, in_flight_before, evaluated))
         redone = set(done_before) & set(evaluated)
         assert not redone, f"finished trials {sorted(redone)} were evaluated again"
-        after = checkpoint(out)
-        kept = {h["trial_id"]: h["reward"] for h in after["history"]} | \
-               {r["trial_id"]: r["reward"] for r in after["finished"]}
+        kept = {r.trial_id: r.reward for r in finished_results(out)}
         lost = {i for i in done_before if i not in kept or kept[i] != done_before[i]}
         assert not lost, f"finished results {sorted(lost)} were lost"
         if stdout is not None:

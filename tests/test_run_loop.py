@@ -15,7 +15,7 @@ import pytest
 
 import layernas
 from layernas.evaluator import EvalResult
-from layernas.run import Budget, RunError
+from layernas.run import Budget, RunError, finished_results
 from layernas.target import Target
 from toy_spaces import AdditiveEvaluator, AdditiveSpace
 
@@ -45,8 +45,7 @@ def reference(k, searcher_options=None):
 
 
 def committed_ids(out: Path) -> set[int]:
-    ckpt = json.loads((out / "checkpoint.json").read_text())
-    return {h["trial_id"] for h in ckpt["history"]} | {r["trial_id"] for r in ckpt["finished"]}
+    return {r.trial_id for r in finished_results(out)}
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -57,7 +56,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_answer(tmp_path, k):
     kills = 0
     for session in range(12):
         log = tmp_path / f"evals{session}.log"
-        before = committed_ids(out) if (out / "checkpoint.json").exists() else set()
+        before = committed_ids(out)
         script = SCRIPT.format(tests=str(TESTS), sleep=0.03, log=str(log), out=str(out), k=k)
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)

@@ -28,7 +28,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, arch_key, feasibility_check, rng_from, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, arch_key, feasibility_check, key_arch, \
+    rng_from, sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -61,24 +62,34 @@ def random_search(
         rng, state = rng_from(state)
         arch = sample_feasible(rng, space, feasible, exclude=seen, max_tries=max_tries)
         if arch is None and space.size <= enumerate_limit:
-            left = [a for a in space.all_archs() if feasible(a) and arch_key(a) not in seen]
+            left = [a for a in space.all_archs() if feasible(a) and a not in seen]
             arch = left[int(rng.integers(len(left)))] if left else None
         return arch, state
 
+    # the set of architectures of a state's "seen" keys, built once per list
+    seen_sets = DerivedValue(lambda keys: {key_arch(k) for k in keys})
+
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         out: list[Arch] = []
-        seen = set(state["seen"])
+        seen = seen_sets.get(state["seen"])
         new = []
-        while len(out) < n and not state["done"]:
-            arch, state = draw(state, seen)
-            if arch is None:
-                state = {**state, "done": True}
-                break
-            key = arch_key(arch)
-            seen.add(key)
-            new.append(key)
-            out.append(arch)
-        return out, {**state, "seen": state["seen"] + new}
+        try:
+            while len(out) < n and not state["done"]:
+                arch, state = draw(state, seen)
+                if arch is None:
+                    state = {**state, "done": True}
+                    break
+                seen.add(arch)
+                new.append(arch_key(arch))
+                out.append(arch)
+        except BaseException:
+            seen_sets.put(None, None)   # the set went ahead of its list
+            raise
+        if not new:
+            return out, state
+        keys = state["seen"] + new
+        seen_sets.put(keys, seen)
+        return out, {**state, "seen": keys}
 
     def update(state: State, results: Sequence[EvalResult]) -> State:
         return state  # the proposals do not depend on rewards

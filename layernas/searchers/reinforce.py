@@ -27,9 +27,12 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, feasibility_check, rng_from, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, feasibility_check, rng_from, sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
+
+
+_ONEHOTS: dict[tuple[int, int], dict[Arch, np.ndarray]] = {}   # (layers, width) -> arch -> one-hot
 
 
 def reinforce(
@@ -60,7 +63,38 @@ def reinforce(
     width = max(sizes)
     # Padded (layers, width) logits; options beyond a layer's count are masked out.
     mask = np.arange(width)[None, :] < np.asarray(sizes)[:, None]
+    masked = not mask.all()   # every layer as wide as the widest: no masking needed
     b1, b2 = betas
+    rows = np.arange(len(sizes))
+
+    def frozen(values) -> np.ndarray:
+        array = np.asarray(values, dtype=float)
+        array.flags.writeable = False
+        return array
+
+    # The state keeps JSON lists; their arrays (and the policy's CDF) are derived once per
+    # list object, so a propose/update pair converts nothing back and forth.
+    logits_of, m_of, v_of = DerivedValue(frozen), DerivedValue(frozen), DerivedValue(frozen)
+
+    probs_of = DerivedValue(lambda logits_list: probabilities(logits_of.get(logits_list)))
+
+    def cdf_of_logits(logits_list) -> np.ndarray:
+        cdf = np.cumsum(probs_of.get(logits_list), axis=1)
+        cdf[:, -1] = 1.0
+        return cdf
+
+    cdfs = DerivedValue(cdf_of_logits)
+    onehots = _ONEHOTS.setdefault((len(sizes), width), {})
+
+    def onehot_of(arch: Arch) -> np.ndarray:
+        hit = onehots.get(arch)
+        if hit is None:
+            hit = np.zeros((len(sizes), width))
+            hit[rows, list(arch)] = 1.0
+            hit.flags.writeable = False
+            if len(onehots) < 1 << 17:
+                onehots[arch] = hit
+        return hit
 
     def init(seed: int) -> State:
         zeros = np.zeros((len(sizes), width)).tolist()
@@ -69,13 +103,12 @@ def reinforce(
                 "baseline": None}
 
     def probabilities(logits: np.ndarray) -> np.ndarray:
-        z = np.where(mask, logits, -np.inf)
+        z = np.where(mask, logits, -np.inf) if masked else logits
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
-        cdf = np.cumsum(probabilities(np.asarray(state["logits"])), axis=1)
-        cdf[:, -1] = 1.0
+        cdf = cdfs.get(state["logits"])
         out: list[Arch] = []
         for _ in range(n):
             rng, state = rng_from(state)
@@ -94,27 +127,35 @@ def reinforce(
         return out, state
 
     def update(state: State, results: Sequence[EvalResult]) -> State:
-        logits = np.asarray(state["logits"])
-        m, v = np.asarray(state["adam_m"]), np.asarray(state["adam_v"])
+        logits = logits_of.get(state["logits"])
+        m, v = m_of.get(state["adam_m"]), v_of.get(state["adam_v"])
         t, baseline = int(state["adam_t"]), state["baseline"]
-        rows = np.arange(len(sizes))
+        if not any(result.ok for result in results):
+            return state
+        probs = probs_of.get(state["logits"])   # the policy propose sampled from
         for result in results:
             if not result.ok:
                 continue
             reward = float(result.reward)
             baseline = reward if baseline is None else (
                 baseline_momentum * baseline + (1 - baseline_momentum) * reward)
-            onehot = np.zeros_like(logits)
-            onehot[rows, list(result.arch)] = 1.0
-            # d/dlogits of -log pi(arch) * advantage
-            grad = -(onehot - probabilities(logits)) * (reward - baseline)
-            grad = np.where(mask, grad, 0.0)
+            if probs is None:
+                probs = probabilities(logits)
+            # d/dlogits of -log pi(arch) * advantage; (p - onehot) is -(onehot - p) exactly
+            grad = (probs - onehot_of(tuple(result.arch))) * (reward - baseline)
+            probs = None
+            if masked:
+                grad = np.where(mask, grad, 0.0)
             t += 1
             m = b1 * m + (1 - b1) * grad
             v = b2 * v + (1 - b2) * grad**2
             step = learning_rate * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
             logits = logits - step
-        return {**state, "logits": logits.tolist(), "adam_m": m.tolist(), "adam_v": v.tolist(),
-                "adam_t": t, "baseline": baseline}
+        new = {**state, "logits": logits.tolist(), "adam_m": m.tolist(), "adam_v": v.tolist(),
+               "adam_t": t, "baseline": baseline}
+        for derived, key, array in ((logits_of, "logits", logits), (m_of, "adam_m", m), (v_of, "adam_v", v)):
+            array.flags.writeable = False
+            derived.put(new[key], array)
+        return new
 
     return Searcher("reinforce", init, propose, update)

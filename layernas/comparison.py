@@ -1,8 +1,9 @@
-"""The NATS-Bench comparison: LayerNAS against random search, REA and REINFORCE.
+"""Seeded comparisons of searchers on a NATS-Bench table, through the one run loop.
 
-Reproduces the LayerNAS blog's experiment on the NATS-Bench topology space (tss): many
-seeded runs of every searcher, each aiming at the best model under a FLOPs budget (50%
-and 25% of the largest model's FLOPs), with the NATS-Bench search protocol:
+This is the library half of ``layernas benchmark nats`` (and of
+``benchmarks/nats_comparison.py``, which adds the written summary): many seeded runs of
+every searcher, each aiming at the best model under a FLOPs budget (50% and 25% of the
+largest model's FLOPs), with the NATS-Bench search protocol:
 
 * search signal: the 200-epoch validation accuracy of ONE seed drawn per query
   (``TableEvaluator``; NATS-Bench queries the 12-epoch schedule, which our table lacks);
@@ -16,28 +17,30 @@ and 25% of the largest model's FLOPs), with the NATS-Bench search protocol:
   ``t`` if its cumulative charge is <= ``t``;
 * oracle: the best test accuracy of any architecture satisfying the constraint.
 
-Every searcher gets the same :class:`~layernas.target.Target`. The baselines know
-the cost model and never propose an infeasible architecture; LayerNAS evaluates
-intermediate models whose unsearched layers keep the default (most expensive) op, which
-may be over the budget, cost time, and are never the answer.
+Every searcher gets the same :class:`~layernas.target.Target`. The baselines know the cost
+model and never propose an infeasible architecture; LayerNAS evaluates intermediate models
+whose unsearched layers keep the default (most expensive) op, which may be over the
+budget, cost time, and are never the answer.
 
-Speed: the runs do not go through the checkpointing run loop. :func:`run_search` drives
-``propose``/``update`` directly, one architecture at a time (exactly what
-``layernas.search(..., max_in_flight=1)`` does, trial seeds included, so the two give the
-same trace), with the in-memory :class:`~layernas.table_evaluator.TableEvaluator`, over a
-process pool.
+Every search is a :func:`layernas.run.run_loop` run in memory (no files), one trial in
+flight, so it is exactly ``layernas.search(..., max_in_flight=1)``, trial seeds included.
+Nothing here imports matplotlib (until a plot is drawn) or JAX.
 
-Run it with ``python benchmarks/nats_comparison.py`` (or the CLI's ``benchmark nats``).
+Example:
+    >>> from layernas import comparison
+    >>> points, runs, timing = comparison.run_comparison(
+    ...     "nats_tss_200ep.csv", seeds=2, datasets=["cifar10"], fractions=[0.5],
+    ...     processes=1)                                                 # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -45,8 +48,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from layernas.evaluator import Trial, trial_seed
-from layernas.searchers import make_searcher
+from layernas.evaluator import as_executor
+from layernas.results import best_so_far
+from layernas.run import Budget, run_loop
+from layernas.run_dir import write_atomic
+from layernas.searchers import SEARCHERS, make_searcher
 from layernas.target import Target
 
 ALGORITHMS = ("layernas", "random", "rea", "reinforce")
@@ -58,13 +64,6 @@ CHARGE_EPOCHS = 12
 EVAL_GRID = (1, 2, 5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300)
 TIME_POINTS = 41  # 0, T/40, ..., T
 TABLE_METADATA = {"valid_epochs": 200, "test_epochs": 200, "train_time_epochs": 200}
-
-
-def default_table_path() -> Path:
-    """``../shared/data/nats_tss/nats_tss_200ep.csv`` beside the repository (or $LAYERNAS_SHARED)."""
-    shared = os.environ.get("LAYERNAS_SHARED")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared"
-    return root / "data" / "nats_tss" / "nats_tss_200ep.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +82,9 @@ _CONTEXT: dict = {}
 
 
 def context(table_path: str | Path, dataset: str):
-    """The tss space and the 12-epoch-charging TableEvaluator of one dataset (cached)."""
-    from layernas.search_spaces.nats_tss import NatsTss
+    """The tss space (from the registry) and the 12-epoch-charging TableEvaluator of one
+    dataset (cached per process)."""
+    from layernas.registry import make_space
     from layernas.table_evaluator import TableEvaluator
     from layernas.tables import load_table
 
@@ -93,7 +93,7 @@ def context(table_path: str | Path, dataset: str):
         table_key = ("table", str(table_path))
         if table_key not in _CONTEXT:
             _CONTEXT[table_key] = load_table(table_path, "tss", metadata=TABLE_METADATA)
-        space = NatsTss(dataset)
+        space = make_space("nats-tss", dataset)
         _CONTEXT[key] = (space, TableEvaluator(_CONTEXT[table_key], dataset, space,
                                                charge_epochs=CHARGE_EPOCHS))
     return _CONTEXT[key]
@@ -118,8 +118,8 @@ def oracle(evaluator, target: Target) -> dict:
 
 def run_search(algorithm: str, space, evaluator, target: Target, seed: int, max_seconds: float,
                max_evaluations: int, options: dict | None = None) -> dict:
-    """One seeded search, driven directly (no checkpoints), until both limits are reached
-    (or the searcher stops).
+    """One seeded search through the run loop (in memory, one trial in flight), until both
+    limits are reached (or the searcher stops).
 
     Returns:
       a dict of per-evaluation numpy arrays ``cum_seconds``, ``best_valid``, ``best_test``
@@ -128,34 +128,18 @@ def run_search(algorithm: str, space, evaluator, target: Target, seed: int, max_
       (table rows evaluated), and ``finished`` (the searcher ran out of proposals).
     """
     searcher = make_searcher(algorithm, space, target, **(options or {}))
-    state = searcher.init(seed)
-    limit = target.max
-    flops = evaluator.arrays.flops
-    cum, best_v, best_t, feas, rows = [], [], [], [], []
-    charged, bv, bt = 0.0, -np.inf, np.nan
-    finished = False
-    while charged < max_seconds or len(rows) < max_evaluations:
-        archs, state = searcher.propose(state, 1)
-        if not archs:
-            finished = True
-            break
-        trial_id = len(rows)
-        result = evaluator.evaluate(Trial(trial_id, archs[0], trial_seed(seed, trial_id)))
-        row = evaluator.row(archs[0])
-        charged += result.cost_seconds
-        ok = bool(flops[row] <= limit)
-        if ok and result.ok and result.reward > bv:
-            bv, bt = result.reward, result.test
-        cum.append(charged)
-        best_v.append(bv)
-        best_t.append(bt)
-        feas.append(ok)
-        rows.append(row)
-        state = searcher.update(state, [result])
-    best_v = np.array(best_v, float)
-    best_v[~np.isfinite(best_v)] = np.nan
-    return {"cum_seconds": np.array(cum), "best_valid": best_v, "best_test": np.array(best_t, float),
-            "feasible": np.array(feas, bool), "rows": np.array(rows, np.int64), "finished": finished}
+    budget = Budget(evaluations=int(max_evaluations), seconds=float(max_seconds), until="last")
+    record = run_loop(space, searcher, as_executor(evaluator, 1), budget, target, seed=seed)
+    history = record.history
+    answers = best_so_far(history)
+    best_valid = np.array([history[b]["reward"] if b >= 0 else np.nan for b in answers], float)
+    best_test = np.array([history[b]["test"] if b >= 0 and history[b]["test"] is not None else np.nan
+                          for b in answers], float)
+    return {"cum_seconds": np.array([h["cum_seconds"] for h in history], float),
+            "best_valid": best_valid, "best_test": best_test,
+            "feasible": np.array([h["feasible"] for h in history], bool),
+            "rows": np.array([evaluator.row(h["arch"]) for h in history], np.int64),
+            "finished": bool(record.stopped_early)}
 
 
 def budget_points(trace: dict, setting: Setting) -> list[dict]:
@@ -205,7 +189,7 @@ def _task(args) -> tuple[list[dict], list[dict], float]:
     return points, runs, time.perf_counter() - start
 
 
-def run_comparison(table_path: str | Path | None = None, seeds: int = 100,
+def run_comparison(table_path: str | Path, seeds: int = 100,
                    datasets: Sequence[str] = DATASETS, fractions: Sequence[float] = FRACTIONS,
                    algorithms: Sequence[str] = ALGORITHMS, processes: int = 2,
                    max_evaluations: int = 200, options: dict | None = None,
@@ -213,7 +197,7 @@ def run_comparison(table_path: str | Path | None = None, seeds: int = 100,
     """Run every (algorithm, dataset, fraction) for ``seeds`` seeds.
 
     Args:
-      table_path: the compact tss table (default :func:`default_table_path`).
+      table_path: the compact tss table (CSV or Parquet).
       seeds: runs per algorithm and setting (seeds 0 .. seeds-1).
       datasets, fractions, algorithms: what to run.
       processes: worker processes (fork; each inherits the parsed table).
@@ -225,7 +209,7 @@ def run_comparison(table_path: str | Path | None = None, seeds: int = 100,
       ``(points, runs, timing)``: one row per run and budget point; one row per run; and
       where the time went (load, per-algorithm worker seconds, wall).
     """
-    table_path = Path(table_path or default_table_path())
+    table_path = Path(table_path)
     options = dict(options or {})
     budgets = dict(TSS_TIME_BUDGETS, **(time_budgets or {}))
     timing = {}
@@ -259,6 +243,7 @@ def run_comparison(table_path: str | Path | None = None, seeds: int = 100,
 
 
 def oracle_table(table_path, datasets=DATASETS, fractions=FRACTIONS) -> pd.DataFrame:
+    """One row per (dataset, fraction): the FLOPs limit and the :func:`oracle`."""
     rows = []
     for d in datasets:
         space, evaluator = context(table_path, d)
@@ -292,24 +277,12 @@ def final_table(points: pd.DataFrame, runs: pd.DataFrame, oracles: pd.DataFrame)
     return table.sort_values(["dataset", "fraction", "algorithm"], key=lambda s: s.map(order) if s.name == "dataset" else (-s if s.name == "fraction" else s)).reset_index(drop=True)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    lines = ["| dataset | FLOPs budget | algorithm | test acc. mean ± std | IQR (25–75%) | oracle | "
-             "runs within 0.5 of oracle | median evals to within 0.5 | evals in budget (infeasible) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in table.iterrows():
-        ev = "–" if not np.isfinite(r["median_evals_to_0.5"]) else f"{r['median_evals_to_0.5']:.0f}"
-        lines.append(
-            f"| {r.dataset} | {r.fraction:.0%} | {r.algorithm} | {r['mean']:.2f} ± {r['std']:.2f} | "
-            f"{r.q25:.2f}–{r.q75:.2f} | {r.oracle:.2f} | {r['reached_0.5']:.0%} | {ev} | "
-            f"{r.evals_in_budget:.0f} ({r.infeasible_evals:.0f}) |")
-    return "\n".join(lines)
-
-
 COLORS = {"layernas": "tab:red", "random": "tab:gray", "rea": "tab:blue", "reinforce": "tab:green"}
 
 
 def plot(points: pd.DataFrame, oracles: pd.DataFrame, path: Path, kind: str = "seconds") -> None:
-    """Mean test accuracy vs budget with 25-75% IQR bands; one panel per dataset x fraction."""
+    """Mean test accuracy vs budget with 25-75% IQR bands; one panel per dataset x fraction.
+    Needs matplotlib (imported here, not with the module)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,122 +319,111 @@ def plot(points: pd.DataFrame, oracles: pd.DataFrame, path: Path, kind: str = "s
     plt.close(fig)
 
 
-ANALYSIS = """\
-Mechanisms (see docs/nats_comparison.md for the full discussion):
-
-- LayerNAS is deterministic given the rewards: its spread over seeds comes only from the
-  validation seed drawn per query, so its IQR is narrow, and it *stops* (about 130-140
-  evaluations here) when no memorial-table candidate is left to expand. After that its
-  curve is flat; the baselines keep improving until the time budget ends.
-- Its first models keep the unsearched edges at the default (most expensive) op,
-  nor_conv_3x3, so they are over the FLOPs budget: 73 of ~133 evaluations at 50%% and 85 of
-  ~139 at 25%% cannot be the answer, and they are the slowest models to train. LayerNAS has
-  no feasible answer until roughly half the time budget (the curves start late; before
-  that the mean is over the runs that have one).
-- tss breaks the layerwise assumption: the six edges of a cell interact (an edge's op only
-  matters through the paths it lies on; `none`/`skip` on one edge changes what the others
-  contribute), so the best child of a kept prefix at one layer need not extend to the
-  optimum. Where LayerNAS is not the most likely to come within 0.5 points of the oracle
-  (cifar100 and ImageNet16-120 at 25%%), it converges to a good but fixed architecture while
-  REA's stochastic search sometimes finds the oracle's neighbourhood.
-- Nothing was tuned: every algorithm uses its documented defaults (LayerNAS: H=100
-  equal-width FLOPs buckets, 1 per bucket, reward-first order; REA P=10 S=3; REINFORCE lr
-  0.01, baseline momentum 0.9); no setting was chosen by looking at validation or test
-  accuracy.""".replace("%%", "%")
+def default_table_path() -> Path | None:
+    """``$LAYERNAS_SHARED/data/nats_tss/nats_tss_200ep.csv`` when that variable is set."""
+    shared = os.environ.get("LAYERNAS_SHARED")
+    return Path(shared) / "data" / "nats_tss" / "nats_tss_200ep.csv" if shared else None
 
 
-def _wins(final: pd.DataFrame) -> list[str]:
-    lines = []
-    for (d, f), g in final.groupby(["dataset", "fraction"], sort=False):
-        by_mean = g.loc[g["mean"].idxmax()]
-        by_reach = g.loc[g["reached_0.5"].idxmax()]
-        ln = g[g.algorithm == "layernas"].iloc[0]
-        lines.append(
-            f"- {d}, {f:.0%}: best mean {by_mean.algorithm} ({by_mean['mean']:.2f}; LayerNAS "
-            f"{ln['mean']:.2f}); most runs within 0.5 of the oracle: {by_reach.algorithm} "
-            f"({by_reach['reached_0.5']:.0%}; LayerNAS {ln['reached_0.5']:.0%})")
-    return lines
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of ``layernas benchmark nats`` to ``parser``.
+
+    Example:
+        >>> import argparse
+        >>> args = add_benchmark_arguments(argparse.ArgumentParser()).parse_args(["--seeds", "5"])
+        >>> args.seeds, args.processes, args.out
+        (5, 2, 'results/nats')
+    """
+    parser.add_argument("--table", default=None,
+                        help="the compact NATS tss table with 200-epoch columns (CSV or Parquet; "
+                             "default $LAYERNAS_SHARED/data/nats_tss/nats_tss_200ep.csv)")
+    parser.add_argument("--seeds", type=int, default=100, help="runs per searcher and setting (default 100)")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), help="default: all three")
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS),
+                        help="FLOPs budgets as fractions of the largest model's (default 0.5 0.25)")
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), help="default: all four")
+    parser.add_argument("--out", default="results/nats", help="output folder (default results/nats)")
+    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the comparison and write results/nats/: points.parquet, runs.csv, final.csv,
-    oracle.csv, the plots, summary.md (tables only; the analysis lives in
-    docs/nats_comparison.md) and provenance.json."""
-    parser = argparse.ArgumentParser(prog="nats_comparison", description=__doc__.splitlines()[0])
-    parser.add_argument("--table", default=None, help="compact tss table (default ../shared/data/nats_tss/nats_tss_200ep.csv)")
-    parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
-    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
-    parser.add_argument("--out", default="results/nats")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
+def _checked(args) -> Path:
+    """The table path of benchmark ``args``; ValueError (one line) for a bad option."""
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds}: expected a positive integer")
+    if args.processes < 1:
+        raise ValueError(f"--processes {args.processes}: expected a positive integer")
+    for d in args.datasets:
+        if d not in DATASETS:
+            raise ValueError(f"--datasets {d!r}: expected one of {', '.join(DATASETS)}")
+    for f in args.fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"--fractions {f}: expected a number in (0, 1]")
+    for a in args.algorithms:
+        if a not in SEARCHERS:
+            raise ValueError(f"--algorithms {a!r}: expected one of {', '.join(sorted(SEARCHERS))}")
     table = Path(args.table) if args.table else default_table_path()
+    if table is None:
+        raise ValueError("--table: give the compact NATS tss table (CSV or Parquet), or set $LAYERNAS_SHARED")
+    if not table.is_file():
+        raise ValueError(f"--table {table}: no such file")
+    return table
+
+
+def write_benchmark(args, command: str) -> dict:
+    """Run the comparison of benchmark ``args`` and write its files into ``args.out``:
+    points.parquet, runs.csv, oracle.csv, final.csv, the two plots (when matplotlib is
+    importable) and provenance.json.
+
+    Returns:
+      ``{"final", "runs", "points", "oracles", "timing", "table", "out", "start"}``.
+    """
+    start = time.perf_counter()
+    table = _checked(args)
     points, runs, timing = run_comparison(table, args.seeds, args.datasets, args.fractions,
                                           args.algorithms, args.processes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     oracles = oracle_table(table, args.datasets, args.fractions)
-    points.to_parquet(out / "points.parquet", index=False)
-    runs.to_csv(out / "runs.csv", index=False)
-    oracles.to_csv(out / "oracle.csv", index=False)
+    write_atomic(out / "points.parquet", points.to_parquet(index=False))
+    write_atomic(out / "runs.csv", runs.to_csv(index=False))
+    write_atomic(out / "oracle.csv", oracles.to_csv(index=False))
     final = final_table(points, runs, oracles)
-    final.to_csv(out / "final.csv", index=False)
+    write_atomic(out / "final.csv", final.to_csv(index=False))
     timing["tables_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    plot(points, oracles, out / "nats_tss_time.png", "seconds")
-    plot(points, oracles, out / "nats_tss_evals.png", "evaluations")
-    timing["plots_s"] = time.perf_counter() - t
-    wall = time.perf_counter() - start
-    timing["wall_s"] = wall
-    command = "python benchmarks/nats_comparison.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    summary = [
-        "# NATS-Bench tss: LayerNAS vs random search, REA, REINFORCE",
-        "",
-        f"Generated by `{command.strip()}` in {wall:.1f} s wall on {os.cpu_count()} CPU cores "
-        f"({args.seeds} seeds per algorithm and setting; {args.processes} processes).",
-        "",
-        "Test accuracy (200-epoch, mean over the table's seeds) of the best-by-validation architecture "
-        "that satisfies the FLOPs constraint, at the final NATS-Bench time budget "
-        f"({', '.join(f'{d} {TSS_TIME_BUDGETS[d]:.0f} s' for d in args.datasets)} of 12-epoch training "
-        "time). Search signal: 200-epoch validation accuracy of one randomly drawn seed. "
-        "'runs within 0.5 of oracle': fraction of runs whose answer came within 0.5 points of the oracle "
-        "inside the time budget; 'median evals': over those runs. 'evals in budget (infeasible)': mean "
-        "evaluations inside the time budget and how many of them were over the FLOPs budget "
-        "(only LayerNAS evaluates such intermediate models). See docs/nats_comparison.md for the "
-        "protocol and the analysis.",
-        "",
-        markdown_table(final),
-        "",
-        "![test accuracy vs simulated time](nats_tss_time.png)",
-        "",
-        "![test accuracy vs evaluations](nats_tss_evals.png)",
-        "",
-        "## Where LayerNAS wins and where it does not",
-        "",
-        *_wins(final),
-        "",
-        ANALYSIS,
-        "",
-        "## Where the time went",
-        "",
-        f"- load and parse the table (3 datasets): {timing['load_table_s']:.2f} s",
-        f"- searches ({len(runs)} runs, {args.processes} processes): {timing['search_wall_s']:.2f} s wall; "
-        "worker CPU seconds by algorithm: "
-        + ", ".join(f"{a} {s:.1f} s" for a, s in timing["worker_seconds_by_algorithm"].items()),
-        f"- result tables: {timing['tables_s']:.2f} s; plots: {timing['plots_s']:.2f} s",
-        f"- total: {wall:.1f} s",
-        "",
-    ]
-    (out / "summary.md").write_text("\n".join(summary))
+    if importlib.util.find_spec("matplotlib") is None:
+        timing["plots_s"] = None
+    else:
+        plot(points, oracles, out / "nats_tss_time.png", "seconds")
+        plot(points, oracles, out / "nats_tss_evals.png", "evaluations")
+        timing["plots_s"] = time.perf_counter() - t
+    timing["wall_s"] = time.perf_counter() - start
     from layernas.provenance import write_provenance
 
-    write_provenance(out, wall, command.strip(), timing=timing, table=str(table), seeds=args.seeds,
-                     charge_epochs=CHARGE_EPOCHS, time_budgets=TSS_TIME_BUDGETS,
+    write_provenance(out, timing["wall_s"], command, timing=timing, table=str(table), seeds=args.seeds,
+                     processes=args.processes, charge_epochs=CHARGE_EPOCHS, time_budgets=TSS_TIME_BUDGETS,
                      eval_grid=list(EVAL_GRID), algorithms=list(args.algorithms))
-    print(markdown_table(final))
-    print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in timing.items()}, default=str))
-    print(f"wrote {out}/ in {wall:.1f} s")
+    return {"final": final, "runs": runs, "points": points, "oracles": oracles, "timing": timing,
+            "table": table, "out": out, "start": start}
+
+
+def run_benchmark(args, command: str = "layernas benchmark nats") -> int:
+    """``layernas benchmark nats``: :func:`write_benchmark`, then print the final table.
+
+    Returns:
+      0 (bad options raise ValueError with one line).
+    """
+    done = write_benchmark(args, command)
+    cols = ["dataset", "fraction", "algorithm", "mean", "std", "oracle", "reached_0.5", "evals_in_budget"]
+    print(done["final"][cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in done["timing"].items()},
+                     default=str))
+    print(f"wrote {done['out']}/ in {done['timing']['wall_s']:.1f} s")
     return 0
+
+
+__all__ = ["ALGORITHMS", "DATASETS", "FRACTIONS", "TSS_TIME_BUDGETS", "Setting", "context", "flops_target",
+           "oracle", "run_search", "budget_points", "run_comparison", "oracle_table", "final_table", "plot",
+           "add_benchmark_arguments", "write_benchmark", "run_benchmark"]
