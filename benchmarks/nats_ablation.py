@@ -36,8 +36,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from layernas.nats_comparison import (DATASETS, FRACTIONS, TSS_TIME_BUDGETS, context,
-                                      default_table_path, flops_target, run_search)
+from layernas.comparison import (DATASETS, FRACTIONS, TSS_TIME_BUDGETS, context, default_table_path,
+                                 flops_target, run_search)
 from layernas.searchers.layernas import PRESETS
 
 SELECTION_PANEL = ("cifar10", 0.5)

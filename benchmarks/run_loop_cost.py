@@ -71,7 +71,7 @@ def checkpoint_cost(table: Path, evaluations: int, window: int, searcher: str) -
 def comparison_time(table: Path, seeds: int) -> dict:
     try:
         from layernas.comparison import run_comparison
-    except ImportError:   # an older layout
+    except ImportError:   # the baseline tree being measured (before the comparison moved)
         from layernas.nats_comparison import run_comparison
     wall, cpu = time.perf_counter(), time.process_time()
     _, runs, _ = run_comparison(table, seeds=seeds, processes=1)

@@ -1,5 +1,5 @@
 import sys
 
-from layernas.cli import main
+from layernas.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -209,15 +209,17 @@ def cmd_search(args) -> int:
 
 @contextlib.contextmanager
 def interrupts_ignored():
-    """Ignore Ctrl-C inside the block (on the main thread), then restore the handler."""
+    """Ignore Ctrl-C and SIGTERM inside the block (on the main thread), then restore the
+    handlers: the search is committed, and its files must be finished."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def report(config: SearchConfig, argv: list[str], result, target, out: Path, process: int) -> int:
@@ -331,5 +333,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def console_main() -> int:
+    """The ``layernas`` program: :func:`main`, then SIGINT/SIGTERM ignored while Python exits.
+
+    Everything is written when ``main`` returns; a signal that arrives while the interpreter
+    shuts down (when Python puts the default handlers back) must not turn a finished,
+    committed command into a death by signal.
+    """
+    code = main()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from layernas.evaluator import as_executor
+from layernas.executors import as_executor
 from layernas.results import best_so_far
 from layernas.run import Budget, run_loop
 from layernas.run_dir import write_atomic

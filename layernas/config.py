@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import numbers
 import re
@@ -379,10 +377,8 @@ class SearchConfig:
             except OSError as e:
                 raise ValueError(f"--address {address}: cannot reach a Ray head there ({first_line(e)}); start "
                                  f"one with `ray start --head`, or pass --address local") from None
-        try:
-            from layernas.executors import make_ray_executor
-        except ImportError:  # before the executors moved into one package
-            from layernas.ray_backend import make_ray_executor
+        from layernas.executors import make_ray_executor
+
         return make_ray_executor(functools.partial(registry.build_evaluator, self), address,
                                  self.max_concurrent or self.max_in_flight or 1,
                                  num_gpus_per_trial=self.ray_option("gpus_per_trial"),
@@ -396,10 +392,8 @@ class SearchConfig:
         Raises:
           ValueError: one line, when JAX cannot join the processes.
         """
-        try:
-            from layernas.executors import initialize_distributed
-        except ImportError:  # before the executors moved into one package
-            from layernas.trainers.parallel import initialize_distributed
+        from layernas.executors import initialize_distributed
+
         try:
             initialize_distributed(coordinator_address=self.coordinator and self.coordinator.strip(),
                                    num_processes=self.num_processes, process_id=self.process_id)
@@ -431,6 +425,8 @@ class SearchConfig:
                 settings["table"] = self.table or "default"
             else:
                 settings["table"] = self.table
+                from layernas.tables import table_fingerprint
+
                 settings["table_sha256"] = table_fingerprint(self.table)
         if self.recipe_overrides:
             settings["recipe_overrides"] = self.recipe_overrides
@@ -445,74 +441,19 @@ def _host_port(text: str) -> bool:
     return bool(m) and 1 <= int(m.group(2)) <= 65535
 
 
-def table_fingerprint(path: str | Path) -> str:
-    """A content hash of a table, so that a resume notices a table changed in place.
-
-    Uses ``layernas.tables.table_fingerprint`` when the installed version has it; else the
-    sha256 of the file (and its ``.meta.json`` sidecar), or, for a directory of official
-    files, of every file's relative path, size and modification time.
-    """
-    from layernas import tables
-
-    if hasattr(tables, "table_fingerprint"):
-        return tables.table_fingerprint(path)
-    path = Path(path)
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            stat = f.stat()
-            digest.update(f"{f.relative_to(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()
-    for f in (path, Path(str(path) + ".meta.json")):
-        if f.is_file():
-            with open(f, "rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
-CHECKPOINT_FIELDS = {"version": int, "settings": dict, "state": dict, "issued": int, "history": list,
-                     "in_flight": list, "finished": list}
-ROW_FIELDS = {"history": ("trial_id", "arch", "reward", "cost_seconds", "feasible", "costs"),
-              "in_flight": ("trial_id", "arch", "seed"), "finished": ("trial_id", "arch", "reward")}
-
-
 def check_resumable(out: str | Path) -> None:
     """Check that ``out`` holds a run that ``--resume`` can continue.
 
     Args:
       out: the run directory.
     Raises:
-      ValueError: ``out`` does not exist (a misspelt ``--out`` must not start a new run), or
-        its ``checkpoint.json`` is not a layernas checkpoint: one line naming the file and
-        the first field that is missing or of the wrong type.
+      ValueError: ``out`` does not exist (a misspelt ``--out`` must not start a new run).
+        What the folder holds (snapshot and journal) is checked by the run loop when it
+        resumes, with one line naming the file.
     """
     out = Path(out)
     if not out.is_dir():
         raise ValueError(f"--resume: {out} holds no run (no such directory); check --out, or drop --resume "
                          f"to start a new run")
-    path = out / "checkpoint.json"
-    if not path.exists():
-        return  # a run killed before its first checkpoint: the run loop decides
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {first_line(e)}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"cannot read checkpoint {path}: expected a JSON object, got {type(data).__name__}")
-    for field, kind in CHECKPOINT_FIELDS.items():
-        value = data.get(field)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"cannot read checkpoint {path}: field {field!r} should be of type {kind.__name__}, "
-                             f"got {type(value).__name__}")
-    for field, keys in ROW_FIELDS.items():
-        for i, row in enumerate(data[field]):
-            missing = [k for k in keys if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise ValueError(f"cannot read checkpoint {path}: {field}[{i}] lacks {', '.join(missing)}")
-            if not isinstance(row["trial_id"], int) or not isinstance(row["arch"], list):
-                raise ValueError(f"cannot read checkpoint {path}: {field}[{i}] has a malformed trial_id or arch")
-    if not isinstance(data["settings"].get("target"), dict):
-        raise ValueError(f"cannot read checkpoint {path}: its settings lack the target")
-    if not isinstance(data["state"].get("searcher"), str):
-        raise ValueError(f"cannot read checkpoint {path}: its searcher state does not name its searcher")
+
+

@@ -380,7 +380,8 @@ def _read_saved_run(out: Path, repair: bool = False) -> dict | None:
             f.write(content[common:])
             f.flush()
             os.fsync(f.fileno())
-    return {"settings": header["settings"], "snapshot": snapshot, "events": events, "journal_bytes": len(content)}
+    return {"settings": header["settings"], "snapshot": snapshot, "events": events, "journal_bytes": len(content),
+            "snapshot_path": str(snapshot_path)}
 
 
 def _read_json(path: Path) -> dict:
@@ -508,7 +509,9 @@ class _Loop:
         if snap is not None:
             try:
                 self.state = snap["state"]
-                self.issued = int(snap["issued"])
+                if not isinstance(snap["issued"], int) or isinstance(snap["issued"], bool):
+                    raise TypeError(f"issued is {snap['issued']!r}, expected an integer")
+                self.issued = snap["issued"]
                 self.in_flight = {t["trial_id"]: Trial.from_dict(t) for t in snap["in_flight"]}
                 self.finished = {r["trial_id"]: EvalResult.from_dict(r) for r in snap["finished"]}
                 self.budget = Budget.from_dict(snap["budget"])
@@ -523,7 +526,8 @@ class _Loop:
                 self.history = history
                 done = sum(1 for end, _ in events if end <= snap["covered"])
             except (KeyError, TypeError, ValueError, AttributeError) as e:
-                raise RunError(f"cannot read checkpoint: {type(e).__name__}: {e}") from None
+                raise RunError(f"cannot read checkpoint {saved.get('snapshot_path', CHECKPOINT_NAME)}: "
+                               f"{type(e).__name__}: {e}") from None
         try:
             for _, event in events[done:]:
                 self.replay(event)

@@ -99,8 +99,8 @@ def _corrupt(checkpoint: dict, how: str):
         return {}
     if how == "a list":
         return []
-    if how == "no settings":
-        data.pop("settings")
+    if how == "no budget":
+        data.pop("budget")
     elif how == "history null":
         data["history"] = None
     elif how == "rows lack keys":
@@ -115,14 +115,14 @@ def _corrupt(checkpoint: dict, how: str):
         data["state"] = {"searcher": "layernas"}
     elif how == "state field wrong type":
         data["state"]["tables"] = 7
-    elif how == "target a string":
-        data["settings"]["target"] = "flops"
+    elif how == "budget a string":
+        data["budget"] = "200"
     return data
 
 
-@pytest.mark.parametrize("how", ["empty object", "a list", "no settings", "history null", "rows lack keys",
+@pytest.mark.parametrize("how", ["empty object", "a list", "no budget", "history null", "rows lack keys",
                                  "in_flight strings", "issued string", "state list", "state emptied",
-                                 "state field wrong type", "target a string"])
+                                 "state field wrong type", "budget a string"])
 def test_malformed_checkpoint_is_one_line_naming_the_file(how, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["search", "--space", "nats-tss", "--budget-evals", "10", "--quiet", "--out", str(out)]

@@ -186,7 +186,7 @@ def test_a_state_saved_before_sharding_still_resumes():
 @pytest.fixture(scope="module")
 def nats():
     from tests.conftest import shared_path
-    from layernas import nats_comparison as nc
+    from layernas import comparison as nc
 
     return nc, shared_path("data", "nats_tss", "nats_tss_200ep.csv")
 
