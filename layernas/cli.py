@@ -6,6 +6,7 @@
     layernas search ... --distributed --coordinator HOST:PORT --num-processes N --process-id I
     layernas describe --space nats-tss --arch '|nor_conv_3x3~0|+|...|'
     layernas convert-table NATS-tss-v1_0-3ffb9-simple/ tss.parquet --space tss
+    layernas prepare-data cifar10 cifar-10-python.tar.gz --out data/cifar10
     layernas spaces
 
 Bad input of any kind prints one line, ``layernas: error: ...``, and exits with code 2.
@@ -94,7 +95,10 @@ def build_parser() -> Parser:
     e.add_argument("--evaluator", choices=["auto", "dry-run"], default="auto",
                    help="dry-run: a training-free proxy score (NOT accuracy) for trying a space")
     e.add_argument("--trainer", help="train children: proxy | nats-12 | nats-200 (with --data)")
-    e.add_argument("--data", help="image folder root/<split>/<class>/*.jpg for --trainer")
+    e.add_argument("--data", help="training data: an image folder ROOT/train/<class>/*.png for --trainer; "
+                                  "a folder of .png photos for the codec spaces (see docs/data.md)")
+    e.add_argument("--valid-data", help="codec spaces: held-out photos DIR/*.png that score each child "
+                                        "(default: the last 8 photos of --data by name)")
     e.add_argument("--devices", default="auto", help="trainer placement: auto|candidates|data|single")
     e.add_argument("--epochs", type=int, help="--trainer: epochs per child (default: the recipe's; proxy 5)")
     e.add_argument("--batch-size", type=int, help="--trainer: global batch (default: the recipe's; proxy 128)")
@@ -141,6 +145,11 @@ def build_parser() -> Parser:
     c.add_argument("--space", choices=["tss", "sss"], required=True)
 
     sub.add_parser("spaces", help="list the named search spaces")
+
+    from layernas.trainers.prepare_data import add_arguments as add_prepare_data_arguments
+
+    add_prepare_data_arguments(sub.add_parser("prepare-data", help="convert a downloaded dataset (CIFAR-10 "
+                                              "archive, a folder of photos) into --data's layout; never downloads"))
     return parser
 
 
@@ -292,20 +301,30 @@ def make_evaluator(args, space, entry, dataset, out=None):
         else:
             from layernas.trainers.codec_train import CodecEvaluator as evaluator_class
         codec = codec_options(args)
-        return evaluator_class.for_search(space, codec["lmbda"], width_scale=codec["width_scale"],
-                                          steps=codec["proxy_steps"], seed=args.seed)
+        if not args.data:
+            raise UsageError(f"--space {args.space} trains on photos: pass --data DIR, a folder of .png photos "
+                             f"(make one with `layernas prepare-data photos SRC --out DIR`; see docs/data.md)")
+        # the photos are read and checked here, before any child trains (one line naming a bad file)
+        return evaluator_class.for_search(space, codec["lmbda"], args.data, width_scale=codec["width_scale"],
+                                          steps=codec["proxy_steps"], seed=args.seed, valid_dir=args.valid_data)
+    if args.valid_data is not None:
+        raise UsageError(f"--valid-data applies to --space {' or '.join(CODEC_SPACES)}, not --space {args.space}")
     if args.trainer:
         if not args.data:
             raise UsageError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")
+        from layernas.trainers.data_checks import check_image_folder, load_training_data
         from layernas.trainers.evaluator import make_trainer_evaluator
 
+        check_image_folder(args.data)
         devices = args.devices
         if args.distributed and devices in ("auto", "candidates"):
             devices = "single"  # DistributedExecutor spreads this process's share over its devices
-        return make_trainer_evaluator(space, args.data, args.trainer,
-                                      work_dir=(out / "trainer") if out else None,
-                                      data_seed=args.seed, devices=devices,
-                                      recipe_overrides=recipe_overrides(args))
+        evaluator = make_trainer_evaluator(space, args.data, args.trainer,
+                                           work_dir=(out / "trainer") if out else None,
+                                           data_seed=args.seed, devices=devices,
+                                           recipe_overrides=recipe_overrides(args))
+        load_training_data(evaluator)  # decode --data now: a bad image is one line before any child trains
+        return evaluator
     if entry.evaluator == "table":
         from layernas.table_evaluator import TableEvaluator
         from layernas.tables import load_table
@@ -443,8 +462,14 @@ def cmd_spaces(args) -> int:
     return 0
 
 
+def cmd_prepare_data(args) -> int:
+    from layernas.trainers.prepare_data import run
+
+    return run(args)
+
+
 COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd_convert,
-            "spaces": cmd_spaces}
+            "spaces": cmd_spaces, "prepare-data": cmd_prepare_data}
 
 
 def main(argv: list[str] | None = None) -> int:
