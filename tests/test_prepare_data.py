@@ -197,9 +197,16 @@ def test_photos_errors_are_one_line(tmp_path, capsys):
     few.mkdir()
     for i in range(3):
         _photo(few / f"p{i}.png", (300, 300), seed=i)
+    bad = tmp_path / "only-bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"broken")
+    _photo(bad / "y.png", (100, 100))
+    # three photos: a held-out folder, not a training one; said, not refused
+    code, stdout, err = run_cli(capsys, "prepare-data", "photos", few, "--out", tmp_path / "valid")
+    assert code == 0 and "note: 3 photos: enough for --valid-data, but --data needs more than 8" in stdout, err
     for argv, needle in (
         (["photos", tmp_path / "nope", "--out", tmp_path / "o1"], "no such folder"),
-        (["photos", few, "--out", tmp_path / "o2"], "only 3 usable photos"),
+        (["photos", tmp_path / "only-bad", "--out", tmp_path / "o2"], "no usable photos"),
         (["photos", few, "--out", tmp_path / "o3", "--min-side", "600"], "--min-side 600 / --max-side 512"),
         (["photos", few, "--out", few], "is the source folder"),
         (["cifar10"], "the following arguments are required"),

@@ -225,8 +225,9 @@ def prepare_photos(src: str | Path, out: str | Path, *, max_side: int = 512, min
     Returns:
       ``{"written": [paths], "kodak": [paths skipped], "skipped": [(path, reason)]}``.
     Raises:
-      ValueError: ``src`` missing or without photos, ``out`` not empty, bad sizes, or fewer
-        than 9 photos kept (the codec search holds the last 8 out for validation).
+      ValueError: ``src`` missing or without photos, ``out`` not empty, bad sizes, or no
+        photo kept. Fewer than 9 photos kept is only a note: enough for ``--valid-data``, too
+        few for ``--data`` (whose last 8 are held out).
     """
     from PIL import Image, ImageOps
 
@@ -278,9 +279,11 @@ def prepare_photos(src: str | Path, out: str | Path, *, max_side: int = 512, min
         im.save(tmp, format="PNG")
         os.replace(tmp, target)
         report["written"].append(target)
+    if not report["written"]:
+        raise ValueError(f"{src}: no usable photos (every file was skipped, see above)")
     if len(report["written"]) <= VALIDATION_PHOTOS:
-        raise ValueError(f"{src}: only {len(report['written'])} usable photos written to {out}; a codec search "
-                         f"needs more than {VALIDATION_PHOTOS} (the last {VALIDATION_PHOTOS} by name are held out)")
+        log(f"note: {len(report['written'])} photos: enough for --valid-data, but --data needs more than "
+            f"{VALIDATION_PHOTOS} (its last {VALIDATION_PHOTOS} by name are held out unless --valid-data is given)")
     return report
 
 
