@@ -56,7 +56,11 @@ class SearchResult:
     def summary(self) -> str:
         lines = [f"evaluations: {self.evaluations} ({self.models_trained} distinct models), "
                  f"charged {self.simulated_seconds:,.0f} s, wall {self.wall_seconds:.2f} s"]
-        if self.best is None:
+        failed = self.history[self.history["status"] != "ok"] if "status" in self.history else self.history[:0]
+        if self.best is None and len(self.history) and len(failed) == len(self.history):
+            lines.append(f"all {len(failed)} evaluations failed, so nothing was compared with the target; "
+                         f"first error: {failed['error'].iloc[0]}")
+        elif self.best is None:
             lines.append("no evaluated architecture satisfies the target")
         else:
             b = self.best

@@ -193,3 +193,25 @@ def test_workspace_photos_pass_the_checks():
     photos = shared_path("data", "photos")
     train_images, valid = load_photo_split(photos, min_train_side=64, min_valid_side=192)
     assert len(train_images) == len(list(photos.glob("*.png"))) - 8 and len(valid) == 8
+
+
+def test_summary_says_when_every_evaluation_failed():
+    import layernas
+    from layernas.evaluator import EvalResult
+    from layernas.target import Target
+    from toy_spaces import AdditiveEvaluator, AdditiveSpace
+
+    space = AdditiveSpace([[1, 2, 3], [1, 2, 3]], [[0, 1, 2], [0, 1, 2]])
+
+    class BadData:
+        def evaluate(self, trial):
+            return EvalResult.failed(trial, "cannot read image data/x.png: truncated", 1.0)
+
+    result = layernas.search(space, BadData(), budget=4, target=Target("cost", max=100))
+    assert result.best is None
+    assert result.evaluations >= 2
+    assert (f"all {result.evaluations} evaluations failed, so nothing was compared with the target; first error: "
+            "cannot read image data/x.png: truncated") in result.summary()
+    # with evaluations that succeed, the summary is the usual one
+    result = layernas.search(space, AdditiveEvaluator(space), budget=4, target=Target("cost", max=100))
+    assert result.best is not None and "failed" not in result.summary()
