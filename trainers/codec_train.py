@@ -414,7 +414,8 @@ def default_photos_dir() -> Path:
 
 
 def make_codec_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
-                         width_scale: float = 0.25, steps: int | None = None, seed: int = 0) -> CodecEvaluator:
+                         width_scale: float = 0.25, steps: int | None = None, seed: int = 0,
+                         valid_dir: str | Path | None = None) -> CodecEvaluator:
     """The evaluator the CLI's ``--space codec-hyperprior`` uses: :meth:`CodecEvaluator.for_search`
     (same arguments) with the proxy at width scale 0.25 by default."""
-    return CodecEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed)
+    return CodecEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed, valid_dir)
