@@ -311,7 +311,8 @@ def make_evaluator(args, space, entry, dataset, out=None):
         raise UsageError(f"--valid-data applies to --space {' or '.join(CODEC_SPACES)}, not --space {args.space}")
     if args.trainer:
         if not args.data:
-            raise UsageError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")
+            raise UsageError("--trainer needs --data DIR, an image folder ROOT/train/<class>/*.png (make CIFAR-10's "
+                             "with `layernas prepare-data cifar10 ARCHIVE --out DIR`; see docs/data.md)")
         from layernas.trainers.data_checks import check_image_folder, load_training_data
         from layernas.trainers.evaluator import make_trainer_evaluator
 
