@@ -37,7 +37,7 @@ from PIL import Image
 from layernas.trainers.image_quality import ms_ssim, ms_ssim_db, psnr
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("LAYERNAS_SHARED", REPO.parent / "shared"))  # the project's data folder
 OUT = REPO / "results" / "codec"
 JPEG_QUALITIES = (1, 3, 5, 10, 20, 30, 40, 50, 60, 75, 90)
 # CompressAI's published Kodak points (github.com/InterDigitalInc/CompressAI, results/kodak/),
@@ -54,9 +54,14 @@ def markdown_table(df: pd.DataFrame, fmt: str = ".4g") -> str:
     return "\n".join(lines)
 
 
-def load_kodak(downscale: int) -> list[tuple[str, np.ndarray]]:
+def load_kodak(downscale: int, directory: Path) -> list[tuple[str, np.ndarray]]:
+    """The Kodak images ``directory/kodim*.png`` (downscaled), as (name, HxWx3 uint8) pairs."""
     out = []
-    for p in sorted((SHARED / "data" / "kodak").glob("kodim*.png")):
+    paths = sorted(Path(directory).glob("kodim*.png"))
+    if not paths:
+        raise SystemExit(f"--kodak {directory}: no kodim*.png files (the Kodak Lossless True Color Image Suite, "
+                         f"see docs/data.md)")
+    for p in paths:
         im = Image.open(p).convert("RGB")
         if downscale > 1:
             im = im.resize((im.width // downscale, im.height // downscale), Image.LANCZOS)
@@ -267,7 +272,7 @@ def run_rd(args) -> None:
     from layernas.trainers.codec_train import load_images, split_photos
 
     space = CodecHyperpriorSpace()
-    train_imgs, _ = split_photos(load_images(SHARED / "data" / "photos"))
+    train_imgs, _ = split_photos(load_images(args.photos))
     models = {label: arch for label, arch in rd_models(space).items()
               if args.models is None or any(label.startswith(m) for m in args.models)}
     trained = {}
@@ -276,7 +281,7 @@ def run_rd(args) -> None:
         trained[label] = train_ladder(space, arch, args.lambdas, train_imgs, args)
     if args.train_only:
         return
-    kodak = load_kodak(args.kodak_downscale)[: args.max_images]
+    kodak = load_kodak(args.kodak_downscale, args.kodak)[: args.max_images]
     frames, train_rows, cost_rows = [jpeg_points(kodak)], [], []
     for label, arch in models.items():
         config = space.config(arch)
@@ -333,7 +338,7 @@ def run_stability(args) -> None:
     for seed in args.stability_seeds:
         recipe = dataclasses.replace(PROXY_RECIPE, steps=args.stability_steps or PROXY_RECIPE.steps)
         ev = CodecEvaluator(space, lmbda=args.search_lambda, recipe=recipe,
-                            photos_dir=SHARED / "data" / "photos", width_scale=args.width_scale, seed=seed,
+                            photos_dir=args.photos, width_scale=args.width_scale, seed=seed,
                             val_crop=128)
         for i, a in enumerate(archs):
             r = ev.evaluate(Trial(i, a, seed))
@@ -410,7 +415,7 @@ def write_summary(args) -> None:
              "Made by `benchmarks/codec_rd.py` (command, machine and wall time in provenance.json; the training "
              "run's, when it was a separate `--train-only` run, in provenance_training.json; the stability "
              f"run's in stability/provenance.json). Kodak: all {per.image.nunique()} images, {where}; "
-             "nothing is trained on Kodak (training crops come from ../shared/data/photos, minus the 8 held-out "
+             "nothing is trained on Kodak (training crops come from the training photos, minus the 8 held-out "
              "photos).", "",
              f"Our codecs are trained with the *CPU RD recipe* (`CPU_RD_RECIPE` in "
              f"layernas/trainers/codec_train.py): the highest lambda from scratch, then each lower lambda "
@@ -482,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stability-steps", type=int, help="proxy steps (default PROXY_RECIPE.steps, 60)")
     p.add_argument("--width-scale", type=float, default=0.25)
     p.add_argument("--search-lambda", type=float, default=0.0130)
+    p.add_argument("--photos", type=Path, default=SHARED / "data" / "photos",
+                   help="training photos DIR/*.png (the last 8 are held out); default $LAYERNAS_SHARED/data/photos")
+    p.add_argument("--kodak", type=Path, default=SHARED / "data" / "kodak",
+                   help="Kodak images DIR/kodim01..24.png, final evaluation only; default $LAYERNAS_SHARED/data/kodak")
     return p
 
 

@@ -57,9 +57,10 @@ def parse_cap(text: str) -> tuple[str, float]:
     return metric.strip(), parse_number(value)
 
 
-def build_parser(argv: list[str] = ()) -> Parser:
+def build_parser(argv: list[str] | None = None) -> Parser:
+    """The parser; ``argv`` (when given) lets it skip building what that command does not use."""
     parser = Parser(prog="layernas", description="LayerNAS: hardware-aware NAS in polynomial complexity. "
-                    "Exit codes: 0 success, 1 internal error, 2 bad input (one line on stderr), 130 interrupted "
+                    "Exit codes: 0 success, 1 internal error, 2 bad input (one line on stderr), 130 interrupted, 143 terminated "
                     "(--resume continues). See docs/cli.md.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser, required=True)
     s = sub.add_parser("search", help="run a search (resumable)")
@@ -96,7 +97,10 @@ def build_parser(argv: list[str] = ()) -> Parser:
                    "proxy score (NOT accuracy) for trying a space")
     e.add_argument("--trainer", choices=TRAINER_RECIPES, metavar="RECIPE",
                    help=f"train children with a recipe: {' | '.join(TRAINER_RECIPES)} (needs --data)")
-    e.add_argument("--data", help="--trainer: image folder root/<split>/<class>/*.jpg")
+    e.add_argument("--data", help="training data: an image folder ROOT/train/<class>/*.png for --trainer; "
+                   "a folder of .png photos for the codec spaces (see docs/data.md)")
+    e.add_argument("--valid-data", help="codec spaces: held-out photos DIR/*.png that score each child "
+                   "(default: the last 8 photos of --data by name)")
     e.add_argument("--devices", choices=DEVICES, help="--trainer: placement over local devices (default auto)")
     e.add_argument("--epochs", type=int, help="--trainer: epochs per child (default: the recipe's; proxy 5)")
     e.add_argument("--batch-size", type=int, help="--trainer: global batch (default: the recipe's; proxy 128)")
@@ -141,17 +145,16 @@ def build_parser(argv: list[str] = ()) -> Parser:
     bench = sub.add_parser("benchmark", help="reproducible benchmarks").add_subparsers(
         dest="benchmark", parser_class=Parser, required=True)
     nats = bench.add_parser("nats", help="LayerNAS against the baselines on the NATS tables")
-    if list(argv[:2]) == ["benchmark", "nats"] and (comparison := _comparison()) is not None:
-        comparison.add_benchmark_arguments(nats)
-    return parser
-
-
-def _comparison():
-    try:
+    if argv is None or list(argv[:2]) == ["benchmark", "nats"]:
         from layernas import comparison
-    except ImportError:
-        return None
-    return comparison
+
+        comparison.add_benchmark_arguments(nats)
+    from layernas.trainers import prepare_data
+
+    prepare_data.add_arguments(sub.add_parser(
+        "prepare-data", help="convert a downloaded dataset (the CIFAR-10 archive, a folder of photos) into "
+                             "--data's layout; never downloads"))
+    return parser
 
 
 def config_from_args(args) -> SearchConfig:
@@ -293,14 +296,19 @@ def cmd_spaces(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    comparison = _comparison()
-    if comparison is None:
-        raise UsageError("layernas benchmark nats needs the module layernas.comparison, which this install lacks")
+    from layernas import comparison
+
     return int(comparison.run_benchmark(args))
 
 
+def cmd_prepare_data(args) -> int:
+    from layernas.trainers import prepare_data
+
+    return prepare_data.run(args)
+
+
 COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd_convert,
-            "spaces": cmd_spaces, "benchmark": cmd_benchmark}
+            "spaces": cmd_spaces, "benchmark": cmd_benchmark, "prepare-data": cmd_prepare_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,7 @@ class SearchConfig:
     evaluator: str = "auto"
     trainer: str | None = None
     data: str | None = None
+    valid_data: str | None = None
     devices: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -129,7 +130,7 @@ class SearchConfig:
             kinds = (numbers.Integral,) if field in INT_FIELDS else (numbers.Real,)
             if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
                 _fail(field, value, f"expected {'an integer' if field in INT_FIELDS else 'a number'}")
-        for field in ("dataset", "metric", "table", "data", "out", "trainer", "address", "coordinator"):
+        for field in ("dataset", "metric", "table", "data", "valid_data", "out", "trainer", "address", "coordinator"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 _fail(field, value, "is empty; expected a non-empty value")
@@ -146,7 +147,7 @@ class SearchConfig:
             object.__setattr__(self, "budget_evals", 200)
         if self.out is None:
             object.__setattr__(self, "out", str(self.default_out_dir()))
-        for field in ("table", "data"):  # absolute: a Ray worker may start in another folder
+        for field in ("table", "data", "valid_data"):  # absolute: a Ray worker may start in another folder
             value = getattr(self, field)
             if value is not None and value != "official":
                 object.__setattr__(self, field, str(Path(value).resolve()))
@@ -222,9 +223,16 @@ class SearchConfig:
                 and self.valid_per_class >= self.train_per_class:
             raise ValueError(f"--valid-per-class {self.valid_per_class} must be below --train-per-class "
                              f"{self.train_per_class} (validation is held out of the training images)")
-        for field in ("data", "devices"):
-            if getattr(self, field) is not None and not self.trainer:
-                _fail(field, getattr(self, field), "applies to --trainer only (the children it trains)")
+        if self.data is not None and not self.trainer and not entry.options:
+            _fail("data", self.data, "applies to --trainer and the codec spaces only (the children they train)")
+        if self.valid_data is not None and not (entry.options and self.evaluator != "dry-run"):
+            _fail("valid_data", self.valid_data, f"applies to --space {' or '.join(families)} only (their "
+                  f"held-out photos)")
+        if entry.options and self.evaluator != "dry-run" and not self.data:
+            raise ValueError(f"--space {self.space} trains on photos: pass --data DIR, a folder of .png photos "
+                             f"(make one with `layernas prepare-data photos SRC --out DIR`; see docs/data.md)")
+        if self.devices is not None and not self.trainer:
+            _fail("devices", self.devices, "applies to --trainer only (the children it trains)")
         if self.devices is not None and self.devices not in DEVICES:
             _fail("devices", self.devices, f"expected one of {', '.join(DEVICES)}")
         kind = self.evaluator_kind
@@ -232,7 +240,8 @@ class SearchConfig:
             raise ValueError(f"space {self.space!r} must be trained: pass --trainer proxy --data DIR, "
                              f"or --evaluator dry-run")
         if self.trainer and not self.data:
-            raise ValueError("--trainer needs --data DIR (an image folder root/<split>/<class>/*.jpg)")
+            raise ValueError("--trainer needs --data DIR, an image folder ROOT/train/<class>/*.png (make CIFAR-10's "
+                             "with `layernas prepare-data cifar10 ARCHIVE --out DIR`; see docs/data.md)")
         if self.table is not None:
             if kind != "table":
                 _fail("table", self.table, f"applies to table lookups only, not to the {kind} evaluator")

@@ -96,7 +96,8 @@ class SearchResult:
         status = self.history["status"] if "status" in self.history else pd.Series([], dtype=object)
         if self.evaluations and (status != "ok").all():
             errors = list(dict.fromkeys(e for e in self.history["error"] if isinstance(e, str) and e))
-            lines.append(f"every trial failed ({self.evaluations} of {self.evaluations}); first errors: "
+            lines.append(f"every trial failed ({self.evaluations} of {self.evaluations}), so nothing was compared "
+                         f"with the target; first errors: "
                          + ("; ".join(errors[:3]) if errors else "none recorded"))
         elif self.best is None:
             lines.append("no evaluated architecture satisfies the target")

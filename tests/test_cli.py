@@ -222,9 +222,10 @@ def test_mobilenet_cifar_trainer_search(tmp_path, capsys, cifar10_dir):
 def test_codec_search_on_real_photos_respects_the_gmacs_budget_and_resumes(tmp_path, capsys):
     # LayerNAS with the codec trainer end to end: tiny proxies (widths / 16, 3 steps) on crops
     # of ../shared/data/photos; the reward is -RD loss with hard rounding on held-out photos.
-    shared_path("data", "photos")
+    photos = shared_path("data", "photos")
     out = tmp_path / "run"
-    args = ["search", "--space", "codec-hyperprior", "--target-decoder-gmacs", "16.5", "--lambda", "0.0067",
+    args = ["search", "--space", "codec-hyperprior", "--data", str(photos), "--target-decoder-gmacs", "16.5",
+            "--lambda", "0.0067",
             "--width-scale", "0.0625", "--proxy-steps", "3", "--budget-evals", "3", "--quiet", "--out", str(out)]
     code, _, err = run_cli(capsys, *args, "--json")
     assert code == 0, err

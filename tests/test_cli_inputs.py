@@ -45,7 +45,7 @@ def assert_one_line_error(code, err, *needles):
     (["--table", "/dev/null"], ["--table '/dev/null'", "regular file"]),
     (["--trainer", "proxy", "--data", ".", "--table", "t.csv"], ["--table 't.csv'", "table lookups only"]),
     (["--devices", "data"], ["--devices 'data'", "--trainer only"]),
-    (["--data", "."], ["--data '.'", "--trainer only"]),
+    (["--data", "."], ["--data '.'", "applies to --trainer and the codec spaces only"]),
     (["--address", "auto"], ["--address 'auto'", "--backend ray"]),
     (["--max-concurrent", "2"], ["--max-concurrent 2", "--backend ray"]),
     (["--gpus-per-trial", "1"], ["--gpus-per-trial 1", "--backend ray"]),
@@ -208,14 +208,6 @@ def test_unreachable_ray_address_fails_fast(tmp_path):
     assert time.monotonic() - started < 30
     assert_one_line_error(proc.returncode, proc.stderr, "--address 127.0.0.1:1", "cannot reach")
     assert not (tmp_path / "run").exists()
-
-
-def test_benchmark_nats_without_the_module_is_one_line(capsys, monkeypatch):
-    import layernas.cli as cli
-
-    monkeypatch.setattr(cli, "_comparison", lambda: None)
-    code, _, err = run_cli(capsys, "benchmark", "nats")
-    assert_one_line_error(code, err, "layernas.comparison")
 
 
 def test_spaces_columns_align_and_describe_explains_the_star(capsys):

@@ -233,10 +233,11 @@ def test_cli_codec_sandwich_errors_are_one_line(capsys, argv, needle):
 
 
 def test_cli_codec_sandwich_search_on_real_photos(tmp_path, capsys):
-    shared_path("data", "photos")
+    photos = shared_path("data", "photos")
     out = tmp_path / "run"
     # width_scale 1/16: every width becomes 4, so all trials share one compiled step
-    code, _, err = run_cli(capsys, "search", "--space", "codec-sandwich", "--target-decoder-gmacs", "12",
+    code, _, err = run_cli(capsys, "search", "--space", "codec-sandwich", "--data", str(photos),
+                           "--target-decoder-gmacs", "12",
                            "--lambda", "0.0067", "--width-scale", "0.0625", "--proxy-steps", "2",
                            "--budget-evals", "2", "--quiet", "--out", str(out))
     assert code == 0, err

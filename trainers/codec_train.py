@@ -1,8 +1,10 @@
 """Training and evaluation of the hyperprior codec, and the search's :class:`CodecEvaluator`.
 
-Data: random crops (with flips) of ``../shared/data/photos`` for training; the last
-``VALIDATION_PHOTOS`` photos (sorted by name) are held out, and their centre crops are
-the search's validation set. Kodak is only ever used for the final, reported evaluation.
+Data: random crops (with flips) of a folder of training photos (``--data``; made with
+``layernas prepare-data photos``, see docs/data.md); the last ``VALIDATION_PHOTOS`` photos
+(sorted by name) are held out, or a separate ``--valid-data`` folder is, and their centre
+crops are the search's validation set. Kodak is only ever used for the final, reported
+evaluation.
 
 Recipes (:func:`codec_recipe`, a :class:`~layernas.trainers.loop.Recipe` with the codec's defaults):
 
@@ -44,8 +46,8 @@ from layernas.evaluator import EvalResult, Trial
 from layernas.trainers.codec_model import (
     CodecConfig, HyperpriorCodec, count_params, init_params, rd_loss)
 from layernas.trainers.loop import Plan, Recipe, data_parallel_mesh, fit, stream_batches
+from layernas.trainers.data_checks import VALIDATION_PHOTOS  # the held-out photo count, re-exported
 
-VALIDATION_PHOTOS = 8
 # CompressAI's lambdas for qualities 1..8 (MSE models).
 COMPRESSAI_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
@@ -273,9 +275,12 @@ class PhotoTrainedEvaluator:
     Args:
       space: the search space.
       lmbda: the fixed rate-distortion trade-off of the search (> 0).
-      recipe: the proxy recipe (:func:`codec_recipe`; its ``lmbda`` and ``seed`` are replaced).
-      photos_dir: training/validation photos (never Kodak); the last
-        ``VALIDATION_PHOTOS`` are held out and their centre crops score the reward.
+      recipe: the proxy :func:`codec_recipe` (its ``lmbda`` and ``seed`` are replaced).
+      photos_dir: training photos (never Kodak); unless ``valid_dir`` is given, the last
+        ``VALIDATION_PHOTOS`` (by name) are held out and their centre crops score the reward.
+      valid_dir: held-out photos whose centre crops score the reward (None: the split above).
+        Both folders are read and checked by
+        :func:`~layernas.trainers.data_checks.load_photo_split` (a bad file is a one-line error).
       width_scale: train a width-scaled proxy, in (0, 1] (1.0 = the real architecture).
       val_crop: side of the validation centre crops.
       seed_policy: "fixed" (common random numbers: every trial uses ``seed``) or "trial"
@@ -288,7 +293,8 @@ class PhotoTrainedEvaluator:
 
     def __init__(self, space, lmbda: float = 0.0130, recipe: Recipe = PROXY_RECIPE,
                  photos_dir: str | Path | None = None, width_scale: float = 1.0, val_crop: int | None = None,
-                 seed_policy: str = "fixed", seed: int = 0, train_images=None, val_images=None):
+                 seed_policy: str = "fixed", seed: int = 0, train_images=None, val_images=None,
+                 valid_dir: str | Path | None = None):
         if seed_policy not in ("fixed", "trial"):
             raise ValueError(f"seed_policy {seed_policy!r} is not 'fixed' or 'trial'")
         if not 0 < width_scale <= 1:
@@ -298,32 +304,39 @@ class PhotoTrainedEvaluator:
         if train_images is None:
             if photos_dir is None:
                 raise ValueError("give photos_dir or train_images/val_images")
-            train_images, val_list = split_photos(load_images(photos_dir))
-            val_images = center_crops(val_list, self.default_val_crop if val_crop is None else val_crop)
+            from layernas.trainers.data_checks import load_photo_split
+
+            val_crop = self.default_val_crop if val_crop is None else val_crop
+            train_images, val_list = load_photo_split(photos_dir, valid_dir, min_train_side=recipe.crop_size,
+                                                      min_valid_side=val_crop)
+            val_images = center_crops(val_list, val_crop)
         self.space, self.lmbda, self.recipe = space, float(lmbda), recipe
         self.width_scale, self.seed_policy, self.seed = float(width_scale), seed_policy, int(seed)
         self.train_images, self.val_images = list(train_images), np.asarray(val_images, np.float32)
 
     @classmethod
     def for_search(cls, space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
-                   width_scale: float = 1.0, steps: int | None = None, seed: int = 0):
+                   width_scale: float = 1.0, steps: int | None = None, seed: int = 0,
+                   valid_dir: str | Path | None = None):
         """The evaluator a search uses: ``PROXY_RECIPE`` (with ``steps`` if given) on the
         photos in ``photos_dir`` (default :func:`default_photos_dir`), one fixed seed.
 
         Args:
           space: the search space.
           lmbda: ``--lambda``, the fixed RD trade-off of the search.
-          photos_dir: training photos (default ``$LAYERNAS_SHARED/data/photos`` or
-            ``../shared/data/photos`` beside the repository).
+          photos_dir: training photos (``--data``; default :func:`default_photos_dir`, the
+            test suite's data folder).
           width_scale: proxy width multiplier (``--width-scale``); 1.0 trains the real model.
           steps: proxy optimizer steps (``--proxy-steps``; default ``PROXY_RECIPE.steps``).
           seed: the common-random-numbers seed of every trial.
+          valid_dir: held-out photos (``--valid-data``; default: the last
+            ``VALIDATION_PHOTOS`` of ``photos_dir``).
         Returns:
           an instance of ``cls``.
         """
         recipe = PROXY_RECIPE if steps is None else dataclasses.replace(PROXY_RECIPE, steps=int(steps))
         return cls(space, lmbda=lmbda, recipe=recipe, photos_dir=default_photos_dir() if photos_dir is None
-                   else photos_dir, width_scale=width_scale, seed=seed)
+                   else photos_dir, width_scale=width_scale, seed=seed, valid_dir=valid_dir)
 
     def trial_recipe(self, trial: Trial) -> Recipe:
         """The recipe one trial trains with: the search's lambda and the policy's seed."""
@@ -369,7 +382,8 @@ class CodecEvaluator(PhotoTrainedEvaluator):
 
 
 def default_photos_dir() -> Path:
-    """``$LAYERNAS_SHARED/data/photos``, else ``../shared/data/photos`` beside the repository."""
+    """The test suite's photo folder: ``$LAYERNAS_SHARED/data/photos``, else ``shared/data/photos``
+    beside the repository's folder (a development convenience; the CLI requires ``--data``)."""
     import os
 
     shared = Path(os.environ.get("LAYERNAS_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -377,7 +391,8 @@ def default_photos_dir() -> Path:
 
 
 def make_codec_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
-                         width_scale: float = 0.25, steps: int | None = None, seed: int = 0) -> CodecEvaluator:
+                         width_scale: float = 0.25, steps: int | None = None, seed: int = 0,
+                         valid_dir: str | Path | None = None) -> CodecEvaluator:
     """The evaluator the CLI's ``--space codec-hyperprior`` uses: :meth:`CodecEvaluator.for_search`
     (same arguments) with the proxy at width scale 0.25 by default."""
-    return CodecEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed)
+    return CodecEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed, valid_dir)

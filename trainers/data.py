@@ -1,8 +1,9 @@
 """Image-folder datasets, a decoded uint8 cache, deterministic splits and on-device augmentation.
 
 Layout: ``root/<split>/<class>/*.jpg|jpeg|png`` (class = sub-folder name, classes sorted by
-name give the label ids). This is the layout of ``../shared/data/cifar10`` (50k train / 10k
-test JPEGs) and of any user dataset shaped the same way.
+name give the label ids). This is the layout ``layernas prepare-data cifar10`` writes from the
+official CIFAR-10 archive (50k train / 10k test images), and of any user dataset shaped the
+same way (see docs/data.md).
 
 The first load decodes with Pillow (in threads) and writes ``<cache_dir>/<key>.npz``; the
 key hashes the resolved root, the split, the chosen files and their sizes and mtimes, so a
@@ -11,7 +12,7 @@ CIFAR-10).
 
 Example:
     >>> from layernas.trainers import data
-    >>> train = data.load_image_folder("../shared/data/cifar10", "train", per_class=100)  # doctest: +SKIP
+    >>> train = data.load_image_folder("data/cifar10", "train", per_class=100)  # doctest: +SKIP
     >>> train, valid = data.split_validation(train, per_class=20, seed=0)                   # doctest: +SKIP
     >>> for idx in data.epoch_batches(len(train), 64, seed=0, epoch=0): ...                 # doctest: +SKIP
 """
@@ -98,11 +99,15 @@ def _per_class_pick(labels: np.ndarray, per_class: int, seed: int | None) -> np.
 def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a corrupt or truncated file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"cannot read image {path}: {reason}") from None
 
 
 def _cache_key(root: Path, split: str, files: list[Path], size) -> str:
@@ -157,8 +162,10 @@ def load_image_folder(
         arrays = list(pool.map(lambda f: _decode(f, size), files, chunksize=256))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ValueError(f"images under {root / split} have different sizes {sorted(shapes)[:3]}...; "
-                         f"pass image_size=(H, W) to resize them")
+        i = next(i for i, a in enumerate(arrays) if a.shape != arrays[0].shape)
+        (h0, w0), (h, w) = arrays[0].shape[:2], arrays[i].shape[:2]
+        raise ValueError(f"images under {root / split} have different sizes: {files[i]} is {w}x{h}, "
+                         f"{files[0]} is {w0}x{h0}; pass image_size=(H, W) to resize them")
     ds = ImageDataset(np.stack(arrays), labels, classes)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -204,9 +211,17 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, *, drop_last: 
         yield order[start:start + batch_size]
 
 
+MIN_STD = 1.0 / 255.0  # one grey level: a constant channel (std 0) is divided by this, not by 0
+
+
 def normalize(images: jax.Array, mean, std) -> jax.Array:
-    """uint8 NHWC -> float32, scaled to [0, 1] then standardised per channel."""
-    return (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) / jnp.asarray(std)
+    """uint8 NHWC -> float32, scaled to [0, 1] then standardised per channel.
+
+    A channel's ``std`` is floored at :data:`MIN_STD`, so images of one constant colour
+    (std 0) give finite inputs, not NaN.
+    """
+    std = jnp.maximum(jnp.asarray(std, jnp.float32), MIN_STD)
+    return (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) / std
 
 
 def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Array:

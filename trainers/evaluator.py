@@ -265,10 +265,15 @@ def evaluator_for_search(config, space):
     devices = config.devices or "auto"
     if config.multi_host and devices in ("auto", "candidates"):
         devices = "single"
-    return make_trainer_evaluator(space, config.data, config.trainer,
-                                  work_dir=Path(config.out) / "trainer" if config.out else None,
-                                  data_seed=config.seed, devices=devices,
-                                  recipe_overrides=config.recipe_overrides)
+    from layernas.trainers.data_checks import check_image_folder, load_training_data
+
+    check_image_folder(config.data)  # a bad --data is one line before any child trains
+    evaluator = make_trainer_evaluator(space, config.data, config.trainer,
+                                       work_dir=Path(config.out) / "trainer" if config.out else None,
+                                       data_seed=config.seed, devices=devices,
+                                       recipe_overrides=config.recipe_overrides)
+    load_training_data(evaluator)  # decode the recipe's subset now (and cache it): a bad image names its file
+    return evaluator
 
 
 def codec_evaluator_for_search(config, space):
@@ -289,5 +294,6 @@ def sandwich_evaluator_for_search(config, space):
 
 def _codec_for_search(family, config, space):
     codec = config.codec_options
-    return family.for_search(space, codec["lmbda"], width_scale=codec["width_scale"],
-                             steps=codec["proxy_steps"], seed=config.seed)
+    # the photos are read and checked here, before any child trains (one line naming a bad file)
+    return family.for_search(space, codec["lmbda"], config.data, width_scale=codec["width_scale"],
+                             steps=codec["proxy_steps"], seed=config.seed, valid_dir=config.valid_data)

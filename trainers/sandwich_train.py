@@ -201,8 +201,9 @@ class SandwichEvaluator(PhotoTrainedEvaluator):
 
 
 def make_sandwich_evaluator(space, lmbda: float = 0.0130, photos_dir: str | Path | None = None,
-                            width_scale: float = 0.5, steps: int | None = None, seed: int = 0) -> SandwichEvaluator:
+                            width_scale: float = 0.5, steps: int | None = None, seed: int = 0,
+                            valid_dir: str | Path | None = None) -> SandwichEvaluator:
     """The evaluator the CLI's ``--space codec-sandwich`` uses:
     :meth:`~layernas.trainers.codec_train.PhotoTrainedEvaluator.for_search` (same arguments)
     with the U-Nets at width scale 0.5 by default (widths are kept >= 4)."""
-    return SandwichEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed)
+    return SandwichEvaluator.for_search(space, lmbda, photos_dir, width_scale, steps, seed, valid_dir)
