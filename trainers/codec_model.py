@@ -41,8 +41,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from layernas.trainers.conv_ops import ConvTranspose, StridedConv, depth_to_space
+
 UPSAMPLERS = ("deconv", "subpixel", "resize")
 ACTIVATIONS = ("igdn", "gdn_lite", "leaky_relu")
+# How the stride-2 convs (g_a, h_a) and transposed convs ("deconv" blocks) are computed:
+# "rearranged" = space-to-depth + stride-1 conv and stride-1 conv + depth-to-space
+# (:mod:`layernas.trainers.conv_ops`, fast on XLA:CPU), "lax" = lax's strided and
+# transposed convs. Both give the same outputs from the same parameters.
+CONV_IMPLEMENTATIONS = ("rearranged", "lax")
 LIKELIHOOD_BOUND = 1e-9
 SCALE_BOUND = 0.11  # CompressAI's lower bound on the Gaussian scales
 # The image side must be a multiple of this: 4 stride-2 layers in g_a, 2 more in h_a.
@@ -97,6 +104,9 @@ class CodecConfig:
       synthesis: the four g_s blocks (the last has width 3 and no activation).
       hyper_synthesis: the two upsampling blocks of h_s; a 3x3 conv to M + ReLU follows.
       hyper_kernel: kernel of h_s's final 3x3 conv.
+      conv_impl: how strided and transposed convs are computed, one of
+        :data:`CONV_IMPLEMENTATIONS`; it changes neither the parameters nor the outputs
+        (up to float rounding), only the speed.
     """
 
     latent_channels: int = 192
@@ -105,8 +115,11 @@ class CodecConfig:
     synthesis: tuple[SynthesisBlock, ...] = _default_synthesis()
     hyper_synthesis: tuple[SynthesisBlock, ...] = _default_hyper_synthesis()
     hyper_kernel: int = 3
+    conv_impl: str = "rearranged"
 
     def __post_init__(self):
+        if self.conv_impl not in CONV_IMPLEMENTATIONS:
+            raise ValueError(f"conv_impl {self.conv_impl!r} is not one of {CONV_IMPLEMENTATIONS}")
         if len(self.synthesis) != 4 or self.synthesis[-1].width != 3:
             raise ValueError("synthesis must have 4 blocks, the last with width 3")
         if len(self.hyper_synthesis) != 2:
@@ -197,24 +210,20 @@ def _apply_activation(name, x, inverse=True):
     return x
 
 
-def depth_to_space(x, r: int = 2):
-    b, h, w, c = x.shape
-    x = x.reshape(b, h, w, r, r, c // (r * r))
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c // (r * r))
-
-
 class Upsample(nn.Module):
     """One :class:`SynthesisBlock`: x2 upsampling to ``block.width`` channels, then its
     activation."""
 
     block: SynthesisBlock
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, x):
         b = self.block
         k = (b.kernel, b.kernel)
         if b.upsample == "deconv":
-            x = nn.ConvTranspose(b.width, k, strides=(2, 2), padding="SAME", name="conv")(x)
+            impl = "subpixel" if self.conv_impl == "rearranged" else "lax"
+            x = ConvTranspose(b.width, k, strides=(2, 2), padding="SAME", implementation=impl, name="conv")(x)
         elif b.upsample == "subpixel":
             x = depth_to_space(nn.Conv(4 * b.width, k, padding="SAME", name="conv")(x))
         else:
@@ -225,36 +234,45 @@ class Upsample(nn.Module):
 
 
 # ----------------------------------------------------------------------------- transforms
+def _conv5_s2(features: int, conv_impl: str, name: str) -> nn.Module:
+    """A 5x5 stride-2 'SAME' conv with ``nn.Conv``'s parameters."""
+    impl = "space_to_depth" if conv_impl == "rearranged" else "lax"
+    return StridedConv(features, (5, 5), strides=(2, 2), padding="SAME", implementation=impl, name=name)
+
+
 class Analysis(nn.Module):
     n: int
     m: int
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, x):
         for i in range(3):
-            x = nn.Conv(self.n, (5, 5), strides=(2, 2), padding="SAME", name=f"conv{i}")(x)
+            x = _conv5_s2(self.n, self.conv_impl, f"conv{i}")(x)
             x = GDN(name=f"gdn{i}")(x)
-        return nn.Conv(self.m, (5, 5), strides=(2, 2), padding="SAME", name="conv3")(x)
+        return _conv5_s2(self.m, self.conv_impl, "conv3")(x)
 
 
 class HyperAnalysis(nn.Module):
     n: int
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, y):
         x = nn.relu(nn.Conv(self.n, (3, 3), padding="SAME", name="conv0")(jnp.abs(y)))
-        x = nn.relu(nn.Conv(self.n, (5, 5), strides=(2, 2), padding="SAME", name="conv1")(x))
-        return nn.Conv(self.n, (5, 5), strides=(2, 2), padding="SAME", name="conv2")(x)
+        x = nn.relu(_conv5_s2(self.n, self.conv_impl, "conv1")(x))
+        return _conv5_s2(self.n, self.conv_impl, "conv2")(x)
 
 
 class Synthesis(nn.Module):
     blocks: tuple[SynthesisBlock, ...]
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, y):
         x = y
         for i, block in enumerate(self.blocks):
-            x = Upsample(block, name=f"up{i}")(x)
+            x = Upsample(block, self.conv_impl, name=f"up{i}")(x)
         return x
 
 
@@ -262,12 +280,13 @@ class HyperSynthesis(nn.Module):
     blocks: tuple[SynthesisBlock, ...]
     m: int
     kernel: int = 3
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, z):
         x = z
         for i, block in enumerate(self.blocks):
-            x = Upsample(block, name=f"up{i}")(x)
+            x = Upsample(block, self.conv_impl, name=f"up{i}")(x)
         x = nn.relu(nn.Conv(self.m, (self.kernel, self.kernel), padding="SAME", name="conv_out")(x))
         return jnp.maximum(x, SCALE_BOUND)  # the scales of y
 
@@ -353,10 +372,10 @@ class HyperpriorCodec(nn.Module):
 
     def setup(self):
         c = self.config
-        self.g_a = Analysis(c.analysis_width, c.latent_channels)
-        self.h_a = HyperAnalysis(c.hyper_channels)
-        self.h_s = HyperSynthesis(c.hyper_synthesis, c.latent_channels, c.hyper_kernel)
-        self.g_s = Synthesis(c.synthesis)
+        self.g_a = Analysis(c.analysis_width, c.latent_channels, c.conv_impl)
+        self.h_a = HyperAnalysis(c.hyper_channels, c.conv_impl)
+        self.h_s = HyperSynthesis(c.hyper_synthesis, c.latent_channels, c.hyper_kernel, c.conv_impl)
+        self.g_s = Synthesis(c.synthesis, c.conv_impl)
         self.entropy_bottleneck = EntropyBottleneck(c.hyper_channels)
 
     def __call__(self, x, train: bool = False, rng=None):
