@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     extra: dict = {}
-    gemm_sizes, gemm_reps = ((256, 512), 2) if args.quick else ((1024, 2048, 4096), 5)
+    gemm_sizes, gemm_reps = ((256, 512), 2) if args.quick else ((1024, 2048), 3)
 
     codec_batch, codec_size = 8, 64
     crops = codec_crops(codec_batch, codec_size)
