@@ -327,6 +327,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     extra: dict = {}
+
+    def save_partial():  # rows so far, so an interrupted run leaves what it measured
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(args.out / "summary.partial.csv", index=False)
     gemm_sizes, gemm_reps = ((256, 512), 2) if args.quick else ((1024, 2048), 3)
 
     codec_batch, codec_size = 8, 64
@@ -380,6 +383,7 @@ def main(argv=None) -> int:
         tt.TorchProcess.proc.stdin.close()
         tt.TorchProcess.proc.wait()
         tt.TorchProcess.proc = None
+        save_partial()
 
     # ---- codec step
     if "codec" not in args.skip:
@@ -404,6 +408,7 @@ def main(argv=None) -> int:
                      + "; ".join(f"{k} {med[k]:.3f}" for k in TORCH_CODEC_CONFIGS if k != bt)})
         rows.append({"measure": what + " vs the old JAX formulation", "ours": ours, "baseline": old, "unit": "s/step",
                      "ratio": old / ours, "notes": "baseline: CodecConfig(conv_impl='lax'), same parameters and outputs"})
+        save_partial()
 
     # ---- peaks again, fractions
     peak_end = peaks()
@@ -425,6 +430,21 @@ def main(argv=None) -> int:
                      "notes": f"{fl:.3g} FLOPs/step (XLA cost_analysis"
                               + (" of the lax formulation, i.e. the transform's FLOPs)" if name == "codec" else ")")
                               + "; baseline = PyTorch at the same FLOPs"})
+
+    # ---- table comparison
+    if "table" not in args.skip:
+        print("table comparison", flush=True)
+        per_lookup = lookup_seconds(2000 if args.quick else 20000)
+        wall, runs, timing = run_table_comparison(args.table_seeds, processes=1,
+                                                  datasets=("cifar10",) if args.quick else None)
+        evaluations = int(runs.evaluations_run.sum())
+        floor = evaluations * per_lookup
+        rows.append({"measure": f"table comparison, {len(runs)} runs, 1 process", "ours": wall, "baseline": floor,
+                     "unit": "s", "ratio": floor / wall,
+                     "notes": f"baseline = lookup floor: {evaluations} evaluations x {per_lookup * 1e6:.1f} us per "
+                              f"lookup (measured in this run); 1 s is the reference limit for 2,400 runs"})
+
+        save_partial()
 
     # ---- children per hour
     if "children" not in args.skip:
@@ -463,22 +483,12 @@ def main(argv=None) -> int:
                                   f"compile, eval) + {steps} steps x {step_s:.3f} s (this run's 1-device step); "
                                   "baseline: results/trainer/children_per_hour.csv (recorded, not this run)"})
 
-    # ---- table comparison
-    if "table" not in args.skip:
-        print("table comparison", flush=True)
-        per_lookup = lookup_seconds(2000 if args.quick else 20000)
-        wall, runs, timing = run_table_comparison(args.table_seeds, processes=1,
-                                                  datasets=("cifar10",) if args.quick else None)
-        evaluations = int(runs.evaluations_run.sum())
-        floor = evaluations * per_lookup
-        rows.append({"measure": f"table comparison, {len(runs)} runs, 1 process", "ours": wall, "baseline": floor,
-                     "unit": "s", "ratio": floor / wall,
-                     "notes": f"baseline = lookup floor: {evaluations} evaluations x {per_lookup * 1e6:.1f} us per "
-                              f"lookup (measured in this run); 1 s is the reference limit for 2,400 runs"})
+        save_partial()
 
     wall_all = time.perf_counter() - t_all
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.to_csv(args.out / "summary.csv", index=False)
+    (args.out / "summary.partial.csv").unlink(missing_ok=True)
     write_markdown(df, args, wall_all, theo)
     from layernas.provenance import write_provenance
 
