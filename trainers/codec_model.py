@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
 
 import flax.linen as nn
 import jax
