@@ -289,7 +289,7 @@ def stack_states(states):
 
 
 def vmapped_step(step):
-    return jax.jit(jax.vmap(step, in_axes=(0, None, None, 0, None, None)), donate_argnums=0)
+    return jax.jit(jax.vmap(step, in_axes=(0, None, 0, None)), donate_argnums=0)  # (state, batch, key, consts)
 
 
 def batching_study(tr, recipe, reps: int, steps: int, K: int = 2) -> list[dict]:
@@ -307,7 +307,7 @@ def batching_study(tr, recipe, reps: int, steps: int, K: int = 2) -> list[dict]:
     vkeys = jnp.stack([s.key for s in same])
     vstep = vmapped_step(seq[0].step)
     t0 = time.perf_counter()
-    vstep = vstep.lower(vstate, *seq[0].batch, vkeys, seq[0].mean, seq[0].std).compile()
+    vstep = vstep.lower(vstate, seq[0].batch, vkeys, seq[0].consts).compile()
     v_compile = time.perf_counter() - t0
     # vmap over K masked children (different cells, one program)
     mstates = []
@@ -319,13 +319,13 @@ def batching_study(tr, recipe, reps: int, steps: int, K: int = 2) -> list[dict]:
     mvstate = stack_states(mstates)
     mvstep = vmapped_step(masked.step)
     t0 = time.perf_counter()
-    mvstep = mvstep.lower(mvstate, *masked.batch, vkeys, masked.mean, masked.std).compile()
+    mvstep = mvstep.lower(mvstate, masked.batch, vkeys, masked.consts).compile()
     mv_compile = time.perf_counter() - t0
 
     def run_v(state_ref, fn, stepper):
         def go():
             for _ in range(steps):
-                state_ref[0], m = fn(state_ref[0], *stepper.batch, vkeys, stepper.mean, stepper.std)
+                state_ref[0], m = fn(state_ref[0], stepper.batch, vkeys, stepper.consts)
             jax.block_until_ready(m)
         return go
 

@@ -57,6 +57,11 @@ HS_WIDTHS = (32, 64, 96, 128)
 KERNELS = (3, 5)
 UPSAMPLERS = ("deconv", "subpixel", "resize")
 ACTIVATIONS = ("igdn", "gdn_lite", "leaky_relu")
+# How the stride-2 convs (g_a, h_a) and transposed convs ("deconv" blocks) are computed:
+# "rearranged" = space-to-depth + stride-1 conv and stride-1 conv + depth-to-space
+# (:mod:`layernas.trainers.conv_ops`, fast on XLA:CPU), "lax" = lax's strided and
+# transposed convs. Both give the same outputs from the same parameters.
+CONV_IMPLEMENTATIONS = ("rearranged", "lax")
 
 
 # --- the codec's shape (what the flax model reads) ---------------------------------
@@ -107,6 +112,9 @@ class CodecConfig:
       synthesis: the four g_s blocks (the last has width 3 and no activation).
       hyper_synthesis: the two upsampling blocks of h_s; a 3x3 conv to M + ReLU follows.
       hyper_kernel: kernel of h_s's final 3x3 conv.
+      conv_impl: how strided and transposed convs are computed, one of
+        :data:`CONV_IMPLEMENTATIONS`; it changes neither the parameters nor the outputs
+        (up to float rounding), nor the MAC count, only the speed.
     """
 
     latent_channels: int = 192
@@ -115,8 +123,11 @@ class CodecConfig:
     synthesis: tuple[SynthesisBlock, ...] = _default_synthesis()
     hyper_synthesis: tuple[SynthesisBlock, ...] = _default_hyper_synthesis()
     hyper_kernel: int = 3
+    conv_impl: str = "rearranged"
 
     def __post_init__(self):
+        if self.conv_impl not in CONV_IMPLEMENTATIONS:
+            raise ValueError(f"conv_impl {self.conv_impl!r} is not one of {CONV_IMPLEMENTATIONS}")
         if len(self.synthesis) != 4 or self.synthesis[-1].width != 3:
             raise ValueError("synthesis must have 4 blocks, the last with width 3")
         if len(self.hyper_synthesis) != 2:

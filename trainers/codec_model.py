@@ -42,6 +42,7 @@ import numpy as np
 
 # The codec's shape (CodecConfig, SynthesisBlock) is pure data that lives with its search space.
 from layernas.search_spaces.codec import CodecConfig, CodecHyperpriorSpace, SynthesisBlock
+from layernas.trainers.conv_ops import ConvTranspose, StridedConv, depth_to_space
 from layernas.trainers.models import register_model
 
 LIKELIHOOD_BOUND = 1e-9
@@ -128,24 +129,20 @@ def _apply_activation(name, x, inverse=True):
     return x
 
 
-def depth_to_space(x, r: int = 2):
-    b, h, w, c = x.shape
-    x = x.reshape(b, h, w, r, r, c // (r * r))
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c // (r * r))
-
-
 class Upsample(nn.Module):
     """One :class:`SynthesisBlock`: x2 upsampling to ``block.width`` channels, then its
     activation."""
 
     block: SynthesisBlock
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, x):
         b = self.block
         k = (b.kernel, b.kernel)
         if b.upsample == "deconv":
-            x = nn.ConvTranspose(b.width, k, strides=(2, 2), padding="SAME", name="conv")(x)
+            impl = "subpixel" if self.conv_impl == "rearranged" else "lax"
+            x = ConvTranspose(b.width, k, strides=(2, 2), padding="SAME", implementation=impl, name="conv")(x)
         elif b.upsample == "subpixel":
             x = depth_to_space(nn.Conv(4 * b.width, k, padding="SAME", name="conv")(x))
         else:
@@ -156,36 +153,45 @@ class Upsample(nn.Module):
 
 
 # ----------------------------------------------------------------------------- transforms
+def _conv5_s2(features: int, conv_impl: str, name: str) -> nn.Module:
+    """A 5x5 stride-2 'SAME' conv with ``nn.Conv``'s parameters."""
+    impl = "space_to_depth" if conv_impl == "rearranged" else "lax"
+    return StridedConv(features, (5, 5), strides=(2, 2), padding="SAME", implementation=impl, name=name)
+
+
 class Analysis(nn.Module):
     n: int
     m: int
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, x):
         for i in range(3):
-            x = nn.Conv(self.n, (5, 5), strides=(2, 2), padding="SAME", name=f"conv{i}")(x)
+            x = _conv5_s2(self.n, self.conv_impl, f"conv{i}")(x)
             x = GDN(name=f"gdn{i}")(x)
-        return nn.Conv(self.m, (5, 5), strides=(2, 2), padding="SAME", name="conv3")(x)
+        return _conv5_s2(self.m, self.conv_impl, "conv3")(x)
 
 
 class HyperAnalysis(nn.Module):
     n: int
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, y):
         x = nn.relu(nn.Conv(self.n, (3, 3), padding="SAME", name="conv0")(jnp.abs(y)))
-        x = nn.relu(nn.Conv(self.n, (5, 5), strides=(2, 2), padding="SAME", name="conv1")(x))
-        return nn.Conv(self.n, (5, 5), strides=(2, 2), padding="SAME", name="conv2")(x)
+        x = nn.relu(_conv5_s2(self.n, self.conv_impl, "conv1")(x))
+        return _conv5_s2(self.n, self.conv_impl, "conv2")(x)
 
 
 class Synthesis(nn.Module):
     blocks: tuple[SynthesisBlock, ...]
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, y):
         x = y
         for i, block in enumerate(self.blocks):
-            x = Upsample(block, name=f"up{i}")(x)
+            x = Upsample(block, self.conv_impl, name=f"up{i}")(x)
         return x
 
 
@@ -193,12 +199,13 @@ class HyperSynthesis(nn.Module):
     blocks: tuple[SynthesisBlock, ...]
     m: int
     kernel: int = 3
+    conv_impl: str = "rearranged"
 
     @nn.compact
     def __call__(self, z):
         x = z
         for i, block in enumerate(self.blocks):
-            x = Upsample(block, name=f"up{i}")(x)
+            x = Upsample(block, self.conv_impl, name=f"up{i}")(x)
         x = nn.relu(nn.Conv(self.m, (self.kernel, self.kernel), padding="SAME", name="conv_out")(x))
         return jnp.maximum(x, SCALE_BOUND)  # the scales of y
 
@@ -284,10 +291,10 @@ class HyperpriorCodec(nn.Module):
 
     def setup(self):
         c = self.config
-        self.g_a = Analysis(c.analysis_width, c.latent_channels)
-        self.h_a = HyperAnalysis(c.hyper_channels)
-        self.h_s = HyperSynthesis(c.hyper_synthesis, c.latent_channels, c.hyper_kernel)
-        self.g_s = Synthesis(c.synthesis)
+        self.g_a = Analysis(c.analysis_width, c.latent_channels, c.conv_impl)
+        self.h_a = HyperAnalysis(c.hyper_channels, c.conv_impl)
+        self.h_s = HyperSynthesis(c.hyper_synthesis, c.latent_channels, c.hyper_kernel, c.conv_impl)
+        self.g_s = Synthesis(c.synthesis, c.conv_impl)
         self.entropy_bottleneck = EntropyBottleneck(c.hyper_channels)
 
     def __call__(self, x, train: bool = False, rng=None):

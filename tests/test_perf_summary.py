@@ -1,0 +1,50 @@
+"""benchmarks/perf_summary.py: its peak helpers, and (slow) the whole --quick run."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LAYERNAS_SHARED", REPO.parent / "shared"))
+
+
+def _load():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("perf_summary", REPO / "benchmarks" / "perf_summary.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_theoretical_fma_peak_from_cpuinfo():
+    if not Path("/proc/cpuinfo").exists():
+        pytest.skip("no /proc/cpuinfo on this platform")
+    peak = _load().theoretical_fma_peak()
+    assert peak["lanes"] in (4, 8, 16) and peak["cores"] == os.cpu_count()
+    assert peak["gflops"] == pytest.approx(peak["cores"] * peak["mhz"] / 1e3 * 2 * peak["lanes"] * peak["pipes"])
+    assert peak["gflops"] > 0
+
+
+def test_numpy_gemm_runs_in_a_subprocess_without_openblas_coretype(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "NO_SUCH_CORE")  # would make OpenBLAS warn or fall back
+    mod = _load()
+    assert mod.numpy_gemm_gflops((128,), 1, unset_coretype=True) > 0
+
+
+@pytest.mark.slow  # ~4 min on the shared 2-core machine
+def test_perf_summary_quick(tmp_path):
+    if not (SHARED / "data" / "cifar10").is_dir() or not (SHARED / "data" / "photos").is_dir():
+        pytest.skip(f"needs CIFAR-10 and photos under {SHARED / 'data'}")
+    assert _load().main(["--quick", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "summary.csv")
+    assert list(df.columns) == ["measure", "ours", "baseline", "unit", "ratio", "notes"]
+    measures = " ".join(df.measure)
+    for what in ("classifier train step", "vs PyTorch", "vs the old JAX formulation", "achievable GEMM peak",
+                 "fraction of the achievable peak", "children per hour", "table comparison"):
+        assert what in measures
+    assert (df.ours > 0).all()
+    assert "Quick mode" in (tmp_path / "summary.md").read_text()
