@@ -9,7 +9,8 @@ from typing import Any, Mapping
 from layernas.evaluator import Evaluator
 from layernas.executors import Executor, as_executor, check_max_in_flight
 from layernas.results import SearchResult, build_result
-from layernas.run import Budget, Progress, RunError, run_loop
+from layernas.progress import ProgressBar
+from layernas.run import Budget, RunError, run_loop
 from layernas.searchers import make_searcher
 from layernas.searchers.base import Searcher
 from layernas.target import Target
@@ -50,7 +51,8 @@ def search(
         in batches of this size; results are identical to a parallel backend's). Default:
         1, or in a multi-process search ``jax.device_count()`` (the trials of one round,
         divided among the processes).
-      progress: print a status line to stderr (process 0 only).
+      progress: show progress on stderr (process 0 only): a bar with an ETA on a terminal,
+        one line per result otherwise (:class:`layernas.progress.ProgressBar`).
       settings: extra JSON-able settings recorded in (and checked on resume against) the
         checkpoint, such as the dataset or the table used.
       distributed: multi-process search over the processes joined by
@@ -97,9 +99,13 @@ def search(
     if executor is None:
         executor = as_executor(evaluator, max_in_flight or 1)
     out = Path(out_dir) if out_dir is not None else None
-    record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
-                      resume=resume, settings=run_settings,
-                      progress=Progress() if progress else None)
+    bar = ProgressBar() if progress else None
+    try:
+        record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
+                          resume=resume, settings=run_settings, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     return build_result(space, target, record, out)
 
 

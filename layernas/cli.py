@@ -7,6 +7,7 @@
     layernas describe --space nats-tss --arch '|nor_conv_3x3~0|+|...|'
     layernas convert-table NATS-tss-v1_0-3ffb9-simple/ tss.parquet --space tss
     layernas spaces
+    layernas report RUN_DIR
 
 Bad input of any kind prints one line, ``layernas: error: ...``, and exits with code 2.
 """
@@ -26,6 +27,7 @@ from layernas.errors import first_line
 from layernas import registry
 
 TARGET_METRICS = ("flops", "madds", "params", "latency", "decoder_gmacs")
+NATS_CHARGE_EPOCHS = 12  # NATS-Bench's search budgets (20000/40000/120000 s) are 12-epoch time
 SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
@@ -73,8 +75,11 @@ def build_parser() -> Parser:
     t.add_argument("--metric", help="cost metric to bucket and target (default: the space's main one)")
     t.add_argument("--flops-fraction", "--cost-fraction", dest="fraction", type=float,
                    help="target max = this fraction of the most expensive architecture's cost")
-    t.add_argument("--target-max", type=parse_number, help="target max of --metric (e.g. 300M)")
-    t.add_argument("--target-min", type=parse_number, help="target min of --metric")
+    t.add_argument("--target-max", type=parse_number,
+                   help="target max of --metric in the space's unit (NATS: flops in MFLOPs, params in MB; "
+                        "MobileNet: madds and params as plain counts, e.g. 300M; latency in ms; "
+                        "codecs: decoder_gmacs in GMACs, *_madds per pixel)")
+    t.add_argument("--target-min", type=parse_number, help="target min of --metric (same unit)")
     for metric in TARGET_METRICS:
         t.add_argument(f"--target-{metric.replace('_', '-')}", type=parse_number, dest=f"target_{metric}",
                        help=f"shorthand for --metric {metric} --target-max VALUE")
@@ -82,7 +87,10 @@ def build_parser() -> Parser:
                    help="METRIC=MAX: also cap another metric (repeatable)")
     b = s.add_argument_group("budget and search options")
     b.add_argument("--budget-evals", type=int, help="most evaluations (default 200 when no budget is given)")
-    b.add_argument("--budget-seconds", type=parse_number, help="most (simulated) seconds charged")
+    b.add_argument("--budget-seconds", type=parse_number,
+                   help="most seconds charged: for NATS tables the simulated 12-epoch training time of the "
+                        "NATS-Bench protocol (its budgets: 20000/40000/120000 s for cifar10/cifar100/"
+                        "ImageNet16-120); for a trainer the measured wall time of each child")
     b.add_argument("--num-buckets", type=int, help="LayerNAS: buckets per layer (default 100)")
     b.add_argument("--per-bucket", type=int, help="LayerNAS: candidates kept per bucket (default 1)")
     b.add_argument("--preset", choices=("efficient", "paper"),
@@ -130,7 +138,8 @@ def build_parser() -> Parser:
     o = s.add_argument_group("output")
     o.add_argument("--out", help="run directory (default: runs/<named from the arguments>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out")
-    o.add_argument("--quiet", action="store_true", help="no progress line")
+    o.add_argument("--quiet", action="store_true",
+                   help="no progress (else: a bar with an ETA on a terminal, one line per result otherwise)")
     o.add_argument("--json", action="store_true", help="print result.json instead of a summary")
 
     d = sub.add_parser("describe", help="per-layer description and costs of an architecture")
@@ -144,6 +153,9 @@ def build_parser() -> Parser:
     c.add_argument("--space", choices=["tss", "sss"], required=True)
 
     sub.add_parser("spaces", help="list the named search spaces")
+
+    r = sub.add_parser("report", help="redraw a run's plots and write its self-contained report.html")
+    r.add_argument("run_dir", help="a run directory (the --out of a search)")
     return parser
 
 
@@ -314,7 +326,9 @@ def make_evaluator(args, space, entry, dataset, out=None):
         from layernas.tables import load_table
 
         table = load_table(args.table, space="sss" if args.space == "nats-sss" else "tss")
-        return TableEvaluator(table, dataset, space)
+        # charge the NATS-Bench protocol's 12-epoch training time (its budgets are in it)
+        charge = NATS_CHARGE_EPOCHS if table.metadata.get("train_time_epochs") else None
+        return TableEvaluator(table, dataset, space, charge_epochs=charge)
     raise UsageError(f"space {args.space!r} must be trained: pass --trainer proxy --data DIR, "
                      f"or --evaluator dry-run")
 
@@ -371,6 +385,7 @@ def cmd_search(args) -> int:
     codec = codec_options(args)
     overrides = recipe_overrides(args)
     evaluator = make_evaluator(args, space, entry, dataset, out)
+    charge_epochs = getattr(evaluator, "charge_epochs", None)
     max_in_flight = args.max_in_flight or 1
     if args.trainer:
         max_in_flight = getattr(evaluator, "max_in_flight", max_in_flight)
@@ -391,6 +406,8 @@ def cmd_search(args) -> int:
         max_in_flight = evaluator.max_in_flight
     settings = {"dataset": dataset, "table": str(args.table) if args.table else "default",
                 "evaluator": "dry-run" if args.evaluator == "dry-run" else (args.trainer or entry.evaluator)}
+    if charge_epochs:
+        settings["charge_epochs"] = charge_epochs
     if overrides:
         settings["recipe_overrides"] = overrides
     if codec:
@@ -418,7 +435,8 @@ def cmd_search(args) -> int:
               f"{target.max if target.max is not None else 'inf'}]" +
               "".join(f", {m} <= {v:g}" for m, v in target.caps.items()))
         if getattr(evaluator, "process_index", 0) == 0:
-            print(f"wrote {out}/history.csv, frontier.csv, result.json, provenance.json")
+            print(f"wrote {out}/history.csv, frontier.csv, result.json, provenance.json, "
+                  f"progress.png, cost_reward.png, report.html")
         else:
             print(f"process {evaluator.process_index} of {evaluator.process_count}: "
                   f"the run's files are written by process 0")
@@ -446,8 +464,16 @@ def cmd_spaces(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from layernas.report import write_report
+
+    path = write_report(args.run_dir)
+    print(f"wrote {path.parent}/progress.png, cost_reward.png, {path.name}")
+    return 0
+
+
 COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd_convert,
-            "spaces": cmd_spaces}
+            "spaces": cmd_spaces, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -281,6 +281,9 @@ def run_loop(
                      f"{target.metric}={best['costs'][target.metric]:.4g} ({best['arch_str']})")
         else:
             line += " | no feasible architecture yet"
+        counts = getattr(progress, "evaluations", None) if writer else None
+        if counts is not None:  # a bar (layernas.progress.ProgressBar) also takes the counts
+            counts(len(history), budget.evaluations, charged, budget.seconds)
         say(line, final=final)
 
     def commit_ready() -> None:

@@ -42,6 +42,7 @@ import optax
 from PIL import Image
 
 from layernas.evaluator import EvalResult, Trial
+from layernas.progress import report_child_progress
 from layernas.trainers.codec_model import (
     CodecConfig, HyperpriorCodec, count_params, init_params, rd_loss)
 
@@ -207,6 +208,7 @@ def record_step(history: list, metrics: dict, step: int, steps: int, log_every: 
     if not math.isfinite(metrics["loss"]):
         raise FloatingPointError(f"loss became {metrics['loss']} at step {step}")
     history.append(metrics)
+    report_child_progress(step=step + 1, steps=steps)  # the search's progress bar, if any
     if log_every and (step % log_every == 0 or step == steps - 1):
         print(f"step {step:5d} loss {metrics['loss']:.4f} bpp {metrics['bpp']:.3f} psnr {metrics['psnr']:.2f}",
               flush=True)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from layernas.progress import report_child_progress
 from layernas.trainers import data as data_lib
 
 DEFAULT_COMPILATION_CACHE = Path(os.environ.get("LAYERNAS_CACHE", Path.home() / ".cache" / "layernas")) / "jax"
@@ -404,6 +405,7 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
                 jax.block_until_ready(metrics)
                 compile_s = time.perf_counter() - ts
             res.steps += 1
+            report_child_progress(epoch=epoch + 1, epochs=recipe.epochs, step=i + 1, steps=steps_per_epoch)
             images_seen += batch
             pending.append(metrics)
             if res.steps % recipe.check_every == 0 or i == steps_per_epoch - 1:
