@@ -85,8 +85,8 @@ class ProgressBar:
             self._by_seconds = total is None and total_seconds is not None
             self._bar = tqdm(total=total_seconds if self._by_seconds else total, file=self.stream,
                              unit=" s charged" if self._by_seconds else " evals", dynamic_ncols=True,
-                             leave=True, initial=0, bar_format=None)
-        n = charged if self._by_seconds else done
+                             leave=True, unit_scale=self._by_seconds)
+        n = min(charged, total_seconds) if self._by_seconds else done  # the last trials may overshoot
         self._bar.n = n
         self._bar.refresh()
 
@@ -104,7 +104,10 @@ class ProgressBar:
             self.stream.write(line + "\n")
             self.stream.flush()
             return
-        self._status = line.split(" | ", 1)[-1] if " | " in line else line
+        status = line.split(" | ", 1)[-1] if " | " in line else line
+        if status.endswith(")") and " (" in status:  # the answer's arch string: too long for a bar
+            status = status[:status.rindex(" (")]
+        self._status = status
         self._bar.set_postfix_str(self._status, refresh=True)
         if final:
             self.close()
