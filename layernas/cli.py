@@ -2,6 +2,7 @@
 
     layernas search --space nats-tss --dataset cifar10 --flops-fraction 0.5
     layernas search --space nats-tss --dataset cifar10 --flops-fraction 0.5 --resume
+    layernas search --space nats-sss --table SSS_TABLE --flops-fraction 0.5   (no sss table ships)
     layernas search --space nats-sss --trainer proxy --data DIR --epochs 1 --train-per-class 50
     layernas search ... --distributed --coordinator HOST:PORT --num-processes N --process-id I
     layernas describe --space nats-tss --arch '|nor_conv_3x3~0|+|...|'
@@ -68,7 +69,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", parser_class=Parser, required=True)
 
     s = sub.add_parser("search", help="run a search (resumable)")
-    s.add_argument("--space", required=True, help=f"one of: {', '.join(registry.SPACES)}")
+    s.add_argument("--space", required=True, help=f"one of: {', '.join(registry.SPACES)} (nats-sss needs "
+                                                    f"--table: only the tss table ships with the install)")
     s.add_argument("--dataset", help="dataset of the space (NATS: cifar10, cifar100, ImageNet16-120)")
     s.add_argument("--searcher", default="layernas", help="layernas (default) or a baseline")
     t = s.add_argument_group("target (the answer must satisfy it)")
@@ -386,6 +388,7 @@ def cmd_search(args) -> int:
     overrides = recipe_overrides(args)
     evaluator = make_evaluator(args, space, entry, dataset, out)
     charge_epochs = getattr(evaluator, "charge_epochs", None)
+    table_rows = len(evaluator.arrays.archs) if hasattr(evaluator, "arrays") else None
     max_in_flight = args.max_in_flight or 1
     if args.trainer:
         max_in_flight = getattr(evaluator, "max_in_flight", max_in_flight)
@@ -425,6 +428,11 @@ def cmd_search(args) -> int:
 
         write_provenance(out, result.wall_seconds, " ".join(["layernas", *args.argv]), args={
             k: v for k, v in vars(args).items() if k not in ("func", "argv")})
+    if result.evaluations and not (result.history["status"] == "ok").any():
+        coverage = (f" (the table has {table_rows} of the space's {space.size} architectures: use a full table, "
+                    f"see docs/nats.md)" if table_rows is not None and table_rows < space.size else "")
+        raise UsageError(f"all {result.evaluations} evaluations failed{coverage}; the first: "
+                         f"{result.history['error'].dropna().iloc[0]}")
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
     else:

@@ -154,7 +154,10 @@ def write_plots(run_dir: str | Path) -> list[Path]:
         if best:
             ax.scatter([best["costs"][metric]], [best["reward"]], marker="*", s=220, color="gold",
                        edgecolor="k", zorder=5, label="the answer")
-        ax.legend(fontsize=8, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no successful evaluation", transform=ax.transAxes, ha="center")
     else:
         ax.text(0.5, 0.5, "no evaluated child yet", transform=ax.transAxes, ha="center")
     ax.set_xlabel(axis_label(metric or "cost", space))
