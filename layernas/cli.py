@@ -86,7 +86,7 @@ def build_parser() -> Parser:
         t.add_argument(f"--target-{metric.replace('_', '-')}", type=parse_number, dest=f"target_{metric}",
                        help=f"shorthand for --metric {metric} --target-max VALUE")
     t.add_argument("--cap", type=parse_cap, action="append", default=[],
-                   help="METRIC=MAX: also cap another metric (repeatable)")
+                   help="METRIC=MAX: also cap another metric, in its unit (e.g. params=3.5M) (repeatable)")
     b = s.add_argument_group("budget and search options")
     b.add_argument("--budget-evals", type=int, help="most evaluations (default 200 when no budget is given)")
     b.add_argument("--budget-seconds", type=parse_number,
@@ -438,10 +438,12 @@ def cmd_search(args) -> int:
     else:
         print(result.summary())
         if args.evaluator == "dry-run":
-            print("note: --evaluator dry-run: 'validation' is a training-free proxy score, NOT accuracy")
-        print(f"target: {target.metric} in [{target.min if target.min is not None else '-inf'}, "
-              f"{target.max if target.max is not None else 'inf'}]" +
-              "".join(f", {m} <= {v:g}" for m, v in target.caps.items()))
+            print("note: --evaluator dry-run: the reward is a training-free proxy score, NOT accuracy")
+        from layernas.units import format_cost
+
+        print(f"target: {target.metric} in [{'-inf' if target.min is None else format_cost(target.metric, target.min, space)}"
+              f", {'inf' if target.max is None else format_cost(target.metric, target.max, space)}]" +
+              "".join(f", {m} <= {format_cost(m, v, space)}" for m, v in target.caps.items()))
         if getattr(evaluator, "process_index", 0) == 0:
             print(f"wrote {out}/history.csv, frontier.csv, result.json, provenance.json, "
                   f"progress.png, cost_reward.png, report.html")
