@@ -85,7 +85,8 @@ class ProgressBar:
             self._by_seconds = total is None and total_seconds is not None
             self._bar = tqdm(total=total_seconds if self._by_seconds else total, file=self.stream,
                              unit=" s charged" if self._by_seconds else " evals", dynamic_ncols=True,
-                             leave=True, unit_scale=self._by_seconds)
+                             leave=True, unit_scale=self._by_seconds,
+                             initial=min(charged, total_seconds) if self._by_seconds else done)
         n = min(charged, total_seconds) if self._by_seconds else done  # the last trials may overshoot
         self._bar.n = n
         self._bar.refresh()
@@ -121,7 +122,8 @@ class ProgressBar:
             return
         self._last_child = now
         where = f"epoch {epoch}/{epochs} " if epoch is not None else ""
-        self._bar.set_postfix_str(f"training child: {where}step {step}/{steps} | {self._status}", refresh=True)
+        status = f" | {self._status}" if self._status else ""
+        self._bar.set_postfix_str(f"training child: {where}step {step}/{steps}{status}", refresh=True)
 
     def close(self) -> None:
         """Finish the bar and stop listening for child progress."""

@@ -314,6 +314,9 @@ def run_loop(
             top_up()
             status()
 
+    start_bar = getattr(progress, "evaluations", None) if writer else None
+    if start_bar is not None:  # a bar starts (and times) before the first child trains
+        start_bar(len(history), budget.evaluations, charged, budget.seconds)
     for trial in in_flight.values():  # resume: re-dispatch what was running
         if trial.trial_id not in finished:
             executor.submit(trial)
