@@ -40,6 +40,7 @@ from layernas.evaluator import EvalResult, Trial, trial_seed
 from layernas.executors import Executor
 from layernas.searchers.base import Searcher, State
 from layernas.target import Target
+from layernas.units import format_cost
 from layernas.space import SearchSpace
 
 CHECKPOINT_VERSION = 1
@@ -278,7 +279,8 @@ def run_loop(
         if best is not None:
             test = "" if best["test"] is None else f", test {best['test']:.2f}"
             line += (f" | best {best['reward']:.3f}{test} at "
-                     f"{target.metric}={best['costs'][target.metric]:.4g} ({best['arch_str']})")
+                     f"{target.metric}={format_cost(target.metric, best['costs'][target.metric], space)} "
+                     f"({best['arch_str']})")
         else:
             line += " | no feasible architecture yet"
         counts = getattr(progress, "evaluations", None) if writer else None
