@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from layernas.units import axis_label, charged_meaning, format_cost, reward_label, reward_meaning
+from layernas.units import axis_label, charged_meaning, cost_unit, format_cost, reward_label, reward_meaning
 
 PLOT_FILES = ("progress.png", "cost_reward.png")
 REPORT_FILE = "report.html"
@@ -235,9 +235,12 @@ def write_report(run_dir: str | Path, plots: bool = True) -> Path:
         rows.append(("answer", "no evaluated architecture satisfies the target"))
     info = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     if len(frontier):
-        shown = frontier.rename(columns={metric: axis_label(metric, space), "bucket_lo": f"bucket_lo ({metric})",
-                                         "bucket_hi": f"bucket_hi ({metric})"})
-        frontier_html = shown.to_html(index=False, float_format=lambda v: f"{v:.6g}", na_rep="", border=0)
+        unit = cost_unit(metric, space) or metric
+        shown = frontier.rename(columns={metric: axis_label(metric, space), "bucket_lo": f"bucket_lo ({unit})",
+                                         "bucket_hi": f"bucket_hi ({unit})"})
+        frontier_html = ('<div style="overflow-x: auto">'
+                         + shown.to_html(index=False, float_format=lambda v: f"{v:.6g}", na_rep="", border=0)
+                         + "</div>")
     else:
         frontier_html = "<p>no evaluated architecture respects the caps yet</p>"
     images = []
