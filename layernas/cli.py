@@ -327,6 +327,10 @@ def make_evaluator(args, space, entry, dataset, out=None):
         from layernas.table_evaluator import TableEvaluator
         from layernas.tables import load_table
 
+        if args.space == "nats-sss" and args.table is None:
+            raise UsageError("--space nats-sss needs --table: only the tss table ships with the install; convert the "
+                             "official NATS-Bench sss files with `layernas convert-table SRC sss.parquet --space sss` "
+                             "(docs/nats.md), or train children with --trainer")
         table = load_table(args.table, space="sss" if args.space == "nats-sss" else "tss")
         # charge the NATS-Bench protocol's 12-epoch training time (its budgets are in it)
         charge = NATS_CHARGE_EPOCHS if table.metadata.get("train_time_epochs") else None

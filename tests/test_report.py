@@ -216,3 +216,20 @@ def test_nats_budget_seconds_are_12_epoch_time(tmp_path, space):
     # the budget buys the protocol's ~150-190 evaluations, not the 12 that 200-epoch time would
     assert 100 <= result["evaluations"] <= 260
     assert history["cum_seconds"].iloc[-2] < 20000 <= history["cum_seconds"].iloc[-1]
+
+
+# -- nats-sss without a usable table -------------------------------------------------------
+
+def test_nats_sss_without_table_says_to_pass_one(capsys, tmp_path):
+    assert cli.main(["search", "--space", "nats-sss", "--flops-fraction", "0.5", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs --table" in err and "convert-table" in err
+
+
+def test_a_search_in_which_every_trial_fails_is_one_line(capsys, tmp_path, nats_fixture_dir):
+    table = nats_fixture_dir / "NATS-sss-v1_0-50262-simple"
+    assert cli.main(["search", "--space", "nats-sss", "--table", str(table), "--budget-evals", "20",
+                     "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "evaluations failed" in err
+    assert "the table has 3 of the space's 32768 architectures" in err and "is not in table" in err
