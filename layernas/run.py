@@ -129,10 +129,10 @@ class Progress:
         if self._tty:
             self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
             self.stream.flush()
-        elif final or now - self._last >= self.interval:
-            self.stream.write(line + "\n")
+        elif (final or now - self._last >= self.interval) and line != getattr(self, "_printed", None):
+            self.stream.write(line + "\n")  # (a final line equal to the last one is not repeated)
             self.stream.flush()
-            self._last = now
+            self._last, self._printed = now, line
 
 
 @dataclasses.dataclass
