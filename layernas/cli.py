@@ -443,6 +443,10 @@ def cmd_search(args) -> int:
         print(result.summary())
         if args.evaluator == "dry-run":
             print("note: --evaluator dry-run: the reward is a training-free proxy score, NOT accuracy")
+        elif table_rows is not None and not charge_epochs:
+            print(f"note: table {args.table} does not record how many epochs its training times are for, so they "
+                  f"are charged as recorded, not as the 12-epoch time NATS-Bench budgets are in (a sidecar "
+                  f"{Path(str(args.table)).name}.meta.json with {{\"train_time_epochs\": N}} fixes that)")
         from layernas.units import format_cost
 
         print(f"target: {target.metric} in [{'-inf' if target.min is None else format_cost(target.metric, target.min, space)}"

@@ -116,7 +116,8 @@ def write_plots(run_dir: str | Path) -> list[Path]:
                 ax.step(history[xcol], history["best_test"], where="post", color="C1", linestyle="--",
                         label="test accuracy (%) of that answer (never used by the search)")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel("accuracy (%): validation solid, test dashed"
+                      if test_known and ylabel.startswith("validation accuracy") else ylabel)
         ax.grid(alpha=0.3)
     if not (len(history) and history["best_reward"].notna().any()):
         axes[0].text(0.5, 0.5, "no answer inside the target yet", transform=axes[0].transAxes, ha="center")
