@@ -389,18 +389,28 @@ def write_summary(args) -> None:
     cost.to_csv(OUT / "decoder_cost.csv", index=False)
 
     where = "full-resolution Kodak" if full_res else f"Kodak downscaled /{args.kodak_downscale}"
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.8))
     for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB, RGB)"), (axes[1], "ms_ssim_db", "MS-SSIM (dB)")]:
-        for method, c in curves.groupby("method"):
-            c = c.sort_values("bpp_real")
-            ax.plot(c.bpp_real, c[metric], "s--" if method == JPEG else "o-", label=f"{method}, {where}")
-        for method, c in ref.groupby("method"):
-            ax.plot(c.bpp_real, c[metric], "*:", ms=9, alpha=0.8, label=f"{method} (published, full-res Kodak)")
+        for i, (method, c) in enumerate(curves.groupby("method")):
+            # a curve joins only the points that beat every cheaper one; a dominated point (more
+            # bits for less quality) is a marker alone, so no line pretends it is on the curve
+            kept, dropped = monotone_points(c, metric)
+            color = f"C{i}"
+            ax.plot(kept.bpp_real, kept[metric], "s--" if method == JPEG else "o-", color=color,
+                    label=f"{method}, {where}")
+            lone = c[c.setting.isin(dropped)]
+            if len(lone):
+                ax.plot(lone.bpp_real, lone[metric], "s" if method == JPEG else "o", color=color, mfc="none",
+                        ms=8, ls="none", label=f"{method}: dominated setting (more bits, less quality)")
+        for j, (method, c) in enumerate(ref.groupby("method"), start=curves.method.nunique()):
+            ax.plot(c.bpp_real, c[metric], "*:", color=f"C{j}", ms=9, alpha=0.8,
+                    label=f"{method} (published, full-res Kodak)")
         ax.set_xlabel("bits per pixel (real bitstream)"), ax.set_ylabel(ylabel), ax.grid(alpha=0.3)
         ax.set_xlim(0, min(2.5, 1.05 * float(curves.bpp_real.max())))
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)  # below: covers no point
     fig.suptitle(f"Rate-distortion on {where} (24 images)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(OUT / "rd_kodak.png", dpi=120)
 
     from layernas.trainers.codec_train import CPU_RD_RECIPE

@@ -40,6 +40,41 @@ from layernas.trainers.models import build_model
 OUT = Path(__file__).resolve().parents[1] / "results" / "latency"
 
 
+def plot(df: pd.DataFrame, path: Path, title: str) -> None:
+    """Predicted against measured latency (left) and MAdds against latency (right).
+
+    The overhead-corrected LUT sum sits within a fraction of a millisecond of the plain
+    LUT sum, so the plain sum is drawn as large open circles and the corrected one as
+    small dots inside them: both stay visible.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def rho(col):
+        return stats.spearmanr(df[col], df.measured_ms)[0]
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    lim = [0, 1.05 * max(df.measured_ms.max(), df.lut_ms.max(), df.same_window_sum_ms.max())]
+    axes[0].scatter(df.measured_ms, df.lut_ms, s=60, facecolors="none", edgecolors="C0", linewidths=1.3,
+                    label=f"LUT sum (Spearman {rho('lut_ms'):.3f})", zorder=3)
+    axes[0].scatter(df.measured_ms, df.lut_corrected_ms, s=9, color="C1", zorder=4,
+                    label=f"LUT sum - dispatch overhead (Spearman {rho('lut_corrected_ms'):.3f})")
+    axes[0].scatter(df.measured_ms, df.same_window_sum_ms, s=22, marker="^", color="C2", alpha=0.8, zorder=2,
+                    label=f"same-window unit sum (Spearman {rho('same_window_sum_ms'):.3f})")
+    axes[0].plot(lim, lim, "k--", lw=1, label="y = x")
+    axes[0].set(xlabel="measured end-to-end latency (ms, median)", ylabel="predicted latency (ms)", xlim=lim,
+                ylim=lim, title=title)
+    axes[0].legend(fontsize=8, loc="lower right")  # below the diagonal: no point there
+    axes[1].scatter(df.madds_M, df.measured_ms, s=14, c="C2")
+    axes[1].set(xlabel="MAdds (M)", ylabel="measured latency (ms)",
+                title=f"MAdds vs latency (Spearman {stats.spearmanr(df.madds_M, df.measured_ms)[0]:.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="mobilenetv3-small-cifar", choices=sorted({**V2, **V3}))
@@ -51,7 +86,17 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=5,
                    help="interleaved rounds: the whole model and its units are timed in alternation")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--replot", action="store_true", help="only redraw additivity.png from --out's additivity.csv")
     args = p.parse_args(argv)
+    if args.replot:
+        import json
+
+        prov = args.out / "provenance.json"
+        backend = json.loads(prov.read_text()).get("machine", {}).get("backend", "") if prov.exists() else ""
+        plot(pd.read_csv(args.out / "additivity.csv"), args.out / "additivity.png",
+             f"{args.space}, batch {args.batch}" + (f", {backend}" if backend else ""))
+        print(f"redrew {args.out / 'additivity.png'}")
+        return
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     lut = latency.LatencyLUT(args.out / "lut.json", batch_size=args.batch, warmup=args.warmup, repeats=args.repeats)
@@ -96,26 +141,7 @@ def main(argv=None) -> None:
     rho_madds, tau_madds = corr("madds_M")
     rho_sw, tau_sw = corr("same_window_sum_ms")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    lim = [0, 1.05 * max(df.measured_ms.max(), df.lut_ms.max())]
-    axes[0].scatter(df.measured_ms, df.lut_ms, s=14, label=f"LUT sum (Spearman {rho_lut:.3f})")
-    axes[0].scatter(df.measured_ms, df.lut_corrected_ms, s=14, marker="x",
-                    label=f"LUT sum - dispatch overhead (Spearman {rho_cor:.3f})")
-    axes[0].scatter(df.measured_ms, df.same_window_sum_ms, s=14, marker="^",
-                    label=f"same-window unit sum (Spearman {rho_sw:.3f})")
-    axes[0].plot(lim, lim, "k--", lw=1, label="y = x")
-    axes[0].set(xlabel="measured end-to-end latency (ms, median)", ylabel="predicted latency (ms)", xlim=lim, ylim=lim,
-                title=f"{args.space}, batch {args.batch}, {jax.default_backend()}")
-    axes[0].legend(fontsize=8)
-    axes[1].scatter(df.madds_M, df.measured_ms, s=14, c="C2")
-    axes[1].set(xlabel="MAdds (M)", ylabel="measured latency (ms)", title=f"MAdds vs latency (Spearman {rho_madds:.3f})")
-    fig.tight_layout()
-    fig.savefig(args.out / "additivity.png", dpi=120)
+    plot(df, args.out / "additivity.png", f"{args.space}, batch {args.batch}, {jax.default_backend()}")
 
     wall = time.time() - t0
     lut_note = "; the rest were read from lut.json, timed by an earlier run under a different load" if n_timed < len(lut) else ""

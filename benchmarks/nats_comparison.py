@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from layernas.comparison import TSS_TIME_BUDGETS, add_benchmark_arguments, write_benchmark
+from layernas.comparison import TSS_TIME_BUDGETS, add_benchmark_arguments, plot, write_benchmark
 from layernas.run_dir import write_atomic
 
 
@@ -87,7 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     lives in docs/nats_comparison.md)."""
     parser = argparse.ArgumentParser(prog="nats_comparison", description=__doc__.splitlines()[0])
     add_benchmark_arguments(parser)
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the two plots from --out's committed points.parquet and oracle.csv")
     args = parser.parse_args(argv)
+    if args.replot:
+        out = Path(args.out)
+        points, oracles = pd.read_parquet(out / "points.parquet"), pd.read_csv(out / "oracle.csv")
+        plot(points, oracles, out / "nats_tss_time.png", "seconds")
+        plot(points, oracles, out / "nats_tss_evals.png", "evaluations")
+        print(f"redrew {out}/nats_tss_time.png, nats_tss_evals.png")
+        return 0
     if args.table is None:
         args.table = str(default_table_path())
     command = ("python benchmarks/nats_comparison.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()

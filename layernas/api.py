@@ -12,7 +12,8 @@ from typing import Any, Mapping
 from layernas.evaluator import Evaluator
 from layernas.executors import Executor, as_executor, check_max_in_flight
 from layernas.results import SearchResult, build_result
-from layernas.run import Budget, Progress, RunError, run_loop
+from layernas.progress import ProgressBar
+from layernas.run import Budget, RunError, run_loop
 from layernas.run_dir import RunLock
 from layernas.searchers import SEARCHERS, make_searcher
 from layernas.searchers.base import Searcher
@@ -54,7 +55,8 @@ def search(
         in batches of this size; results are identical to a parallel backend's). Default:
         1, or in a multi-process search ``jax.device_count()`` (the trials of one round,
         divided among the processes).
-      progress: print a status line to stderr (process 0 only).
+      progress: show progress on stderr (process 0 only): a bar with an ETA on a terminal,
+        one line per result otherwise (:class:`layernas.progress.ProgressBar`).
       settings: extra JSON-able settings recorded in (and checked on resume against) the
         checkpoint, such as the dataset or the table used.
       distributed: multi-process search over the processes joined by
@@ -106,10 +108,14 @@ def search(
     # one process per run folder, from the first read to the last result file (a
     # multi-process run locks inside run_loop, where a failure reaches every process)
     single = int(getattr(executor, "process_count", 1) or 1) == 1
+    bar = ProgressBar() if progress else None
     with RunLock(out) if out is not None and single else contextlib.nullcontext():
-        record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
-                          resume=resume, settings=run_settings,
-                          progress=Progress() if progress else None)
+        try:
+            record = run_loop(space, strategy, executor, budget, target, seed=seed, out_dir=out,
+                              resume=resume, settings=run_settings, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
         return build_result(space, target, record, out)
 
 

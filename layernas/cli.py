@@ -64,7 +64,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
                     "(--resume continues). See docs/cli.md.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser, required=True)
     s = sub.add_parser("search", help="run a search (resumable)")
-    s.add_argument("--space", required=True, help=f"one of: {', '.join(registry.SPACES)}")
+    s.add_argument("--space", required=True, help=f"one of: {', '.join(registry.SPACES)} (nats-sss needs "
+                   f"--table: only the tss table ships with the install)")
     s.add_argument("--dataset", help="dataset of the space (NATS: cifar10 (default), cifar100, ImageNet16-120)")
     s.add_argument("--searcher", default="layernas", choices=SEARCHER_NAMES, metavar="NAME", help="layernas "
                    "(default), or a baseline: random (search), rea (regularized evolution), reinforce (REINFORCE)")
@@ -73,16 +74,19 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     t.add_argument("--metric", help="cost metric to bucket and target (default: the space's main one)")
     t.add_argument("--flops-fraction", "--cost-fraction", dest="fraction", type=float, help="target max = this "
                    "fraction, in (0, 1], of the most expensive architecture's cost")
-    t.add_argument("--target-max", type=parse_number, help="target max of --metric (suffixes k M G T: 300M = 3e8)")
-    t.add_argument("--target-min", type=parse_number, help="target min of --metric")
+    t.add_argument("--target-max", type=parse_number, help="target max of --metric in the space's unit (NATS: flops in MFLOPs, "
+                   "params in MB; MobileNet: madds and params as counts, suffixes k M G T: 300M = 3e8; latency in "
+                   "ms; codecs: decoder_gmacs in GMACs)")
+    t.add_argument("--target-min", type=parse_number, help="target min of --metric (same unit)")
     for metric in TARGET_METRICS:
         t.add_argument(f"--target-{metric.replace('_', '-')}", type=parse_number, dest=f"target_{metric}",
                        help=f"shorthand for --metric {metric} --target-max VALUE")
-    t.add_argument("--cap", type=parse_cap, action="append", default=[], help="METRIC=MAX: cap another metric too")
+    t.add_argument("--cap", type=parse_cap, action="append", default=[], help="METRIC=MAX: cap another metric too, in its unit (e.g. params=3.5M)")
     b = s.add_argument_group("budget and search options")
     b.add_argument("--budget-evals", type=int, help="most evaluations (default 200 when no budget is given)")
-    b.add_argument("--budget-seconds", type=parse_number, help="most seconds charged (a table's training seconds, "
-                   "a trainer's wall seconds)")
+    b.add_argument("--budget-seconds", type=parse_number, help="most seconds charged: for NATS tables the simulated "
+                   "12-epoch training time of the NATS-Bench protocol (its budgets: 20000/40000/120000 s for "
+                   "cifar10/cifar100/ImageNet16-120); for a trainer the measured wall time of each child")
     b.add_argument("--num-buckets", type=int, help="LayerNAS only: cost buckets per layer, 1..10000 (default 100)")
     b.add_argument("--per-bucket", type=int, help="LayerNAS only: candidates kept per bucket (default 1)")
     b.add_argument("--preset", help="LayerNAS only: 'efficient' (default: over-budget children are repaired "
@@ -130,7 +134,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     o = s.add_argument_group("output")
     o.add_argument("--out", help="run directory (default: runs/<named from the arguments>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out (which must hold one)")
-    o.add_argument("--quiet", action="store_true", help="no progress line")
+    o.add_argument("--quiet", action="store_true",
+                   help="no progress (else: a bar with an ETA on a terminal, one line per result otherwise)")
     o.add_argument("--json", action="store_true", help="print result.json instead of a summary")
 
     d = sub.add_parser("describe", help="per-layer description and costs of an architecture")
@@ -142,6 +147,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     c.add_argument("dst", help="output .parquet or .csv")
     c.add_argument("--space", choices=["tss", "sss"], required=True, help="which NATS-Bench space the files hold")
     sub.add_parser("spaces", help="list the named search spaces")
+    sub.add_parser("report", help="redraw a run's plots and write its self-contained report.html").add_argument(
+        "run_dir", help="a run directory (the --out of a search)")
     bench = sub.add_parser("benchmark", help="reproducible benchmarks").add_subparsers(
         dest="benchmark", parser_class=Parser, required=True)
     nats = bench.add_parser("nats", help="LayerNAS against the baselines on the NATS tables")
@@ -207,7 +214,7 @@ def cmd_search(args) -> int:
         finally:
             getattr(evaluator, "close", lambda: None)()
     with interrupts_ignored():  # the search is committed: finish writing and printing
-        return report(config, args.argv, result, target, out, process)
+        return report(config, args.argv, result, space, target, out, process, evaluator)
 
 
 @contextlib.contextmanager
@@ -225,24 +232,35 @@ def interrupts_ignored():
             signal.signal(sig, handler)
 
 
-def report(config: SearchConfig, argv: list[str], result, target, out: Path, process: int) -> int:
+def report(config: SearchConfig, argv: list[str], result, space, target, out: Path, process: int, evaluator) -> int:
     """Write provenance.json (process 0) and print the result."""
     from layernas.provenance import write_provenance
+    from layernas.units import format_cost
 
     if process == 0:
         write_provenance(out, result.wall_seconds, " ".join(["layernas", *argv]), args=dataclasses.asdict(config))
     if config.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
         return EXIT_OK
+    if result.evaluations and not (result.history["status"] == "ok").any():
+        rows = len(evaluator.arrays.archs) if hasattr(evaluator, "arrays") else None
+        coverage = (f" (the table has {rows} of the space's {space.size} architectures: use a full table, see "
+                    f"docs/nats.md)" if rows is not None and rows < space.size else "")
+        raise UsageError(f"all {result.evaluations} evaluations failed{coverage}; the first: "
+                         f"{result.history['error'].dropna().iloc[0]}")
     print(result.summary())
     if config.evaluator_kind == "dry-run":
-        print("note: --evaluator dry-run: 'validation' is a training-free proxy score, NOT accuracy")
-    unit = registry.get_space_entry(config.space).units.get(target.metric, "")
-    print(f"target: {target.metric} in [{target.min if target.min is not None else '-inf'}, "
-          f"{target.max if target.max is not None else 'inf'}]" + (f" {unit}" if unit else "") +
-          "".join(f", {m} <= {v:g}" for m, v in target.caps.items()))
+        print("note: --evaluator dry-run: the reward is a training-free proxy score, NOT accuracy")
+    elif hasattr(evaluator, "arrays") and not getattr(evaluator, "charge_epochs", None):
+        print(f"note: table {config.table} does not record how many epochs its training times are for, so they are "
+              f"charged as recorded, not as the 12-epoch time NATS-Bench budgets are in (a sidecar "
+              f"{Path(str(config.table)).name}.meta.json with {{\"train_time_epochs\": N}} fixes that)")
+    print(f"target: {target.metric} in [{'-inf' if target.min is None else format_cost(target.metric, target.min, space)}"
+          f", {'inf' if target.max is None else format_cost(target.metric, target.max, space)}]" +
+          "".join(f", {m} <= {format_cost(m, v, space)}" for m, v in target.caps.items()))
     if process == 0:
-        print(f"wrote {out}/history.csv, frontier.csv, result.json, provenance.json")
+        print(f"wrote {out}/history.csv, frontier.csv, result.json, provenance.json, progress.png, cost_reward.png, "
+              f"report.html")
     else:
         print(f"process {process}: the run's files are written by process 0")
     return EXIT_OK
@@ -295,6 +313,14 @@ def cmd_spaces(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    from layernas.report import write_report
+
+    path = write_report(args.run_dir)
+    print(f"wrote {path.parent}/progress.png, cost_reward.png, {path.name}")
+    return EXIT_OK
+
+
 def cmd_benchmark(args) -> int:
     from layernas import comparison
 
@@ -308,7 +334,8 @@ def cmd_prepare_data(args) -> int:
 
 
 COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd_convert,
-            "spaces": cmd_spaces, "benchmark": cmd_benchmark, "prepare-data": cmd_prepare_data}
+            "spaces": cmd_spaces, "benchmark": cmd_benchmark, "prepare-data": cmd_prepare_data,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -300,10 +300,13 @@ def plot(points: pd.DataFrame, oracles: pd.DataFrame, path: Path, kind: str = "s
             orc = float(oracles[(oracles.dataset == d) & (oracles.fraction == f)].test.iloc[0])
             lows = []
             for a in [x for x in ALGORITHMS if x in set(panel.algorithm)]:
-                g = panel[panel.algorithm == a].groupby("point").best_test
-                mean, q25, q75 = g.mean(), g.quantile(0.25), g.quantile(0.75)
+                runs_of_a = panel[panel.algorithm == a]
+                g = runs_of_a.groupby("point").best_test
+                mean, q25, q75 = g.mean(), g.quantile(0.25), g.quantile(0.75)  # NaN (no answer yet) skipped
                 x = mean.index.to_numpy()
-                ax.plot(x, mean.to_numpy(), color=COLORS.get(a), label=a, lw=1.6)
+                every = (g.count() == runs_of_a.seed.nunique()).to_numpy()  # every run has an answer
+                ax.plot(x, mean.to_numpy(), color=COLORS.get(a), lw=1.2, ls=":")
+                ax.plot(x, np.where(every, mean.to_numpy(), np.nan), color=COLORS.get(a), label=a, lw=1.6)
                 ax.fill_between(x, q25.to_numpy(), q75.to_numpy(), color=COLORS.get(a), alpha=0.18, lw=0)
                 tail = mean.to_numpy()[2 * len(x) // 3:]
                 lows.append(np.nanmin(tail) if np.isfinite(tail).any() else orc - 3)
@@ -314,7 +317,12 @@ def plot(points: pd.DataFrame, oracles: pd.DataFrame, path: Path, kind: str = "s
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
     axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    runs = int(sub.groupby(["algorithm", "dataset", "fraction"]).seed.nunique().max())
+    fig.text(0.5, 0.005, f"Line: the mean over {runs} runs (seeds) of each algorithm; band: the 25-75% range of "
+             "those runs. Dotted: not every run has a feasible answer yet, and the mean is over the runs that "
+             "have one (the paper's LayerNAS evaluates over-budget children first, so its curve is dotted longest).",
+             ha="center", va="bottom", fontsize=9, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

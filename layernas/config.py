@@ -242,6 +242,10 @@ class SearchConfig:
         if self.trainer and not self.data:
             raise ValueError("--trainer needs --data DIR, an image folder ROOT/train/<class>/*.png (make CIFAR-10's "
                              "with `layernas prepare-data cifar10 ARCHIVE --out DIR`; see docs/data.md)")
+        if kind == "table" and self.space == "nats-sss" and self.table is None:
+            raise ValueError("--space nats-sss needs --table: only the tss table ships with the install; convert the "
+                             "official NATS-Bench sss files with `layernas convert-table SRC sss.parquet --space sss` "
+                             "(docs/nats.md), or train children with --trainer")
         if self.table is not None:
             if kind != "table":
                 _fail("table", self.table, f"applies to table lookups only, not to the {kind} evaluator")
@@ -430,6 +434,11 @@ class SearchConfig:
         settings: dict[str, Any] = {"dataset": self.dataset,
                                     "evaluator": self.trainer if self.trainer else self.evaluator_kind}
         if self.evaluator_kind == "table":
+            from layernas.table_evaluator import NATS_CHARGE_EPOCHS
+
+            # the charge policy (12-epoch time when the table records its epochs): a run
+            # charged another way must not resume under it
+            settings["charge_epochs"] = NATS_CHARGE_EPOCHS
             if self.table is None or self.table == "official":
                 settings["table"] = self.table or "default"
             else:

@@ -87,14 +87,18 @@ class SearchResult:
         return None if self.best is None else tuple(self.best["arch"])
 
     def summary(self) -> str:
+        from layernas.units import charged_meaning, format_cost, reward_meaning
+
+        space = self.settings.get("space", "")
         lines = [f"evaluations: {self.evaluations} ({self.models_trained} distinct models), "
-                 f"charged {self.simulated_seconds:,.0f} s, wall {self.wall_seconds:.2f} s"]
+                 f"charged {self.simulated_seconds:,.0f} s ({charged_meaning(self.settings)}), "
+                 f"wall {self.wall_seconds:.2f} s"]
         if self.stopped_early:
             of = f" of {self.budget_evaluations}" if self.budget_evaluations else ""
             lines.append(f"the searcher stopped after {self.evaluations}{of} evaluations: it had nothing "
                          f"left to propose (every candidate was evaluated)")
         status = self.history["status"] if "status" in self.history else pd.Series([], dtype=object)
-        if self.evaluations and (status != "ok").all():
+        if len(status) and (status != "ok").all():
             errors = list(dict.fromkeys(e for e in self.history["error"] if isinstance(e, str) and e))
             lines.append(f"every trial failed ({self.evaluations} of {self.evaluations}), so nothing was compared "
                          f"with the target; first errors: "
@@ -104,10 +108,14 @@ class SearchResult:
         else:
             b = self.best
             # the search never looks at test numbers; a table may carry one, a trainer has none
-            test = "not measured" if b["test"] is None else f"{b['test']:.3f}"
-            costs = ", ".join(f"{k}={v:.6g}" for k, v in b["costs"].items())
+            meaning = reward_meaning(self.settings)
+            accuracy = meaning.startswith("validation accuracy")
+            test = "not measured" if b["test"] is None else f"{b['test']:.3f}" + (" %" if accuracy else "")
+            reward = (f"validation accuracy {b['reward']:.3f} %" if accuracy
+                      else f"reward {b['reward']:.3f} (= {meaning})")
+            costs = ", ".join(f"{k}={format_cost(k, v, space)}" for k, v in b["costs"].items())
             lines += [f"best: {b['arch_str']}",
-                      f"  validation {b['reward']:.3f}, test {test}",
+                      f"  {reward}, test{' accuracy' if accuracy else ''} {test}",
                       f"  costs: {costs}"]
         return "\n".join(lines)
 
@@ -218,6 +226,9 @@ def build_result(space: SearchSpace, target: Target, record, out_dir: Path | Non
         write_atomic(out_dir / "history.csv", result.history.to_csv(index=False))
         write_atomic(out_dir / "frontier.csv", result.frontier.to_csv(index=False))
         write_atomic(out_dir / "result.json", json.dumps(result.to_json(), indent=2, default=_jsonable) + "\n")
+        from layernas.report import write_run_report  # plots + report.html; matplotlib only now
+
+        write_run_report(out_dir)
     return result
 
 

@@ -69,6 +69,7 @@ from layernas.run_dir import RunError, RunLock, fsync_dir, is_bookkeeping, remov
 from layernas.searchers.base import Searcher, State
 from layernas.space import SearchSpace
 from layernas.target import Target
+from layernas.units import format_cost
 
 __all__ = ["Budget", "Progress", "RunError", "RunRecord", "Terminated", "run_loop", "finished_results",
            "write_json_atomic", "terminate_like_interrupt", "signals_deferred", "CHECKPOINT_NAME", "JOURNAL_NAME"]
@@ -171,10 +172,10 @@ class Progress:
         if self._tty:
             self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
             self.stream.flush()
-        elif final or now - self._last >= self.interval:
-            self.stream.write(line + "\n")
+        elif (final or now - self._last >= self.interval) and line != getattr(self, "_printed", None):
+            self.stream.write(line + "\n")  # (a final line equal to the last one is not repeated)
             self.stream.flush()
-            self._last = now
+            self._last, self._printed = now, line
 
 
 @dataclasses.dataclass
@@ -656,11 +657,18 @@ def _run(space, searcher, executor, budget, target, seed, out, saved, settings, 
         if best is not None:
             test = "" if best["test"] is None else f", test {best['test']:.2f}"
             line += (f" | best {best['reward']:.3f}{test} at "
-                     f"{target.metric}={best['costs'][target.metric]:.4g} ({best['arch_str']})")
+                     f"{target.metric}={format_cost(target.metric, best['costs'][target.metric], space)} "
+                     f"({best['arch_str']})")
         else:
             line += " | no feasible architecture yet"
+        counts = getattr(say, "evaluations", None)
+        if counts is not None:  # a bar (layernas.progress.ProgressBar) also takes the counts
+            counts(len(loop.history), budget.evaluations, loop.charged, budget.seconds)
         say(line, final=final)
 
+    start_bar = getattr(say, "evaluations", None)
+    if start_bar is not None:  # a bar starts (and times) before the first child trains
+        start_bar(len(loop.history), budget.evaluations, loop.charged, budget.seconds)
     if out is None:
         _drive_in_memory(loop, executor, budget, status)
     else:

@@ -244,7 +244,8 @@ def test_two_process_search_splits_trials_and_only_process_0_writes(tmp_path):
     first = [_result(p.stdout) for p in run_processes(argv(40, "0"))]
     assert not outs[1].exists()
     assert sorted(p.name for p in outs[0].iterdir() if not p.name.startswith(".")) == [
-        "checkpoint.json", "frontier.csv", "history.csv", "journal.jsonl", "result.json"]
+        "checkpoint.json", "cost_reward.png", "frontier.csv", "history.csv", "journal.jsonl", "progress.png",
+        "report.html", "result.json"]
     # every process returns the same result, history included
     assert first[0]["result"] == first[1]["result"] and first[0]["history"] == first[1]["history"]
     # each process evaluated only its round-robin share, and together every trial once

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -142,6 +143,7 @@ def cluster():
         except ProcessLookupError:
             pass
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)  # the head's logs and sockets: leave no /tmp/lnray*
 
 
 def reference(k, evaluator=None, budget=40, seed=3):

@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from layernas.progress import report_child_progress
+
 DEFAULT_COMPILATION_CACHE = Path(os.environ.get("LAYERNAS_CACHE", Path.home() / ".cache" / "layernas")) / "jax"
 
 
@@ -514,6 +516,11 @@ def fit(task, recipe: Recipe, seed: int, *, placement=None, initial_variables=No
             res.compile_seconds = time.perf_counter() - ts
         res.steps += 1
         res.examples_seen += plan.batch
+        if plan.epochs > 1:  # the search's progress bar, if one listens
+            report_child_progress(epoch=epoch + 1, epochs=plan.epochs,
+                                  step=(res.steps - 1) % plan.steps_per_epoch + 1, steps=plan.steps_per_epoch)
+        else:  # a step-only run (the codecs)
+            report_child_progress(step=res.steps, steps=plan.total_steps)
         pending.append(metrics)
         end_of_epoch = res.steps % plan.steps_per_epoch == 0
         if res.steps % recipe.check_every == 0 or end_of_epoch or res.steps == plan.total_steps:

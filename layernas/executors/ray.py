@@ -46,6 +46,7 @@ import dataclasses
 import os
 import socket
 import time
+import warnings
 from typing import Any, Callable
 
 from layernas.errors import first_line
@@ -147,9 +148,11 @@ class RayExecutor:
       max_in_flight: the most trials running at once (one actor each). The run loop
         proposes children in batches of this size; a local run with the same value gives
         the same search.
-      address: None starts a private local Ray instance (shut down by :meth:`close`);
-        "auto" joins the cluster started on this machine with ``ray start --head``;
-        "host:port" joins a remote cluster's head. Ignored when Ray is already
+      address: "local" starts a private Ray instance on this machine (shut down by
+        :meth:`close`); "auto" joins the cluster started on this machine with ``ray start
+        --head`` (an error when none runs); "host:port" joins a remote cluster's head;
+        None does what ``ray.init()`` does: ``$RAY_ADDRESS`` if set, else a cluster
+        running on this machine, else a new private instance. Ignored when Ray is already
         initialized in this process.
       num_cpus: CPUs each actor reserves.
       num_gpus: GPUs each actor reserves; fractional values (0.25, 0.5) pack several
@@ -199,11 +202,22 @@ class RayExecutor:
         self._owns_ray = False
         if not ray.is_initialized():
             kwargs = dict(init_kwargs or {})
-            if address is None:
+            if address in (None, "local"):
                 kwargs.setdefault("include_dashboard", False)
             if runtime_env is not None:
                 kwargs["runtime_env"] = runtime_env
-            ray.init(address=address, **kwargs)
+            with warnings.catch_warnings():
+                # starting Ray's processes is fork + exec, which JAX's fork hook warns about
+                # needlessly (the child execs at once and never touches JAX's threads)
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                try:
+                    ray.init(address=address, **kwargs)
+                except ConnectionError as e:
+                    if address != "auto":
+                        raise
+                    raise ConnectionError("Ray address 'auto' found no running Ray cluster on this machine; start "
+                                          "one with `ray start --head`, give its HOST:PORT, or use 'local' for "
+                                          "a private instance") from e
             self._owns_ray = True
         if check_resources:
             self._check_resources({"CPU": num_cpus, "GPU": num_gpus, **dict(resources or {})})
@@ -382,8 +396,9 @@ def make_ray_executor(
         worker (e.g. ``functools.partial(TrainerEvaluator, config, space)``), or a
         picklable evaluator.
       address: "auto" (the cluster started on this machine with ``ray start --head``),
-        "host:port" (a remote head), or None/"local" (a private Ray instance on this
-        machine, stopped when the executor closes).
+        "host:port" (a remote head), "local" (a private Ray instance on this machine,
+        stopped when the executor closes), or None (``ray.init()``'s choice: see
+        :class:`RayExecutor`).
       max_concurrent: trials in flight at once. Keep it the same when resuming a run.
       num_gpus_per_trial: GPUs per trial (fractional allowed, e.g. 0.5).
       num_cpus_per_trial: CPUs per trial.
@@ -392,8 +407,6 @@ def make_ray_executor(
     Returns:
       A RayExecutor; pass it to ``layernas.search`` and ``close()`` it afterwards.
     """
-    if address == "local":
-        address = None
     return RayExecutor(evaluator_factory, max_in_flight=max_concurrent, address=address,
                         num_cpus=num_cpus_per_trial, num_gpus=num_gpus_per_trial,
                         max_retries=max_retries, runtime_env=runtime_env)
