@@ -144,6 +144,12 @@ def build_parser() -> Parser:
     c.add_argument("--space", choices=["tss", "sss"], required=True)
 
     sub.add_parser("spaces", help="list the named search spaces")
+
+    x = sub.add_parser("export", help="a finished run's answer as JSON, trained flax weights and ONNX")
+    x.add_argument("run_dir", help="run directory of a finished search (its --out)")
+    x.add_argument("--out", required=True, help="export directory (model.json, variables.msgpack, model.onnx)")
+    x.add_argument("--no-weights", action="store_true", help="architecture and costs only (a table or dry-run search)")
+    x.add_argument("--data", help="the image folder the run trained on (default: the one the run records)")
     return parser
 
 
@@ -446,8 +452,14 @@ def cmd_spaces(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from layernas.trainers.export import run_export
+
+    return run_export(args)
+
+
 COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd_convert,
-            "spaces": cmd_spaces}
+            "spaces": cmd_spaces, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
