@@ -82,17 +82,31 @@ def trained_like_variables(model, seed: int = 0):
     return jax.tree_util.tree_map_with_path(perturb, variables)
 
 
-def test_round_trip_on_a_tiny_mobilenet_space(tmp_path):
+def tiny_space_and_model(kind: str):
     from layernas.trainers.models import build_model
 
-    space = tiny_mobilenet_space()
-    arch = tuple(len(layer.options) - 1 for layer in space.layers)  # largest kernels, 2 layers in block 1
-    model = build_model(space, arch, num_classes=10)
+    if kind == "mobilenet":
+        space = tiny_mobilenet_space()
+        arch = tuple(len(layer.options) - 1 for layer in space.layers)  # largest kernels, 2 layers in block 1
+        return space, arch, build_model(space, arch, num_classes=10)
+    from layernas.search_spaces.nats_tss import NatsTss
+
+    space = NatsTss("cifar10")  # a reduced network: C=8, N=1; every op, the 3x3 average pool included
+    arch = space.str_to_arch("|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|")
+    return space, arch, build_model(space, arch, num_classes=10, C=8, N=1)
+
+
+@pytest.mark.parametrize("kind", ["mobilenet", "nats-tss"])
+def test_round_trip_on_a_tiny_space(tmp_path, kind):
+    space, arch, model = tiny_space_and_model(kind)
     variables = trained_like_variables(model)
     images, source = check_images()
     mean, std = np.array([0.49, 0.48, 0.45], np.float32), np.array([0.25, 0.24, 0.26], np.float32)
     meta = export.export_model(space, arch, model, variables, tmp_path / "out", mean=mean, std=std,
-                               image_shape=(32, 32, 3), check_images=images, check_source=source)
+                               image_shape=(32, 32, 3), check_images=images, check_source=source,
+                               model_kwargs={"C": 8, "N": 1} if kind == "nats-tss" else None,
+                               registry_name="nats-tss" if kind == "nats-tss" else None,
+                               extra={"dataset": "cifar10", "num_classes": 10})
 
     check = meta["onnx_check"]
     assert check["images"] == len(images) and check["max_abs_logit"] > 0.1  # logits worth comparing
@@ -102,7 +116,8 @@ def test_round_trip_on_a_tiny_mobilenet_space(tmp_path):
     on_disk = json.loads((tmp_path / "out" / "model.json").read_text())
     assert on_disk["onnx_check"] == check and on_disk["files"] == {"weights": "variables.msgpack",
                                                                    "onnx": "model.onnx"}
-    reloaded = export.load_export(tmp_path / "out")  # the space comes back from its definition
+    # the space comes back from its definition (mobilenet) or its registry name (nats-tss)
+    reloaded = export.load_export(tmp_path / "out")
     ours = export.jax_logits(model, variables, images, mean, std)
     np.testing.assert_array_equal(reloaded.logits(images), ours)
     theirs = export.onnx_logits(tmp_path / "out" / "model.onnx", images[:3])  # another batch size

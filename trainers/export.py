@@ -179,9 +179,18 @@ def export_onnx(model, variables, path: str | os.PathLike, *, image_shape: tuple
     Path(path).write_bytes(proto.SerializeToString())
 
 
+# jax2onnx 0.17.1's converter of flax.linen.avg_pool takes window and strides as keywords
+# only and padding as a string only; NATS cells call it positionally with explicit padding
+# pairs (count_include_pad=False), and its converter of flax.linen.pool (which avg_pool
+# calls) refuses explicit padding. Without both, flax's own avg_pool is traced to
+# lax.reduce_window and converted from there (checked by tests/test_export.py).
+BYPASSED_PLUGINS = ("linen.avg_pool", "linen.pool")
+
+
 @contextlib.contextmanager
 def _jax_and_flax_plugins_only():
-    """Load only jax2onnx's jax and flax converters for one conversion.
+    """Load only jax2onnx's jax and flax converters for one conversion, less
+    :data:`BYPASSED_PLUGINS`.
 
     By default jax2onnx imports every plugin and example it ships on its first call,
     equinox's among them, which compiles dozens of XLA programs: about 8 s of CPU against
@@ -201,9 +210,12 @@ def _jax_and_flax_plugins_only():
         for tree in ("jax", "flax"):
             plugin_system._import_tree(root / tree, f"jax2onnx.plugins.{tree}")
         plugin_system._already_imported_plugins = True
+    registry = getattr(plugin_system, "PLUGIN_REGISTRY", {})
+    set_aside = {name: registry.pop(name) for name in BYPASSED_PLUGINS if name in registry}
     try:
         yield
     finally:
+        registry.update(set_aside)
         plugin_system._already_imported_plugins = before
 
 
@@ -231,7 +243,8 @@ def jax_logits(model, variables, images: np.ndarray, mean, std, batch_size: int 
 
 def export_model(space, arch: Sequence[int], model, variables, out_dir: str | os.PathLike, *,
                  mean, std, image_shape: tuple[int, int, int], check_images: np.ndarray | None,
-                 check_source: str = "", onnx: bool = True, extra: dict | None = None) -> dict:
+                 check_source: str = "", onnx: bool = True, model_kwargs: dict | None = None,
+                 registry_name: str | None = None, extra: dict | None = None) -> dict:
     """Write ``model.json``, ``variables.msgpack`` and ``model.onnx`` for one trained model.
 
     Args:
@@ -246,6 +259,9 @@ def export_model(space, arch: Sequence[int], model, variables, out_dir: str | os
         model (None: no check).
       check_source: where those images come from, for the record.
       onnx: write the ONNX file (needs the ``export`` extra: jax2onnx, onnx, onnxruntime).
+      model_kwargs: the builder options the model was built with (e.g. ``{"C": 8, "N": 1}``
+        for a reduced NATS network), recorded so that :func:`load_export` builds it again.
+      registry_name: the space's name in :mod:`layernas.registry`, when it has one.
       extra: more fields for ``model.json`` (merged at the top level).
     Returns:
       the ``model.json`` record.
@@ -256,10 +272,12 @@ def export_model(space, arch: Sequence[int], model, variables, out_dir: str | os
     to_str = getattr(space, "arch_to_str", None)
     meta: dict[str, Any] = {
         "format": FORMAT,
-        "space": {"name": space.name, "definition": json.loads(space.to_json()) if hasattr(space, "to_json") else None},
+        "space": {"name": space.name, "registry_name": registry_name,
+                  "definition": json.loads(space.to_json()) if hasattr(space, "to_json") else None},
         "arch": list(arch),
         "arch_str": to_str(arch) if to_str else "-".join(map(str, arch)),
         "costs": {k: float(v) for k, v in space.cost(arch).items()},
+        "model_kwargs": dict(model_kwargs or {}),
     }
     if hasattr(space, "arch_to_json"):
         meta["network"] = json.loads(space.arch_to_json(arch)).get("network")
@@ -346,12 +364,14 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, weight
     """
     answer = read_run(run_dir)
     settings = answer.settings
+    registry_name = None
     if space is None:
         from layernas import registry
 
-        args = answer.provenance.get("args") or {}
-        try:  # the registry's name (the space's own name may add the dataset)
-            space = registry.make_space(args.get("space") or settings["space"], settings.get("dataset"))
+        # the registry's name (the space's own name may add the dataset)
+        registry_name = (answer.provenance.get("args") or {}).get("space") or settings["space"]
+        try:
+            space = registry.make_space(registry_name, settings.get("dataset"))
         except ValueError as e:
             raise ExportError(f"run {answer.run_dir}: {e}") from None
     try:
@@ -366,7 +386,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, weight
     extra = {"dataset": settings.get("dataset"), "source": source}
     if not weights:
         return export_model(space, arch, None, None, out_dir, mean=[], std=[], image_shape=(),
-                            check_images=None, extra=extra)
+                            check_images=None, registry_name=registry_name, extra=extra)
     child = find_trained_child(answer.run_dir, arch, answer.best.get("reward"))
     if child is None:
         how = settings.get("evaluator")
@@ -401,7 +421,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, weight
     extra["num_classes"] = int(train_split.num_classes)
     return export_model(space, arch, model, variables, out_dir, mean=mean, std=std,
                         image_shape=tuple(int(s) for s in train_split.images.shape[1:]),
-                        check_images=images, onnx=onnx, extra=extra,
+                        check_images=images, onnx=onnx, registry_name=registry_name, extra=extra,
                         check_source=f"{root.name}/{split}, the first {CHECK_IMAGES_PER_CLASS} images of each class")
 
 
@@ -456,14 +476,14 @@ def load_export(out_dir: str | os.PathLike, space=None) -> ExportedModel:
     if space is None:
         space = _space_of(meta)
     variables = flax.serialization.msgpack_restore((out / meta["files"]["weights"]).read_bytes())
-    model = build_model(space, meta["arch"], num_classes=meta.get("num_classes"))
+    model = build_model(space, meta["arch"], num_classes=meta.get("num_classes"), **meta.get("model_kwargs", {}))
     return ExportedModel(model, variables, meta)
 
 
 def _space_of(meta: dict):
     from layernas import registry
 
-    name = meta["space"]["name"]
+    name = meta["space"].get("registry_name") or meta["space"]["name"]
     if name in registry.SPACES:
         return registry.make_space(name, meta.get("dataset"))
     definition = meta["space"].get("definition") or {}
