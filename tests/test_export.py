@@ -11,13 +11,15 @@ import json
 import numpy as np
 import pytest
 
+import importlib.util
+
 from layernas.cli import main
 from layernas.search_spaces import layerwise
+from layernas.trainers import export
 
-pytest.importorskip("jax2onnx", reason="needs the export extra: pip install 'layernas[export]'")
-pytest.importorskip("onnxruntime", reason="needs the export extra: pip install 'layernas[export]'")
-
-from layernas.trainers import export  # noqa: E402
+needs_onnx = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("jax2onnx", "onnx", "onnxruntime")),
+    reason="needs the export extra (jax2onnx, onnx, onnxruntime): pip install 'layernas[export]'")
 
 TINY_RECIPE = ["--trainer", "proxy", "--epochs", "1", "--train-per-class", "12", "--valid-per-class", "4",
                "--batch-size", "32"]
@@ -96,6 +98,7 @@ def tiny_space_and_model(kind: str):
     return space, arch, build_model(space, arch, num_classes=10, C=8, N=1)
 
 
+@needs_onnx
 @pytest.mark.parametrize("kind", ["mobilenet", "nats-tss"])
 def test_round_trip_on_a_tiny_space(tmp_path, kind):
     space, arch, model = tiny_space_and_model(kind)
@@ -124,6 +127,7 @@ def test_round_trip_on_a_tiny_space(tmp_path, kind):
     assert np.max(np.abs(theirs - ours[:3])) < 1e-4
 
 
+@needs_onnx
 def test_cli_exports_a_trained_cifar10_run_and_checks_it(tmp_path, capsys, cifar10_dir):
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, "search", "--space", "nats-sss", "--data", str(cifar10_dir), *TINY_RECIPE,
@@ -143,6 +147,14 @@ def test_cli_exports_a_trained_cifar10_run_and_checks_it(tmp_path, capsys, cifar
     reloaded = export.load_export(tmp_path / "exported")
     onnx_logits = export.onnx_logits(tmp_path / "exported" / "model.onnx", check_images(2)[0])
     assert np.max(np.abs(reloaded.logits(check_images(2)[0]) - onnx_logits)) < 1e-4
+    # a damaged checkpoint of the child: one line, exit 2
+    import shutil
+
+    variables = run / "trainer" / "children" / meta["source"]["child"] / "variables"
+    shutil.rmtree(variables)
+    variables.mkdir()
+    code, out, err = run_cli(capsys, "export", str(run), "--out", str(tmp_path / "again"))
+    assert code == 2 and "damaged variables/ checkpoint" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_on_a_run_without_weights_is_one_line_and_exit_2(tmp_path, capsys):
