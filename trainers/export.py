@@ -388,6 +388,10 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, weight
         return export_model(space, arch, None, None, out_dir, mean=[], std=[], image_shape=(),
                             check_images=None, registry_name=registry_name, extra=extra)
     child = find_trained_child(answer.run_dir, arch, answer.best.get("reward"))
+    if child is None and settings.get("store"):
+        raise ExportError(f"run {answer.run_dir} kept its trained children in the child store "
+                          f"{settings['store'].get('store')!r}, which this export does not read yet; "
+                          f"pass --no-weights for an architecture-only export")
     if child is None:
         how = settings.get("evaluator")
         raise ExportError(f"run {answer.run_dir} has no trained weights for its answer {answer.best.get('arch_str')} "
