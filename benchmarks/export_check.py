@@ -43,8 +43,9 @@ def run(data: Path, out: Path, work: Path, budget: int, target_madds: str) -> di
         raise SystemExit("the export failed")
     export_s = time.perf_counter() - t0
     meta = json.loads((work / "exported" / "model.json").read_text())
+    shown = [a.replace(str(data), "DATA").replace(str(work), "WORK") for a in search]
     record = {
-        "command": " ".join(["layernas", *search]),
+        "command": " ".join(["layernas", *shown]),
         "space": SPACE, "arch_str": meta["arch_str"], "costs": meta["costs"],
         "validation": meta["source"]["validation"], "onnx_check": meta["onnx_check"],
         "onnx_bytes": (work / "exported" / "model.onnx").stat().st_size,
@@ -52,19 +53,26 @@ def run(data: Path, out: Path, work: Path, budget: int, target_madds: str) -> di
         "machine": machine_info(),
     }
     (out / "check.json").write_text(json.dumps(record, indent=1))
-    c = record["onnx_check"]
-    (out / "check.md").write_text(
+    (out / "check.md").write_text(render(record))
+    return record
+
+
+def render(record: dict) -> str:
+    """check.md from check.json's record."""
+    c, m = record["onnx_check"], record["machine"]
+    return (
         f"# ONNX export check\n\n"
-        f"`{record['command']}`, then `layernas export`.\n\n"
+        f"`{record['command']}` (DATA: the CIFAR-10 image folder), then `layernas export WORK/run --out WORK/exported`.\n\n"
         f"| answer | MAdds | params | validation % | images | max abs logit diff | largest abs logit | top-1 agreement |\n"
         f"|---|---|---|---|---|---|---|---|\n"
         f"| {record['arch_str']} | {record['costs']['madds']:.4g} | {record['costs']['params']:.4g} | "
         f"{record['validation']:.1f} | {c['images']} ({c['source']}) | {c['max_abs_diff']:.3g} | "
         f"{c['max_abs_logit']:.3g} | {100 * c['top1_agreement']:.0f}% |\n\n"
+        f"The proxy is short (3 epochs on 800 images, to fit a 2-core CPU); the check is of the conversion "
+        f"(the same trained variables in JAX and in onnxruntime), not of accuracy.\n\n"
         f"{c['exporter']}, {c['runtime']}. Search wall {record['search_wall_s']} s (a resumed search counts only "
-        f"this session), export wall {record['export_wall_s']} s, on {record['machine'].get('cpu_model', '?')} "
-        f"({record['machine']['cpu_count']} CPUs), {record['machine']['date']}.\n")
-    return record
+        f"this session), export wall {record['export_wall_s']} s, on {m.get('cpu_model', '?')} "
+        f"({m['cpu_count']} CPUs, shared with other jobs), {m['date']}.\n")
 
 
 def main() -> None:
