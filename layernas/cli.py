@@ -149,6 +149,11 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     sub.add_parser("spaces", help="list the named search spaces")
     sub.add_parser("report", help="redraw a run's plots and write its self-contained report.html").add_argument(
         "run_dir", help="a run directory (the --out of a search)")
+    x = sub.add_parser("export", help="a finished run's answer as JSON, trained flax weights and ONNX")
+    x.add_argument("run_dir", help="run directory of a finished search (its --out)")
+    x.add_argument("--out", required=True, help="export directory (model.json, variables.msgpack, model.onnx)")
+    x.add_argument("--no-weights", action="store_true", help="architecture and costs only (a table or dry-run search)")
+    x.add_argument("--data", help="the image folder the run trained on (default: the one the run records)")
     bench = sub.add_parser("benchmark", help="reproducible benchmarks").add_subparsers(
         dest="benchmark", parser_class=Parser, required=True)
     nats = bench.add_parser("nats", help="LayerNAS against the baselines on the NATS tables")
@@ -321,6 +326,12 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args) -> int:
+    from layernas.trainers.export import run_export
+
+    return run_export(args)
+
+
 def cmd_benchmark(args) -> int:
     from layernas import comparison
 
@@ -335,7 +346,7 @@ def cmd_prepare_data(args) -> int:
 
 COMMANDS = {"search": cmd_search, "describe": cmd_describe, "convert-table": cmd_convert,
             "spaces": cmd_spaces, "benchmark": cmd_benchmark, "prepare-data": cmd_prepare_data,
-            "report": cmd_report}
+            "report": cmd_report, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
