@@ -352,6 +352,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help="FLOPs budgets as fractions of the largest model's (default 0.5 0.25)")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), help="default: all four")
     parser.add_argument("--out", default="results/nats", help="output folder (default results/nats)")
+    parser.add_argument("--preset", default="paper", choices=("paper", "efficient"),
+                        help="LayerNAS's preset (default paper: the comparison of the LayerNAS paper; "
+                             "benchmarks/nats_ablation.py compares the presets)")
     return parser
 
 
@@ -389,7 +392,8 @@ def write_benchmark(args, command: str) -> dict:
     start = time.perf_counter()
     table = _checked(args)
     points, runs, timing = run_comparison(table, args.seeds, args.datasets, args.fractions,
-                                          args.algorithms, args.processes)
+                                          args.algorithms, args.processes,
+                                          options={"layernas": {"preset": getattr(args, "preset", "paper")}})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()

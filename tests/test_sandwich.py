@@ -225,7 +225,8 @@ def run_cli(capsys, *argv):
     (["--space", "codec-sandwich", "--width-scale", "0"], "--width-scale 0.0: expected a number in (0, 1]"),
     (["--space", "codec-sandwich", "--proxy-steps", "0"], "--proxy-steps 0: expected an integer >= 1"),
     (["--space", "codec-sandwich", "--epochs", "2"], "--epochs sets the image-classifier recipe"),
-    (["--space", "codec-sandwich", "--metric", "flops"], "unknown metric 'flops' for space 'codec-sandwich'"),
+    (["--space", "codec-sandwich", "--data", ".", "--metric", "flops"],
+     "unknown metric 'flops' for space 'codec-sandwich'"),
 ])
 def test_cli_codec_sandwich_errors_are_one_line(capsys, argv, needle):
     code, _, err = run_cli(capsys, "search", *argv)
