@@ -386,7 +386,10 @@ def console_main() -> int:
     shuts down (when Python puts the default handlers back) must not turn a finished,
     committed command into a death by signal.
     """
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt as e:  # one arriving after main's own handler ran: the state is committed
+        code = EXIT_TERMINATED if type(e).__name__ == "Terminated" else EXIT_INTERRUPTED
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
