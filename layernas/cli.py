@@ -103,6 +103,13 @@ def build_parser() -> Parser:
                         "(default: the recipe's; proxy 500)")
     e.add_argument("--valid-per-class", type=int,
                    help="--trainer: of those, images per class held out for validation (proxy 100)")
+    e.add_argument("--store", nargs="?", const="default", metavar="PATH",
+                   help="--trainer: train each child once into this child store and reuse it across runs "
+                        "and processes (no PATH: the user cache, $LAYERNAS_CACHE/children)")
+    e.add_argument("--training-seeds", type=int, default=3,
+                   help="--store: each query draws one of K training seeds (default 3)")
+    e.add_argument("--warm-start-epochs", type=int,
+                   help="--store, nats-tss: start a child from a stored one-layer neighbour and train this many epochs")
     e.add_argument("--lambda", dest="lmbda", type=float,
                    help=f"codec: the RD trade-off of the reward (default {CODEC_DEFAULTS['lmbda']})")
     e.add_argument("--width-scale", type=float,
@@ -305,7 +312,7 @@ def make_evaluator(args, space, entry, dataset, out=None):
         return make_trainer_evaluator(space, args.data, args.trainer,
                                       work_dir=(out / "trainer") if out else None,
                                       data_seed=args.seed, devices=devices,
-                                      recipe_overrides=recipe_overrides(args))
+                                      recipe_overrides=recipe_overrides(args), **store_options(args))
     if entry.evaluator == "table":
         from layernas.table_evaluator import TableEvaluator
         from layernas.tables import load_table
@@ -314,6 +321,29 @@ def make_evaluator(args, space, entry, dataset, out=None):
         return TableEvaluator(table, dataset, space)
     raise UsageError(f"space {args.space!r} must be trained: pass --trainer proxy --data DIR, "
                      f"or --evaluator dry-run")
+
+
+def store_options(args) -> dict:
+    """``make_trainer_evaluator``'s child-store options from ``--store``, ``--training-seeds``
+    and ``--warm-start-epochs`` (empty without ``--store``).
+
+    Raises:
+      UsageError: a store flag without ``--trainer``/``--store``, or a value out of range.
+    """
+    if args.store is None:
+        if args.warm_start_epochs is not None or args.training_seeds != 3:
+            raise UsageError("--training-seeds and --warm-start-epochs need --store [PATH]")
+        return {}
+    if not args.trainer:
+        raise UsageError("--store keeps trained children; it needs --trainer proxy|nats-12|nats-200")
+    if args.training_seeds < 1:
+        raise UsageError(f"--training-seeds {args.training_seeds}; expected a positive integer")
+    if args.warm_start_epochs is not None and args.warm_start_epochs < 1:
+        raise UsageError(f"--warm-start-epochs {args.warm_start_epochs}; expected a positive integer")
+    from layernas.trainers.child_store import DEFAULT_STORE
+
+    return {"store": DEFAULT_STORE if args.store == "default" else Path(args.store),
+            "training_seeds": args.training_seeds, "warm_start_epochs": args.warm_start_epochs}
 
 
 @contextlib.contextmanager
@@ -390,6 +420,8 @@ def cmd_search(args) -> int:
                 "evaluator": "dry-run" if args.evaluator == "dry-run" else (args.trainer or entry.evaluator)}
     if overrides:
         settings["recipe_overrides"] = overrides
+    if args.store is not None:
+        settings["store"] = {k: str(v) for k, v in store_options(args).items()}
     if codec:
         settings["codec"] = codec
     with stdout_to_stderr(args.distributed):  # gloo prints to stdout; keep --json output clean

@@ -349,7 +349,8 @@ def evaluate_model(eval_step, variables, ds: data_lib.ImageDataset, mean, std, b
 
 
 def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDataset, recipe: Recipe, seed: int,
-                *, placement=None, init_method: str = "numpy", keep_variables: bool = True) -> TrainResult:
+                *, placement=None, init_method: str = "numpy", keep_variables: bool = True,
+                initial_variables=None) -> TrainResult:
     """Train ``model`` on ``train`` with ``recipe``; evaluate on ``valid``.
 
     Args:
@@ -362,6 +363,8 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
       placement: None, a device, or a Mesh with a "data" axis (see :func:`compiled_steps`).
       init_method: "numpy" (fast) or "flax".
       keep_variables: return the final variables (host arrays) in the result.
+      initial_variables: start from these variables instead of a fresh init (a warm
+        start, see :mod:`layernas.trainers.warm_start`).
 
     Returns:
       a :class:`TrainResult`; ``status="failed"`` with the reason on NaN or divergence.
@@ -379,7 +382,8 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
     mean, std = train.channel_stats()
     mean, std = placer.put_state((mean, std))
 
-    variables = init_variables(model, train.images.shape, seed, init_method)
+    variables = (init_variables(model, train.images.shape, seed, init_method) if initial_variables is None
+                 else initial_variables)
     t_init = time.perf_counter()
     tx, train_step, eval_step = compiled_steps(model, recipe, num_classes, total, steps_per_epoch, placement)
     params = variables["params"]
