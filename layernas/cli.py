@@ -397,6 +397,7 @@ def cmd_search(args) -> int:
     out = Path(args.out) if args.out else default_out_dir(args, args.space, dataset, target)
     codec = codec_options(args)
     overrides = recipe_overrides(args)
+    store_options(args)  # checked before anything is built
     evaluator = make_evaluator(args, space, entry, dataset, out)
     max_in_flight = args.max_in_flight or 1
     if args.trainer:
