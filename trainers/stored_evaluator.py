@@ -35,7 +35,6 @@ import dataclasses
 import functools
 import hashlib
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -92,16 +91,14 @@ class StoredTrainerEvaluator(TrainerEvaluator):
 
     @functools.cached_property
     def family(self) -> str:
-        """The family key: space, recipe (less its label), data subset, network overrides."""
+        """The family key: space, recipe (less its label), the training and validation images
+        and labels (their SHA-256), network overrides and init method."""
         recipe = {k: v for k, v in dataclasses.asdict(self.recipe).items() if k not in ("name", "check_every")}
-        if self._data is not None and getattr(self, "_root", None) is None:
-            tr, va = self._data
-            h = hashlib.sha256()
-            for a in (tr.images, tr.labels, va.images, va.labels):
-                h.update(np.ascontiguousarray(a).tobytes())
-            data = {"arrays_sha256": h.hexdigest()}
-        else:
-            data = {"root": str(Path(self._root).resolve()), "data_seed": self.data_seed}
+        h = hashlib.sha256()  # the images themselves: a changed or moved data folder is handled right
+        for a in (self.datasets[0].images, self.datasets[0].labels,
+                  self.datasets[1].images, self.datasets[1].labels):
+            h.update(np.ascontiguousarray(a).tobytes())
+        data = {"train_valid_sha256": h.hexdigest()}
         return family_key({"space": str(getattr(self.space, "name", "space")), "recipe": recipe, "data": data,
                            "model": sorted(self.model_kwargs.items()), "init": self.init_method})
 
