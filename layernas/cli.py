@@ -422,7 +422,7 @@ def cmd_search(args) -> int:
     if overrides:
         settings["recipe_overrides"] = overrides
     if args.store is not None:
-        settings["store"] = {k: str(v) for k, v in store_options(args).items()}
+        settings["store"] = {**store_options(args), "store": str(store_options(args)["store"])}
     if codec:
         settings["codec"] = codec
     with stdout_to_stderr(args.distributed):  # gloo prints to stdout; keep --json output clean
