@@ -174,3 +174,15 @@ def test_warm_start_copies_unchanged_layers_at_step_zero(tmp_path, monkeypatch):
             assert not np.array_equal(leaf, new) or names[-1] in ("mean", "var", "bias", "scale")
             inherited += 1
     assert changed >= 3 and inherited > 20  # conv kernel + BN scale/bias/mean/var of the new op
+
+
+def test_a_store_that_cannot_be_opened_is_a_one_line_error(tmp_path):
+    from layernas.trainers.child_store import StoreError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file; expected a directory"):
+        ChildStore(tmp_path / "file")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "index.sqlite").write_bytes(b"not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open child store .*not a database"):
+        ChildStore(tmp_path / "bad")

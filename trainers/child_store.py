@@ -138,6 +138,14 @@ class ChildStore:
         self.lease_seconds = float(lease_seconds)
         self.poll_seconds = float(poll_seconds)
         self.dropped: list[str] = []  # keys of corrupt entries dropped by this object
+        try:
+            found = self._create_schema()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open child store {self.path}: {e}") from None
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(f"store {self.path} has schema {found}; expected {SCHEMA_VERSION}")
+
+    def _create_schema(self) -> str:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
@@ -148,9 +156,7 @@ class ChildStore:
             db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, host TEXT, "
                        "pid INTEGER, expires REAL)")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            found = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()[0]
-        if found != str(SCHEMA_VERSION):
-            raise StoreError(f"store {self.path} has schema {found}; expected {SCHEMA_VERSION}")
+            return db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()[0]
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self) -> sqlite3.Connection:
