@@ -23,7 +23,8 @@ Parts:
   within), and the seconds per child.
 * ``search``: LayerNAS (``--num-buckets`` cost buckets), REA and random search at 50%
   FLOPs, each driving real training with the base proxy and K=3 training seeds per query;
-  REA and random get as many trained children as LayerNAS used in the same seed; ``answers.csv`` records each answer with its table accuracies; ``curves.csv``
+  REA and random get as many trained children as LayerNAS used in the same seed;
+  ``answers.csv`` records each answer with its table accuracies; ``curves.csv``
   the table test accuracy of each run's current answer after every child.
 
 ``summary.md`` and ``answer_curves.png`` are rewritten from the CSVs at the end
@@ -270,8 +271,9 @@ def run_searches(args, space, s, data, deadline: float) -> None:
             for i, r in enumerate(h.itertuples()):  # the running answer, scored by the table
                 if r.feasible and r.reward > best_reward:
                     best, best_reward = r.arch_str, r.reward
+                test = float(lookup.loc[best, "cifar10_test_mean"]) if best else np.nan
                 append_row(curves, {"algorithm": algo, "seed": seed, "children_trained": i + 1,
-                                    "table_test_mean": float(lookup.loc[best, "cifar10_test_mean"]) if best else np.nan})
+                                    "table_test_mean": test})
             b = res.best
             append_row(answers, {
                 "algorithm": algo, "seed": seed, "arch_str": b["arch_str"] if b else "",
@@ -287,26 +289,33 @@ def run_searches(args, space, s, data, deadline: float) -> None:
 
 
 # ----------------------------------------------------------------------------- report
-def in_progress(args, space) -> pd.DataFrame:
-    """Searches with a checkpoint but no row in answers.csv: their state so far."""
+def in_progress(args, space) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Searches with a checkpoint but no row in answers.csv: their state so far, and the
+    table test accuracy of their running answer after each child (curves.csv's columns)."""
     table, _ = feasible_table(space)
     lookup = table.set_index("arch_str")
     done = set()
     if (args.out / "answers.csv").exists():
         done = {f"{a}-{s}" for a, s in pd.read_csv(args.out / "answers.csv")[["algorithm", "seed"]].values}
-    rows = []
+    rows, curve = [], []
     for ck in sorted((args.out / "runs").glob("*/checkpoint.json")):
         name = ck.parent.name
         if name in done:
             continue
         hist = json.loads(ck.read_text())["history"]
+        algo, seed = name.rsplit("-", 1)
+        best_so_far = None
+        for i, h in enumerate(hist):
+            if h["feasible"] and (best_so_far is None or h["reward"] > best_so_far["reward"]):
+                best_so_far = h
+            curve.append({"algorithm": algo, "seed": int(seed), "children_trained": i + 1, "table_test_mean":
+                          float(lookup.loc[best_so_far["arch_str"], "cifar10_test_mean"]) if best_so_far else np.nan})
         feas = [h for h in hist if h["feasible"]]
         best = max(feas, key=lambda h: h["reward"]) if feas else None
-        algo, seed = name.rsplit("-", 1)
         rows.append({"algorithm": algo, "seed": int(seed), "children": len(hist), "feasible": len(feas),
                      "arch_str": best["arch_str"] if best else "none yet",
                      "table_test_mean": float(lookup.loc[best["arch_str"], "cifar10_test_mean"]) if best else np.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(curve)
 
 
 def analyze(args, space, wall: float | None) -> None:
@@ -336,34 +345,41 @@ def analyze(args, space, wall: float | None) -> None:
         lines += ["", "Top = cells in the feasible top quartile of the table. `warm-1ep` seconds are the "
                   "child's only (its parent is trained in a search anyway); `base+synflow-tiebreak` costs "
                   "both. SynFlow is computed on the base network at initialisation.", ""]
-    running = in_progress(args, space)
+    running, running_curves = in_progress(args, space)
     if len(running):
-        lines += ["## Searches still in progress (interrupted; they resume from their checkpoint and the store)",
+        lines += ["## Searches not finished when this summary was written",
+                  "", "They resume from their checkpoints, and their children from the store.",
                   "", "| algorithm | seed | children so far | feasible so far | current answer | table test |",
                   "|---|---|---|---|---|---|"]
         for r in running.itertuples():
             lines.append(f"| {r.algorithm} | {r.seed} | {r.children} | {r.feasible} | `{r.arch_str}` | "
                          f"{r.table_test_mean:.2f} |")
         lines.append("")
-    if (args.out / "answers.csv").exists():
-        ans = pd.read_csv(args.out / "answers.csv")
+    if (args.out / "answers.csv").exists() or len(running):
+        ans = (pd.read_csv(args.out / "answers.csv") if (args.out / "answers.csv").exists()
+               else pd.DataFrame(columns=["algorithm", "seed", "arch_str", "flops", "children_trained", "proxy_reward",
+                                          "table_valid_mean", "table_test_mean", "wall_s", "trained_now",
+                                          "train_seconds"]))
         lines += ["## Search answers", "", "| algorithm | seed | answer | MFLOPs | children | proxy | table valid | "
                   "table test | wall s |", "|---|---|---|---|---|---|---|---|---|"]
         for r in ans.itertuples():
             lines.append(f"| {r.algorithm} | {r.seed} | `{r.arch_str}` | {r.flops:.1f} | {r.children_trained} | "
-                         f"{r.proxy_reward:.2f} | {r.table_valid_mean:.2f} | {r.table_test_mean:.2f} | {r.wall_s:.0f} |")
+                         f"{r.proxy_reward:.2f} | {r.table_valid_mean:.2f} | {r.table_test_mean:.2f} | "
+                         f"{r.wall_s:.0f} |")
         lines += ["", "| algorithm | runs | table test mean ± std |", "|---|---|---|"]
         for algo, g in ans.groupby("algorithm"):
-            lines.append(f"| {algo} | {len(g)} | {g.table_test_mean.mean():.2f} ± {g.table_test_mean.std(ddof=1):.2f} |"
-                         if len(g) > 1 else f"| {algo} | 1 | {g.table_test_mean.iloc[0]:.2f} |")
+            t = g.table_test_mean
+            lines.append(f"| {algo} | {len(g)} | {t.mean():.2f} ± {t.std(ddof=1):.2f} |" if len(g) > 1
+                         else f"| {algo} | 1 | {t.iloc[0]:.2f} |")
         lines += ["", f"For reference: table-driven LayerNAS answers {TABLE_LAYERNAS:.2f} test accuracy and the "
                   f"oracle (best feasible cell) {ORACLE:.2f}.", ""]
         lines += [f"CPU time: searches' wall time {ans.wall_s.sum():.0f} s, of which training charged "
                   f"{ans.train_seconds.sum():.0f} s over {ans.children_trained.sum()} queries "
                   f"({ans.trained_now.sum()} trained in the search itself, the rest reused from the store)."]
-        if (args.out / "curves.csv").exists():
-            cur = pd.read_csv(args.out / "curves.csv").drop_duplicates(["algorithm", "seed", "children_trained"],
-                                                                        keep="last")
+        frames = [pd.read_csv(args.out / "curves.csv")] if (args.out / "curves.csv").exists() else []
+        if frames or len(running_curves):
+            cur = pd.concat(frames + [running_curves]).drop_duplicates(["algorithm", "seed", "children_trained"],
+                                                                       keep="last")
             fig, ax = plt.subplots(figsize=(6, 4))
             for algo, g in cur.groupby("algorithm"):
                 q = g.groupby("children_trained").table_test_mean.quantile([0.25, 0.5, 0.75]).unstack()
@@ -378,7 +394,8 @@ def analyze(args, space, wall: float | None) -> None:
             ax.grid(alpha=0.3)
             fig.tight_layout()
             fig.savefig(args.out / "answer_curves.png", dpi=110)
-            lines += ["", "![answers](answer_curves.png)"]
+            lines += ["", "![answers](answer_curves.png)", "",
+                      "The plot includes the searches not finished yet, up to where they are."]
     if wall is not None:
         lines += ["", f"This invocation: {wall:.0f} s wall on {os.cpu_count()} CPU cores (shared; load average "
                   f"{os.getloadavg()[0]:.1f} at the end)."]

@@ -151,7 +151,8 @@ def test_warm_start_copies_unchanged_layers_at_step_zero(tmp_path, monkeypatch):
         return real(model, tr, va, recipe, seed, **kw)
 
     monkeypatch.setattr(train_lib, "train_model", spy)
-    child_seed = next(s for s in range(100) if ev.training_seed(Trial(1, child_arch, s)) == parent.info["training_seed"])
+    same = parent.info["training_seed"]  # a trial seed that draws the parent's training seed
+    child_seed = next(s for s in range(100) if ev.training_seed(Trial(1, child_arch, s)) == same)
     child = ev.evaluate(Trial(1, child_arch, child_seed))
     assert child.ok and child.info["mode"] == "warm-1ep" and seen["epochs"] == 1
     assert child.info["warm_from"] == NatsTss("cifar10").arch_to_str(parent_arch)
