@@ -119,9 +119,14 @@ def make_evaluator(space, s, data, store, recipe=None, **kw):
 
 
 def append_row(path: Path, row: dict) -> None:
-    frame = pd.concat([pd.read_csv(path), pd.DataFrame([row])]) if path.exists() else pd.DataFrame([row])
-    frame.to_csv(path.with_suffix(".tmp"), index=False)
-    os.replace(path.with_suffix(".tmp"), path)
+    """Add a row to a CSV (rewritten whole: columns may grow); safe with several processes."""
+    from filelock import FileLock
+
+    with FileLock(str(path) + ".lock"):
+        frame = pd.concat([pd.read_csv(path), pd.DataFrame([row])]) if path.exists() else pd.DataFrame([row])
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- study
@@ -245,7 +250,7 @@ def run_searches(args, space, s, data, deadline: float) -> None:
         done = set(zip(*pd.read_csv(answers)[["algorithm", "seed"]].T.values))
     options = {"layernas": {"num_buckets": args.num_buckets}, "rea": {}, "random": {}}
     for seed in range(args.search_seeds):
-        for algo in ("layernas", "rea", "random"):
+        for algo in args.algorithms:
             if (algo, seed) in done:
                 continue
             if time.time() > deadline:
@@ -419,6 +424,10 @@ def main(argv=None) -> int:
     p.add_argument("--search-seeds", type=int, default=5)
     p.add_argument("--children", type=int, default=120,
                    help="most children per LayerNAS search; REA and random get as many as LayerNAS used")
+    p.add_argument("--algorithms", nargs="+", default=["layernas", "rea", "random"],
+                   choices=["layernas", "rea", "random"],
+                   help="which searches (run REA/random in a second process while LayerNAS runs: without a "
+                        "finished LayerNAS run of the seed they get --children)")
     p.add_argument("--num-buckets", type=int, default=5, help="LayerNAS cost buckets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--study-minutes", type=float, default=70.0)
