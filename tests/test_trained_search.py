@@ -42,10 +42,10 @@ def test_cli_store_reuses_children_across_runs(tmp_path, capsys, cifar10_dir):
 def test_cli_store_flags_are_checked(capsys, tmp_path):
     code, _, err = run_cli(capsys, "search", "--space", "nats-tss", "--store", str(tmp_path), "--quiet",
                            "--out", str(tmp_path / "r"))
-    assert code == 2 and "--store keeps trained children; it needs --trainer" in err
+    assert code == 2 and "keeps trained children: it needs --trainer" in err
     code, _, err = run_cli(capsys, "search", "--space", "nats-tss", "--warm-start-epochs", "1", "--quiet",
                            "--out", str(tmp_path / "r2"))
-    assert code == 2 and "need --store" in err and "Traceback" not in err
+    assert code == 2 and "needs --store" in err and "Traceback" not in err
 
 
 @pytest.mark.slow
