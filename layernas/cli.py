@@ -103,6 +103,12 @@ def build_parser(argv: list[str] | None = None) -> Parser:
                    help=f"train children with a recipe: {' | '.join(TRAINER_RECIPES)} (needs --data)")
     e.add_argument("--data", help="training data: an image folder ROOT/train/<class>/*.png for --trainer; "
                    "a folder of .png photos for the codec spaces (see docs/data.md)")
+    e.add_argument("--store", nargs="?", const="default", metavar="PATH",
+                   help="--trainer: train each child once into this child store and reuse it across runs and "
+                        "processes (no PATH: the user cache, $LAYERNAS_CACHE/children)")
+    e.add_argument("--training-seeds", type=int, help="--store: each query draws one of K training seeds (default 3)")
+    e.add_argument("--warm-start-epochs", type=int, help="--store, nats-tss: start a child from a stored one-layer "
+                   "neighbour and train this many epochs")
     e.add_argument("--valid-data", help="codec spaces: held-out photos DIR/*.png that score each child "
                    "(default: the last 8 photos of --data by name)")
     e.add_argument("--devices", choices=DEVICES, help="--trainer: placement over local devices (default auto)")

@@ -98,6 +98,9 @@ class SearchConfig:
     trainer: str | None = None
     data: str | None = None
     valid_data: str | None = None
+    store: str | None = None
+    training_seeds: int | None = None
+    warm_start_epochs: int | None = None
     devices: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -231,6 +234,14 @@ class SearchConfig:
         if entry.options and self.evaluator != "dry-run" and not self.data:
             raise ValueError(f"--space {self.space} trains on photos: pass --data DIR, a folder of .png photos "
                              f"(make one with `layernas prepare-data photos SRC --out DIR`; see docs/data.md)")
+        if self.store is not None and not self.trainer:
+            _fail("store", self.store, "keeps trained children: it needs --trainer proxy|nats-12|nats-200")
+        for field in ("training_seeds", "warm_start_epochs"):
+            value = getattr(self, field)
+            if value is not None and self.store is None:
+                _fail(field, value, "needs --store [PATH]")
+            if value is not None and (not isinstance(value, int) or value < 1):
+                _fail(field, value, "expected a positive integer")
         if self.devices is not None and not self.trainer:
             _fail("devices", self.devices, "applies to --trainer only (the children it trains)")
         if self.devices is not None and self.devices not in DEVICES:
@@ -333,6 +344,15 @@ class SearchConfig:
     def searcher_options(self) -> dict:
         """``num_buckets``/``per_bucket``/``preset`` as given (LayerNAS only)."""
         return {k: getattr(self, k) for k in ("num_buckets", "per_bucket", "preset") if getattr(self, k) is not None}
+
+    def store_options(self) -> dict:
+        """``make_trainer_evaluator``'s child-store options (empty without ``--store``)."""
+        if self.store is None:
+            return {}
+        from layernas.trainers.child_store import DEFAULT_STORE
+
+        return {"store": DEFAULT_STORE if self.store == "default" else Path(self.store),
+                "training_seeds": self.training_seeds or 3, "warm_start_epochs": self.warm_start_epochs}
 
     def make_space(self):
         """The search space (imports its module now)."""
@@ -448,6 +468,8 @@ class SearchConfig:
                 settings["table_sha256"] = table_fingerprint(self.table)
         if self.recipe_overrides:
             settings["recipe_overrides"] = self.recipe_overrides
+        if self.store is not None:
+            settings["store"] = {**self.store_options(), "store": str(self.store_options()["store"])}
         if self.codec_options:
             settings["codec"] = self.codec_options
         return settings

@@ -141,6 +141,9 @@ def history_frame(history: list[dict]) -> pd.DataFrame:
         row = {k: h[k] for k in ("trial_id", "arch_str", "reward", "test", "cost_seconds",
                                  "cum_seconds", "feasible", "status", "error")}
         row["evaluation"] = i + 1
+        for k in ("child", "training_seed"):  # a child store says trained/reused and the seed drawn
+            if k in h.get("info", {}):
+                row[k] = h["info"][k]
         row.update({f"cost_{k}": v for k, v in h["costs"].items()})
         row["best_reward"] = best_reward
         row["best_test"] = np.nan if best_test is None else best_test

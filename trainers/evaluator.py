@@ -206,7 +206,8 @@ def load_variables(path: Path):
 
 def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None, data_seed: int = 0,
                            devices: str = "auto", compilation_cache=train_lib.DEFAULT_COMPILATION_CACHE,
-                           model_kwargs: dict | None = None, recipe_overrides: dict | None = None):
+                           model_kwargs: dict | None = None, recipe_overrides: dict | None = None,
+                           store=None, training_seeds: int = 3, warm_start_epochs: int | None = None):
     """What ``layernas search --trainer NAME --data DIR`` builds.
 
     Args:
@@ -226,6 +227,13 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
         ``{"epochs": 1, "train_per_class": 20, "valid_per_class": 5}`` (what the CLI's
         ``--epochs``, ``--train-per-class`` and ``--valid-per-class`` set). They are part
         of the recipe, hence of every child's key.
+      store: a child-store directory (``--store``): children are trained once into it and
+        reused by every later run and process, each query drawing one of
+        ``training_seeds`` seeds (:mod:`layernas.trainers.stored_evaluator`). None: the
+        run's own ``work_dir`` records, one seed per trial.
+      training_seeds: K of the seeded proxy protocol (with ``store``).
+      warm_start_epochs: with ``store``, start each tss child from a stored one-layer
+        neighbour's weights and train this many epochs (None: from scratch).
 
     Returns:
       a :class:`TrainerEvaluator`, or a :class:`~layernas.executors.DeviceParallelExecutor`
@@ -245,8 +253,16 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
         if unknown:
             raise ValueError(f"recipe_overrides has unknown fields {unknown}; expected fields of Recipe")
         recipe = recipe.replace(**recipe_overrides)
-    ev = TrainerEvaluator(space, data, recipe, work_dir=work_dir, data_seed=data_seed,
-                          model_kwargs=model_kwargs)
+    if store is not None:
+        from layernas.trainers.stored_evaluator import StoredTrainerEvaluator
+        from layernas.trainers.warm_start import WarmStart
+
+        ev = StoredTrainerEvaluator(space, data, recipe, store=store, training_seeds=training_seeds,
+                                    warm_start=None if warm_start_epochs is None else WarmStart(warm_start_epochs),
+                                    data_seed=data_seed, model_kwargs=model_kwargs)
+    else:
+        ev = TrainerEvaluator(space, data, recipe, work_dir=work_dir, data_seed=data_seed,
+                              model_kwargs=model_kwargs)
     n = len(jax.local_devices())
     if devices == "data" and n > 1:
         ev.placement = data_parallel_mesh()
@@ -271,7 +287,7 @@ def evaluator_for_search(config, space):
     evaluator = make_trainer_evaluator(space, config.data, config.trainer,
                                        work_dir=Path(config.out) / "trainer" if config.out else None,
                                        data_seed=config.seed, devices=devices,
-                                       recipe_overrides=config.recipe_overrides)
+                                       recipe_overrides=config.recipe_overrides, **config.store_options())
     load_training_data(evaluator)  # decode the recipe's subset now (and cache it): a bad image names its file
     return evaluator
 

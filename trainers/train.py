@@ -225,7 +225,8 @@ def evaluate_model(eval_step, variables, ds: data_lib.ImageDataset, consts, batc
 
 
 def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDataset, recipe: Recipe, seed: int,
-                *, placement=None, init_method: str = "numpy", keep_variables: bool = True) -> TrainResult:
+                *, placement=None, init_method: str = "numpy", keep_variables: bool = True,
+                initial_variables=None) -> TrainResult:
     """Train ``model`` on ``train`` with ``recipe``; evaluate on ``valid``.
 
     Args:
@@ -238,6 +239,8 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
       placement: None, a device, or a Mesh with a "data" axis (see :func:`compiled_steps`).
       init_method: "numpy" (fast) or "flax".
       keep_variables: return the final variables (host arrays) in the result.
+      initial_variables: start from these variables instead of a fresh init (a warm
+        start, see :mod:`layernas.trainers.warm_start`).
 
     Returns:
       a :class:`TrainResult`; ``status="failed"`` with the reason on NaN or divergence.
@@ -245,7 +248,7 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
     """
     t0 = time.perf_counter()
     task = ClassifierTask.for_recipe(model, train, recipe, init_method=init_method)
-    out = loop.fit(task, recipe, seed, placement=placement)
+    out = loop.fit(task, recipe, seed, placement=placement, initial_variables=initial_variables)
     res = TrainResult(status=out.status, error=out.error, epochs_done=out.epochs_done, steps=out.steps,
                       init_seconds=out.init_seconds, compile_seconds=out.compile_seconds,
                       history=[{"epoch": e, "train_loss": m["loss"], "train_accuracy": 100.0 * m["accuracy"]}

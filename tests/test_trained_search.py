@@ -1,0 +1,71 @@
+"""`layernas search --trainer ... --store` and the trained-search benchmark's smoke mode (real CIFAR-10)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from layernas.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TINY = ["--trainer", "proxy", "--epochs", "1", "--train-per-class", "12", "--valid-per-class", "4",
+        "--batch-size", "32"]
+
+
+def test_cli_store_reuses_children_across_runs(tmp_path, capsys, cifar10_dir):
+    store = tmp_path / "store"
+    args = ["search", "--space", "nats-tss", "--flops-fraction", "0.5", "--searcher", "random",
+            "--data", str(cifar10_dir), *TINY, "--budget-evals", "2", "--quiet", "--store", str(store)]
+    code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    a, b = (pd.read_csv(tmp_path / d / "history.csv") for d in "ab")
+    assert list(a.child) == ["trained", "trained"] and list(b.child) == ["reused", "reused"]
+    assert list(a.reward) == list(b.reward) and list(a.training_seed) == list(b.training_seed)
+    settings = json.loads((tmp_path / "a" / "result.json").read_text())["settings"]
+    assert settings["store"] == {"store": str(store), "training_seeds": 3, "warm_start_epochs": None}
+
+
+def test_cli_store_flags_are_checked(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "search", "--space", "nats-tss", "--store", str(tmp_path), "--quiet",
+                           "--out", str(tmp_path / "r"))
+    assert code == 2 and "keeps trained children: it needs --trainer" in err
+    code, _, err = run_cli(capsys, "search", "--space", "nats-tss", "--warm-start-epochs", "1", "--quiet",
+                           "--out", str(tmp_path / "r2"))
+    assert code == 2 and "needs --store" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_trained_search_quick_writes_every_file(tmp_path, cifar10_dir, nats_tss_csv):
+    # 130 s on the shared 2-core machine at load ~15 (each new cell compiles its own train step)
+    spec = importlib.util.spec_from_file_location("trained_search", REPO / "benchmarks" / "trained_search.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "ts"
+    assert mod.main(["--quick", "--out", str(out), "--store", str(tmp_path / "store")]) == 0
+    answers = pd.read_csv(out / "answers.csv")
+    assert list(answers.columns[:9]) == ["algorithm", "seed", "arch_str", "flops", "children_trained",
+                                         "proxy_reward", "table_valid_mean", "table_test_mean", "wall_s"]
+    assert set(answers.algorithm) == {"layernas", "rea", "random"}
+    study = pd.read_csv(out / "proxy_study.csv")
+    assert list(study.columns[:7]) == ["variant", "seconds_per_child", "n", "kendall_all", "spearman_all",
+                                       "kendall_top", "spearman_top"]
+    assert {"base", "synflow", "warm-1ep"} <= set(study.variant)
+    assert (out / "answer_curves.png").exists() and "QUICK" in (out / "summary.md").read_text()
+    # resumable from the store: a second run trains nothing
+    before = len(pd.read_csv(out / "study_runs.csv"))
+    assert mod.main(["--quick", "--out", str(out), "--store", str(tmp_path / "store")]) == 0
+    assert len(pd.read_csv(out / "study_runs.csv")) == before
