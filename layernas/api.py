@@ -13,7 +13,7 @@ from layernas.evaluator import Evaluator
 from layernas.executors import Executor, as_executor, check_max_in_flight
 from layernas.results import SearchResult, build_result
 from layernas.progress import ProgressBar
-from layernas.run import Budget, RunError, run_loop
+from layernas.run import Budget, RunError, run_loop, signals_deferred
 from layernas.run_dir import RunLock
 from layernas.searchers import SEARCHERS, make_searcher
 from layernas.searchers.base import Searcher
@@ -116,7 +116,8 @@ def search(
         finally:
             if bar is not None:
                 bar.close()
-        return build_result(space, target, record, out)
+        with signals_deferred():  # the result files and plots are written whole (a Ctrl-C waits)
+            return build_result(space, target, record, out)
 
 
 def _distributed_executor(evaluator, distributed: bool | None, max_in_flight: int | None):
