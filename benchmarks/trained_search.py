@@ -248,7 +248,10 @@ def run_searches(args, space, s, data, deadline: float) -> None:
     done = set()
     if answers.exists():
         done = set(zip(*pd.read_csv(answers)[["algorithm", "seed"]].T.values))
-    options = {"layernas": {"num_buckets": args.num_buckets}, "rea": {}, "random": {}}
+    options = {"layernas": {"num_buckets": args.num_buckets}, "rea": {}, "random": {},
+               # the paper's LayerNAS (unsearched layers at their most expensive option): what the
+               # default preset saves in trained children that can never be the answer
+               "layernas-paper": {"num_buckets": args.num_buckets, "preset": "paper"}}
     for seed in range(args.search_seeds):
         for algo in args.algorithms:
             if (algo, seed) in done:
@@ -259,13 +262,17 @@ def run_searches(args, space, s, data, deadline: float) -> None:
             ev = make_evaluator(space, s, data, args.store, training_seeds=3)
             out = args.out / "runs" / f"{algo}-{seed}"
             children = args.children
-            if algo != "layernas":  # the same number of trained children as LayerNAS used
-                prev = pd.read_csv(answers) if answers.exists() else pd.DataFrame(columns=["algorithm", "seed"])
-                lay = prev[(prev.algorithm == "layernas") & (prev.seed == seed)]
+            if algo in ("rea", "random"):  # the same number of trained children as LayerNAS used
+                while True:  # a LayerNAS run of this seed in another process: wait for its count
+                    prev = pd.read_csv(answers) if answers.exists() else pd.DataFrame(columns=["algorithm", "seed"])
+                    lay = prev[(prev.algorithm == "layernas") & (prev.seed == seed)]
+                    if len(lay) or not (args.out / "runs" / f"layernas-{seed}").exists() or time.time() > deadline:
+                        break
+                    time.sleep(20)
                 children = int(lay.children_trained.iloc[0]) if len(lay) else children
             t0 = time.perf_counter()
             try:
-                res = layernas.search(space, ev, children, target, seed=seed, searcher=algo,
+                res = layernas.search(space, ev, children, target, seed=seed, searcher=algo.split("-")[0],
                                       searcher_options=options[algo], out_dir=out, resume=out.exists())
             except RunError as e:
                 print(f"search {algo} seed {seed}: {e}", flush=True)
@@ -286,6 +293,7 @@ def run_searches(args, space, s, data, deadline: float) -> None:
                 "proxy_reward": b["reward"] if b else np.nan,
                 "table_valid_mean": float(lookup.loc[b["arch_str"], REFERENCE]) if b else np.nan,
                 "table_test_mean": float(lookup.loc[b["arch_str"], "cifar10_test_mean"]) if b else np.nan,
+                "infeasible_children": int((~h["feasible"]).sum()),
                 "wall_s": round(wall, 1), "trained_now": int((h["child"] == "trained").sum()),
                 "train_seconds": round(float(h.cost_seconds.sum()), 1)})
             print(f"search {algo} seed {seed}: {b['arch_str'] if b else None} -> test "
@@ -303,11 +311,16 @@ def in_progress(args, space) -> tuple[pd.DataFrame, pd.DataFrame]:
     if (args.out / "answers.csv").exists():
         done = {f"{a}-{s}" for a, s in pd.read_csv(args.out / "answers.csv")[["algorithm", "seed"]].values}
     rows, curve = [], []
-    for ck in sorted((args.out / "runs").glob("*/checkpoint.json")):
-        name = ck.parent.name
+    from layernas.run import finished_results
+
+    _, limit = feasible_table(space)
+    for run in sorted(p for p in (args.out / "runs").glob("*") if p.is_dir()):
+        name = run.name
         if name in done:
             continue
-        hist = json.loads(ck.read_text())["history"]
+        hist = [{"arch_str": space.arch_to_str(r.arch), "reward": r.reward,
+                 "feasible": r.status == "ok" and r.costs.get("flops", np.inf) <= limit}
+                for r in finished_results(run)]
         algo, seed = name.rsplit("-", 1)
         best_so_far = None
         for i, h in enumerate(hist):
@@ -425,7 +438,7 @@ def main(argv=None) -> int:
     p.add_argument("--children", type=int, default=120,
                    help="most children per LayerNAS search; REA and random get as many as LayerNAS used")
     p.add_argument("--algorithms", nargs="+", default=["layernas", "rea", "random"],
-                   choices=["layernas", "rea", "random"],
+                   choices=["layernas", "rea", "random", "layernas-paper"],
                    help="which searches (run REA/random in a second process while LayerNAS runs: without a "
                         "finished LayerNAS run of the seed they get --children)")
     p.add_argument("--num-buckets", type=int, default=5, help="LayerNAS cost buckets")
