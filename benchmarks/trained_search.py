@@ -63,14 +63,18 @@ def settings(args) -> dict:
     """Network, recipe and data of the base proxy (``--quick`` shrinks everything)."""
     if args.quick:
         return {"C": 2, "N": 1, "train": 10, "valid": 5, "epochs": 2, "batch": 32}
-    return {"C": 8, "N": 1, "train": 200, "valid": 100, "epochs": 3, "batch": 64}
+    from layernas.trainers import train  # the named recipe and network
+
+    r, net = train.TRAINED_SEARCH, train.TRAINED_SEARCH_NETWORK
+    return {**net, "train": r.train_per_class - r.valid_per_class, "valid": r.valid_per_class,
+            "epochs": r.epochs, "batch": r.batch_size}
 
 
 def base_recipe(s: dict, **changes):
     from layernas.trainers import train
 
-    r = train.PROXY.replace(name="trained-search", epochs=s["epochs"], batch_size=s["batch"], schedule="constant",
-                            train_per_class=s["train"] + s["valid"], valid_per_class=s["valid"])
+    r = train.TRAINED_SEARCH.replace(epochs=s["epochs"], batch_size=s["batch"],
+                                     train_per_class=s["train"] + s["valid"], valid_per_class=s["valid"])
     return r.replace(**changes)
 
 

@@ -37,7 +37,7 @@ from layernas import registry
 from layernas.errors import first_line
 
 SEARCHER_NAMES = ("layernas", "random", "rea", "reinforce")
-TRAINER_RECIPES = ("proxy", "nats-12", "nats-200")
+TRAINER_RECIPES = ("proxy", "trained-search", "nats-12", "nats-200")
 DEVICES = ("auto", "candidates", "data", "single")
 TARGET_METRICS = ("flops", "madds", "params", "latency", "decoder_gmacs")
 LAYERNAS_PRESETS = ("efficient", "paper")  # layernas.searchers.layernas.PRESETS, kept jax/searcher-free here

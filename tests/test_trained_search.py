@@ -69,3 +69,29 @@ def test_trained_search_quick_writes_every_file(tmp_path, cifar10_dir, nats_tss_
     before = len(pd.read_csv(out / "study_runs.csv"))
     assert mod.main(["--quick", "--out", str(out), "--store", str(tmp_path / "store")]) == 0
     assert len(pd.read_csv(out / "study_runs.csv")) == before
+
+
+def test_trained_search_recipe_trains_the_reduced_tss_network(tmp_path, cifar10_dir):
+    """`--trainer trained-search` on nats-tss trains C=8, N=1 (the benchmark's base proxy,
+    field for field, so its store entries are the CLI's); other spaces keep their network."""
+    from layernas.search_spaces.nats_sss import NatsSss
+    from layernas.search_spaces.nats_tss import NatsTss
+    from layernas.trainers import train
+    from layernas.trainers.evaluator import make_trainer_evaluator
+
+    spec = importlib.util.spec_from_file_location("trained_search", REPO / "benchmarks" / "trained_search.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    settings = bench.settings(type("Args", (), {"quick": False})())
+    assert bench.base_recipe(settings) == train.TRAINED_SEARCH
+    assert {"C": settings["C"], "N": settings["N"]} == train.RECIPE_NETWORKS["trained-search"]
+
+    ev = make_trainer_evaluator(NatsTss("cifar10"), cifar10_dir, "trained-search", devices="single",
+                                compilation_cache=None, store=tmp_path / "store")
+    assert ev.recipe == train.TRAINED_SEARCH and ev.model_kwargs == {"C": 8, "N": 1}
+    ev = make_trainer_evaluator(NatsTss("cifar10"), cifar10_dir, "trained-search", devices="single",
+                                compilation_cache=None, model_kwargs={"C": 16, "N": 5})
+    assert ev.model_kwargs == {"C": 16, "N": 5}
+    ev = make_trainer_evaluator(NatsSss("cifar10"), cifar10_dir, "trained-search", devices="single",
+                                compilation_cache=None)
+    assert ev.model_kwargs == {}

@@ -214,7 +214,9 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
       space: the search space.
       data: dataset root (``root/train/<class>/*``) or a ``(train, valid)`` pair.
       trainer: a recipe name from :data:`~layernas.trainers.train.RECIPES`
-        ("proxy", "nats-12", "nats-200").
+        ("proxy", "trained-search", "nats-12", "nats-200"). On NATS tss, "trained-search"
+        trains the reduced network of :data:`~layernas.trainers.train.RECIPE_NETWORKS`
+        (C=8, N=1) unless ``model_kwargs`` is given.
       work_dir: where trained children are recorded (the run's ``out_dir / "children"``
         parent; resuming the run reuses them).
       data_seed: seed of the data subset / validation split (the run's seed).
@@ -222,7 +224,8 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
         else one device), "candidates", "data" (data-parallel mesh over all local devices)
         or "single".
       compilation_cache: persistent compilation cache dir (None: leave JAX's setting).
-      model_kwargs: NATS builder overrides (``{"C": 8, "N": 1}`` for a reduced tss proxy).
+      model_kwargs: NATS builder overrides (``{"C": 8, "N": 1}`` for a reduced tss proxy);
+        None: the recipe's own network on NATS tss, else the full skeleton.
       recipe_overrides: :class:`~layernas.trainers.train.Recipe` fields to change, e.g.
         ``{"epochs": 1, "train_per_class": 20, "valid_per_class": 5}`` (what the CLI's
         ``--epochs``, ``--train-per-class`` and ``--valid-per-class`` set). They are part
@@ -248,6 +251,11 @@ def make_trainer_evaluator(space, data, trainer: str = "proxy", *, work_dir=None
         raise ValueError(f"devices={devices!r}; expected 'auto', 'candidates', 'data' or 'single'")
     train_lib.configure_compilation_cache(compilation_cache)
     recipe = train_lib.RECIPES[trainer]
+    if model_kwargs is None and trainer in train_lib.RECIPE_NETWORKS:
+        from layernas.search_spaces.nats_tss import NatsTss
+
+        if isinstance(space, NatsTss):  # the recipe's reduced tss network
+            model_kwargs = dict(train_lib.RECIPE_NETWORKS[trainer])
     if recipe_overrides:
         unknown = sorted(set(recipe_overrides) - {f.name for f in dataclasses.fields(recipe)})
         if unknown:

@@ -38,7 +38,8 @@ from layernas.trainers import loop
 from layernas.trainers.loop import (
     DEFAULT_COMPILATION_CACHE, Plan, Recipe, configure_compilation_cache, init_variables, make_optimizer)
 
-__all__ = ["DEFAULT_COMPILATION_CACHE", "NATS_12", "NATS_200", "PROXY", "RECIPES", "ClassifierTask", "Recipe",
+__all__ = ["DEFAULT_COMPILATION_CACHE", "NATS_12", "NATS_200", "PROXY", "RECIPES", "RECIPE_NETWORKS", "TRAINED_SEARCH",
+           "ClassifierTask", "Recipe",
            "TrainResult", "compiled_steps", "configure_compilation_cache", "evaluate_model", "init_variables",
            "make_optimizer", "prepare_data", "train_model"]
 
@@ -63,7 +64,21 @@ NATS_12 = Recipe(name="nats-12", epochs=12, batch_size=256, learning_rate=0.1, w
 # NATS-Bench's 200-epoch tss schedule (GPU/TPU), same data split as NATS_12.
 NATS_200 = NATS_12.replace(name="nats-200", epochs=200)
 
-RECIPES = {r.name: r for r in (PROXY, NATS_12, NATS_200)}
+# The trained-search proxy: the cheapest proxy that ranks cells within a FLOPs bucket
+# best in the trained-search proxy study on NATS tss (results/trained_search/, see
+# docs/trained_search.md for the cost/fidelity front). 3 epochs at a constant lr 0.1 on
+# 200 training images per class (100 more held out for validation), batch 64; on NATS tss
+# it trains the reduced network of TRAINED_SEARCH_NETWORK (about 20 s per child on the
+# 2-core CPU machine, 5 s of it compiling).
+TRAINED_SEARCH = PROXY.replace(name="trained-search", epochs=3, batch_size=64, schedule="constant",
+                               train_per_class=300, valid_per_class=100)
+
+# The reduced NATS network each recipe trains (builder overrides; the full C=16, N=5 skeleton
+# for a recipe not listed). They are part of a child's store key.
+TRAINED_SEARCH_NETWORK = {"C": 8, "N": 1}
+RECIPE_NETWORKS = {"trained-search": TRAINED_SEARCH_NETWORK}
+
+RECIPES = {r.name: r for r in (PROXY, TRAINED_SEARCH, NATS_12, NATS_200)}
 
 
 @dataclasses.dataclass
