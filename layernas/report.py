@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from layernas.run_dir import write_atomic
 from layernas.units import axis_label, charged_meaning, cost_unit, format_cost, reward_label, reward_meaning
 
 PLOT_FILES = ("progress.png", "cost_reward.png")
@@ -124,7 +125,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{title}: best so far")
     paths.append(run / PLOT_FILES[0])
-    fig.savefig(paths[-1], dpi=110)
+    _save_figure(fig, paths[-1])
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
@@ -166,7 +167,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.set_title(f"{title}: every evaluated child")
     paths.append(run / PLOT_FILES[1])
-    fig.savefig(paths[-1], dpi=110)
+    _save_figure(fig, paths[-1])
     plt.close(fig)
     return paths
 
@@ -273,8 +274,17 @@ project's <code>docs/results.md</code>.</p>
 </body></html>
 """
     path = run / REPORT_FILE
-    path.write_text(page)
+    write_atomic(path, page)
     return path
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Render ``fig`` as PNG and replace ``path`` atomically (a kill leaves the old plot or the new one)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_atomic(path, buffer.getvalue())
 
 
 def write_run_report(run_dir: str | Path) -> None:
