@@ -1,7 +1,8 @@
 """Ablation of LayerNAS's options on NATS-Bench tss, and the choice of its default.
 
 Every LayerNAS variant (how unsearched layers are filled in, whether infeasible children
-are repaired, what children are bucketed by and which candidates are expanded first) runs
+are repaired, what children are bucketed by, which candidates are expanded first, and what
+the search does once the layerwise search is exhausted with budget left) runs
 100 seeded searches on each of the six panels of the NATS comparison (cifar10, cifar100,
 ImageNet16-120 at 50% and 25% of the largest model's FLOPs), with the comparison's
 protocol: one-seed 200-epoch validation accuracy as the search signal, 12-epoch simulated
@@ -200,6 +201,17 @@ def _mean_of_answered(curves: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def paired_difference(cells: list[dict], name: str, base: str, panel: tuple[str, float],
+                      column: str = "auc_valid") -> tuple[float, float]:
+    """Mean and standard error over the seeds of ``name``'s ``column`` minus ``base``'s, run
+    by run (same seed, same panel)."""
+    def of(option):
+        cell = next(c for c in cells if (c["option"], c["dataset"], c["flops_fraction"]) == (option, *panel))
+        return pd.DataFrame(cell["runs"]).set_index("seed")[column]
+    diff = (of(name) - of(base)).dropna()
+    return float(diff.mean()), float(diff.std() / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+
+
 def plot(cells: list[dict], shown: Sequence[str], path: Path, labels: dict | None = None) -> None:
     """Anytime test-accuracy curves of the ``shown`` options on the six panels."""
     import matplotlib
@@ -390,8 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Selection used one panel ({SELECTION_PANEL[0]}, {SELECTION_PANEL[1]:.0%}) and one number, "
         "`auc_valid`. Top five there:",
         "",
-        "| option | auc_valid (± standard error over the runs) |", "|---|---|",
-        *[f"| {r.option} | {r.auc_valid:.3f} ± {r.auc_valid_se:.3f} |" for _, r in sel.head(5).iterrows()],
+        f"| option | auc_valid (± standard error over the runs) | minus `{FIRST_DEFAULT}`'s, run by run "
+        "(same seed; ± standard error) |", "|---|---|---|",
+        *[f"| {r.option} | {r.auc_valid:.3f} ± {r.auc_valid_se:.3f} | "
+          "{:+.4f} ± {:.4f} |".format(*paired_difference(cells, r.option, FIRST_DEFAULT, SELECTION_PANEL))
+          for _, r in sel.head(5).iterrows()],
         "",
         f"Selected: `{chosen}`. The library's default preset `efficient` is `{default}`"
         + (" (the selected variant)." if chosen == default else

@@ -257,8 +257,9 @@ def test_refine_pass_evaluates_what_finer_wider_tables_keep():
         target = toy_target(space, 0.5)
         edges = [0.0, 8.0, 16.0, 24.0, 32.0]
         split = [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0]
-        coarse, _ = trace_of(make_layernas(space, target, bucket_edges=edges), space)
-        finer, _ = trace_of(make_layernas(space, target, bucket_edges=split, per_bucket=2), space)
+        coarse, _ = trace_of(make_layernas(space, target, bucket_edges=edges, when_exhausted="stop"), space)
+        finer, _ = trace_of(make_layernas(space, target, bucket_edges=split, per_bucket=2,
+                                          when_exhausted="stop"), space)
         refined, state = trace_of(make_layernas(space, target, bucket_edges=edges, when_exhausted="refine"),
                                   space, limit=2000)
         assert set(refined) >= set(coarse) | set(finer), seed
@@ -270,8 +271,8 @@ def test_refine_pass_evaluates_what_finer_wider_tables_keep():
 def test_mutate_proposes_one_layer_mutants_until_the_neighbourhood_is_closed():
     space = toy(seed=5, layers=4, options=3)
     target = toy_target(space, 0.45)
-    stop, _ = trace_of(make_layernas(space, target), space)
-    whole, state = trace_of(make_layernas(space, target, when_exhausted="mutate"), space, batch=1, limit=5000)
+    stop, _ = trace_of(make_layernas(space, target, when_exhausted="stop"), space)
+    whole, state = trace_of(make_layernas(space, target), space, batch=1, limit=5000)  # the default: mutate
     assert state["done"] and state["phase"] == "mutate"
     seen = set(stop)
     for arch in whole[len(stop):]:
@@ -295,8 +296,8 @@ def test_mutate_proposes_one_layer_mutants_until_the_neighbourhood_is_closed():
                     assert m in seen or not target.feasible(space.cost(m))
 
 
-def test_presets_keep_stopping_when_exhausted_and_the_paper_is_unchanged():
-    assert PRESETS["paper"]["when_exhausted"] == "stop"
+def test_the_paper_preset_stops_when_exhausted_and_its_state_is_unchanged():
+    assert PRESETS["paper"]["when_exhausted"] == "stop" and PRESETS["efficient"]["when_exhausted"] == "mutate"
     assert set(WHEN_EXHAUSTED) == {"stop", "refine", "mutate"}
     space = toy(seed=9)
     target = toy_target(space)

@@ -37,6 +37,13 @@ effect of each on NATS-Bench):
   ``"min_completion"`` buckets by the cheapest completion of the searched prefix instead,
   the lower bound the choices so far commit the final model to.
 * ``per_bucket`` (top-k per bucket) = 1.
+* ``when_exhausted`` = ``"stop"``: once a whole round finds nothing left to expand, the
+  search ends (the paper), even with budget left. ``"refine"`` starts another layerwise pass
+  from the root with finer and wider tables (pass ``p``: every bucket split into ``2**p``,
+  ``per_bucket + p`` kept per bucket), reusing every evaluation, until a pass evaluates
+  nothing new; ``"mutate"`` evaluates the unevaluated feasible one-layer mutants of the best
+  evaluated feasible model that has any, until none has. Both run only after the layerwise
+  search, so they evaluate everything it does, in the same order, first.
 * ``candidate_order`` = ``"reward"``: candidates are expanded best reward first;
   ``"cost"`` expands cheapest first.
 * ties (equal reward) break by lower cost, then by the smaller architecture tuple.
@@ -85,7 +92,7 @@ PRESETS = {
     "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward",
               "when_exhausted": "stop"},
     "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward",
-                  "when_exhausted": "stop"},
+                  "when_exhausted": "mutate"},
 }
 DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
