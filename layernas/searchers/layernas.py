@@ -361,29 +361,27 @@ def layernas(
         return {**state, "tables": tables, "expanded": expanded, "queue": queue,
                 "waiting": waiting, "idle_layers": 0}
 
-    def mutants(state: State, n: int) -> list[Arch]:
-        """Up to ``n`` unevaluated, not yet proposed, feasible one-layer mutants of the best
-        evaluated feasible model that has any (ties as ``candidate_order="reward"``)."""
-        waiting = state["waiting"]
-        pool = sorted(((-reward, cost_of(arch_of(k)), arch_of(k))
-                       for shard in state["known"] for k, reward in shard.items()
-                       if reward is not None and feasible(arch_of(k))))
-        for _, _, arch in pool:
-            out = []
-            for layer in range(num_layers):
-                for option in range(num_options[layer]):
-                    if option == arch[layer]:
-                        continue
-                    child = arch[:layer] + (option,) + arch[layer + 1:]
-                    key = key_of(child)
-                    if key in waiting or lookup(state["known"], key)[0] or not feasible(child):
-                        continue
-                    out.append(child)
-                    if len(out) == n:
-                        return out
-            if out:
-                return out
-        return []
+    def centre_entry(arch: Arch, reward: float) -> list:
+        """The sort key of a local-search centre: best reward first, then lower cost, then the
+        smaller architecture (the ties of ``candidate_order="reward"``), as a JSON list."""
+        return [-float(reward), cost_of(arch), list(arch)]
+
+    def open_mutants(state: State, arch: Arch, n: int) -> list[Arch]:
+        """Up to ``n`` unevaluated, not yet proposed, feasible one-layer mutants of ``arch``,
+        layer by layer and option by option."""
+        waiting, known, out = state["waiting"], state["known"], []
+        for layer in range(num_layers):
+            for option in range(num_options[layer]):
+                if option == arch[layer]:
+                    continue
+                child = arch[:layer] + (option,) + arch[layer + 1:]
+                key = key_of(child)
+                if key in waiting or lookup(known, key)[0] or not feasible(child):
+                    continue
+                out.append(child)
+                if len(out) == n:
+                    return out
+        return out
 
     def exhausted(state: State) -> State:
         """The state once the layerwise search has nothing left to expand."""
@@ -393,17 +391,25 @@ def layernas(
                     "layer": 0, "idle_layers": 0, "tables": [{} for _ in range(num_layers)],
                     "expanded": [[] for _ in range(num_layers)]}
         if when_exhausted == "mutate":
-            return {**state, "phase": "mutate"}
+            # the evaluated feasible models, best first: the centres of the local search
+            centres = sorted(centre_entry(arch_of(k), reward) for shard in state["known"]
+                             for k, reward in shard.items() if reward is not None and feasible(arch_of(k)))
+            return {**state, "phase": "mutate", "centres": centres}
         return {**state, "done": True}
 
     def propose_mutants(state: State, n: int) -> tuple[list[Arch], State]:
-        archs = mutants(state, n)
-        if not archs:
-            return [], (state if state["waiting"] else {**state, "done": True})
-        waiting = dict(state["waiting"])
-        for arch in archs:
-            waiting[key_of(arch)] = []
-        return archs, {**state, "waiting": waiting}
+        """The open mutants of the best centre that has any. A centre without one is dropped:
+        its mutants are all evaluated or in flight, and stay so."""
+        centres = state["centres"]
+        for i, (_, _, arch) in enumerate(centres):
+            archs = open_mutants(state, tuple(arch), n)
+            if archs:
+                waiting = dict(state["waiting"])
+                for child in archs:
+                    waiting[key_of(child)] = []
+                return archs, {**state, "waiting": waiting, "centres": centres[i:]}
+        state = {**state, "centres": []}
+        return [], (state if state["waiting"] else {**state, "done": True})
 
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         state = _upgrade(state)
@@ -437,18 +443,26 @@ def layernas(
         state = _upgrade(state)
         tables, known, waiting = list(state["tables"]), list(state["known"]), dict(state["waiting"])
         trained = state["trained"]
+        centres = state.get("centres")  # only in the local search (when_exhausted="mutate")
         for result in results:
             arch = tuple(result.arch)
             key = key_of(arch)
             reward = float(result.reward) if result.ok else None
             s = shard_of(key)
-            if key not in known[s]:
+            is_new = key not in known[s]
+            if is_new:
                 trained += 1
                 known[s] = {**known[s], key: reward}
             reward = known[s][key]
             for layer in waiting.pop(key, []):
                 insert(tables, layer, arch, reward, state.get("pass", 0))
-        return {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
+            if centres is not None and reward is not None and feasible(arch) and is_new:
+                entry = centre_entry(arch, reward)
+                if centres is state["centres"]:
+                    centres = list(centres)
+                bisect.insort(centres, entry)
+        out = {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
+        return out if centres is None else {**out, "centres": centres}
 
     return Searcher("layernas", init, propose, update)
 
