@@ -1,7 +1,8 @@
 """Ablation of LayerNAS's options on NATS-Bench tss, and the choice of its default.
 
 Every LayerNAS variant (how unsearched layers are filled in, whether infeasible children
-are repaired, what children are bucketed by and which candidates are expanded first) runs
+are repaired, what children are bucketed by, which candidates are expanded first, and what
+the search does once the layerwise search is exhausted with budget left) runs
 100 seeded searches on each of the six panels of the NATS comparison (cifar10, cifar100,
 ImageNet16-120 at 50% and 25% of the largest model's FLOPs), with the comparison's
 protocol: one-seed 200-epoch validation accuracy as the search signal, 12-epoch simulated
@@ -41,14 +42,23 @@ from layernas.comparison import (DATASETS, FRACTIONS, TSS_TIME_BUDGETS, context,
 from layernas.searchers.layernas import PRESETS
 
 SELECTION_PANEL = ("cifar10", 0.5)
+# the default chosen by the first ablation (before when_exhausted existed), shown beside the current one
+FIRST_DEFAULT = "space+repair/model/reward"
 GRID = np.linspace(0.0, 1.0, 41)  # fractions of the time budget for the curves
 REFERENCE = "rea"
 
 
 def variant_name(options: dict) -> str:
-    """``fill[+repair]/bucket_by/candidate_order``, e.g. ``space/model/reward`` (the paper)."""
+    """``fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>]``, e.g.
+    ``space/model/reward`` (the paper) or ``space+repair/model/reward+refine/H25``; the
+    suffixes are left out at their defaults (``"stop"``, 100 buckets)."""
     repair = "+repair" if options["repair"] else ""
-    return f"{options['fill']}{repair}/{options['bucket_by']}/{options['candidate_order']}"
+    name = f"{options['fill']}{repair}/{options['bucket_by']}/{options['candidate_order']}"
+    if options.get("when_exhausted", "stop") != "stop":
+        name += f"+{options['when_exhausted']}"
+    if options.get("num_buckets", 100) != 100:
+        name += f"/H{options['num_buckets']}"
+    return name
 
 
 def variants() -> dict[str, dict]:
@@ -56,6 +66,11 @@ def variants() -> dict[str, dict]:
 
     ``dearest`` is left out: on NATS tss it is the space's default (``nor_conv_3x3``).
     ``cheapest`` is never over a FLOPs maximum, so repairing it changes nothing.
+    What the search does once the layerwise search is exhausted (``when_exhausted``) is
+    varied on three bases: the paper's, the first default (``space+repair/model/reward``)
+    and the static fill that stays inside the target (``in_target/model/reward``), each with
+    the paper's 100 buckets and with 25 (a coarse first pass that the refinement passes
+    make finer).
     """
     out = {}
     orders = [("model", "reward"), ("model", "cost"), ("min_completion", "reward"),
@@ -65,6 +80,14 @@ def variants() -> dict[str, dict]:
             for bucket_by, order in orders:
                 options = {"fill": fill, "repair": repair, "bucket_by": bucket_by,
                            "candidate_order": order}
+                out[variant_name(options)] = options
+    for fill, repair in (("space", False), ("space", True), ("in_target", False)):
+        for when in ("refine", "mutate"):
+            for buckets in (100, 25):
+                options = {"fill": fill, "repair": repair, "bucket_by": "model",
+                           "candidate_order": "reward", "when_exhausted": when}
+                if buckets != 100:
+                    options["num_buckets"] = buckets
                 out[variant_name(options)] = options
     return out
 
@@ -113,6 +136,8 @@ def run_cell(task) -> dict:
             "final_valid": float(at_fractions(cum, trace["best_valid"], budget)[-1]),
             "final_test": float(at_fractions(cum, trace["best_test"], budget)[-1]),
             "finished": bool(trace["finished"]),
+            # the share of the time budget charged by the last evaluation inside it
+            "budget_used": float(cum[in_budget][-1] / budget) if in_budget.any() else 0.0,
         })
         valid_curves.append(at_fractions(cum, trace["best_valid"], budget).tolist())
         test_curves.append(at_fractions(cum, trace["best_test"], budget).tolist())
@@ -139,6 +164,7 @@ def summarize(cells: list[dict]) -> pd.DataFrame:
             "infeasible_fraction": (runs.infeasible_in_budget / runs.evals_in_budget).mean(),
             "infeasible_in_budget": runs.infeasible_in_budget.mean(),
             "evals_in_budget": runs.evals_in_budget.mean(),
+            "stopped_early": runs.finished.mean(), "budget_used": runs.budget_used.mean(),
             "auc_valid": runs.auc_valid.mean(),
             "auc_valid_se": runs.auc_valid.std() / np.sqrt(len(runs)), "auc_test": runs.auc_test.mean(),
             "final_valid_mean": runs.final_valid.mean(),
@@ -173,6 +199,17 @@ def _mean_of_answered(curves: np.ndarray) -> np.ndarray:
     total = np.where(answered, curves, 0.0).sum(axis=0)
     count = answered.sum(axis=0)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def paired_difference(cells: list[dict], name: str, base: str, panel: tuple[str, float],
+                      column: str = "auc_valid") -> tuple[float, float]:
+    """Mean and standard error over the seeds of ``name``'s ``column`` minus ``base``'s, run
+    by run (same seed, same panel)."""
+    def of(option):
+        cell = next(c for c in cells if (c["option"], c["dataset"], c["flops_fraction"]) == (option, *panel))
+        return pd.DataFrame(cell["runs"]).set_index("seed")[column]
+    diff = (of(name) - of(base)).dropna()
+    return float(diff.mean()), float(diff.std() / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
 
 
 def plot(cells: list[dict], shown: Sequence[str], path: Path, labels: dict | None = None) -> None:
@@ -227,9 +264,9 @@ def plot(cells: list[dict], shown: Sequence[str], path: Path, labels: dict | Non
 
 def markdown(table: pd.DataFrame, names: Sequence[str]) -> str:
     lines = ["| option | dataset | FLOPs | first feasible eval | answered by 20% | latest first answer "
-             "(of budget) | infeasible evals in budget | auc_valid | auc_test | final test mean ± std | "
-             "ahead of REA from |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(of budget) | infeasible evals in budget | budget used (runs that stopped early) | auc_valid | "
+             "auc_test | final test mean ± std | ahead of REA from |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table[table.option.isin(names)].iterrows():
         ahead = "never" if not np.isfinite(r.ahead_of_rea_from) else f"{r.ahead_of_rea_from:.0%}"
         if r.option == REFERENCE:
@@ -238,7 +275,7 @@ def markdown(table: pd.DataFrame, names: Sequence[str]) -> str:
             f"| {r.option} | {r.dataset} | {r.flops_fraction:.0%} | {r.first_feasible_eval:.1f} | "
             f"{r.answered_by_20pct:.0%} | {r.first_feasible_time_fraction_max:.0%} | "
             f"{r.infeasible_in_budget:.1f} of {r.evals_in_budget:.0f} ({r.infeasible_fraction:.0%}) | "
-            f"{r.auc_valid:.2f} | {r.auc_test:.2f} | {r.final_test_mean:.2f} ± {r.final_test_std:.2f} | {ahead} |")
+            f"{r.budget_used:.0%} ({r.stopped_early:.0%}) | {r.auc_valid:.2f} | {r.auc_test:.2f} | {r.final_test_mean:.2f} ± {r.final_test_std:.2f} | {ahead} |")
     return "\n".join(lines)
 
 
@@ -316,9 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = sel.iloc[0].option
     paper = variant_name(PRESETS["paper"])
     default = variant_name(PRESETS["efficient"])
-    shown = list(dict.fromkeys([paper, chosen, default, *sel.option.iloc[1:4], REFERENCE]))
+    shown = list(dict.fromkeys([paper, chosen, default, FIRST_DEFAULT, *sel.option.iloc[1:4], REFERENCE]))
     plot(cells, shown, out / "ablation_curves.png",
-         {paper: " (paper)", default: " (default)", chosen: " (selected)" if chosen != default else " (default)"})
+         {paper: " (paper)", FIRST_DEFAULT: " (first default)" if FIRST_DEFAULT != default else " (default)",
+          default: " (default)", chosen: " (selected)" if chosen != default else " (default)"})
     wall = time.perf_counter() - start
     worker = sum(c["worker_seconds"] for c in cells)
 
@@ -354,15 +392,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "'answered by 20%': runs with a feasible answer within 20% of the budget; 'latest first "
         "answer': the latest time at which a run got its first one. 'ahead of REA from': the earliest "
         "fraction of the budget from which, at every later point of a 41-point grid, every run has an "
-        "answer and the mean test accuracy is above REA's (same seeds, same run).",
+        "answer and the mean test accuracy is above REA's (same seeds, same run). 'budget used': the "
+        "mean share of the time budget charged by the run's last evaluation inside it; in brackets, the "
+        "share of runs whose searcher stopped before the budget ended because it had nothing left to "
+        "propose (the rest of the budget is then unused).",
         "",
         "## How the default was chosen",
         "",
         f"Selection used one panel ({SELECTION_PANEL[0]}, {SELECTION_PANEL[1]:.0%}) and one number, "
         "`auc_valid`. Top five there:",
         "",
-        "| option | auc_valid (± standard error over the runs) |", "|---|---|",
-        *[f"| {r.option} | {r.auc_valid:.3f} ± {r.auc_valid_se:.3f} |" for _, r in sel.head(5).iterrows()],
+        f"| option | auc_valid (± standard error over the runs) | minus `{FIRST_DEFAULT}`'s, run by run "
+        "(same seed; ± standard error) |", "|---|---|---|",
+        *[f"| {r.option} | {r.auc_valid:.3f} ± {r.auc_valid_se:.3f} | "
+          "{:+.4f} ± {:.4f} |".format(*paired_difference(cells, r.option, FIRST_DEFAULT, SELECTION_PANEL))
+          for _, r in sel.head(5).iterrows()],
         "",
         f"Selected: `{chosen}`. The library's default preset `efficient` is `{default}`"
         + (" (the selected variant)." if chosen == default else
@@ -374,17 +418,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## The default and the paper's variant on all six panels (the five other than "
         f"{SELECTION_PANEL[0]} at {SELECTION_PANEL[1]:.0%} are held out)",
         "",
-        markdown(table, [default, paper, REFERENCE]),
+        markdown(table, list(dict.fromkeys([default, FIRST_DEFAULT, paper, REFERENCE]))),
         "",
         f"The goals, for the default (`{default}`):",
         "",
         *goal_lines(table, default, paper),
         "",
+        *([f"And for the first default (`{FIRST_DEFAULT}`, which stops when the layerwise search is "
+           "exhausted):", "", *goal_lines(table, FIRST_DEFAULT, paper), ""]
+          if FIRST_DEFAULT != default else []),
         "![anytime curves](ablation_curves.png)",
         "",
         "## Every variant",
         "",
-        "Names are `fill[+repair]/bucket_by/candidate_order` (see docs/searchers.md).",
+        "Names are `fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>]` (see "
+        "docs/searchers.md; no suffix: `when_exhausted=\"stop\"`, 100 buckets).",
         "",
         markdown(table, list(all_variants) + [REFERENCE]),
         "",

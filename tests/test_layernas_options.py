@@ -1,4 +1,4 @@
-"""LayerNAS's options (fill, repair, bucket_by, candidate_order, presets): every one respects
+"""LayerNAS's options (fill, repair, bucket_by, candidate_order, when_exhausted, presets): every one respects
 the target and the evaluation budget, is deterministic with a seed and resumes exactly from a
 saved state; the paper's preset reproduces the committed NATS comparison."""
 
@@ -14,8 +14,8 @@ import pytest
 
 import layernas
 from layernas.evaluator import EvalResult
-from layernas.searchers.layernas import (BUCKET_BYS, CANDIDATE_ORDERS, FILLS, PRESETS, Completion,
-                                         layernas as make_layernas)
+from layernas.searchers.layernas import (BUCKET_BYS, CANDIDATE_ORDERS, FILLS, PRESETS, WHEN_EXHAUSTED,
+                                         Completion, layernas as make_layernas)
 from layernas.target import Target
 from toy_spaces import AdditiveEvaluator, AdditiveSpace, brute_force_best
 
@@ -163,6 +163,7 @@ def test_static_fills_keep_the_layerwise_optimum_on_additive_spaces(preset):
     (dict(preset="fast"), "preset must be one of 'paper', 'efficient', got 'fast'"),
     (dict(fill="median"), "fill must be one of"),
     (dict(repair="yes"), "repair must be True or False, got 'yes'"),
+    (dict(when_exhausted="again"), "when_exhausted must be one of 'stop', 'refine', 'mutate', got 'again'"),
 ])
 def test_bad_options_name_the_value(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -179,6 +180,129 @@ def test_a_state_saved_before_sharding_still_resumes():
         state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
     old = {**state, "known": {k: v for shard in state["known"] for k, v in shard.items()}}
     assert searcher.propose(old, 3)[0] == searcher.propose(state, 3)[0]
+
+
+# --- when_exhausted: what happens after the layerwise search ---------------------------------
+
+EXHAUSTED_GRID = [dict(when_exhausted=w, repair=r, fill=f, num_buckets=h)
+                  for w in ("refine", "mutate") for r, f in ((True, "space"), (False, "space"), (False, "in_target"))
+                  for h in (100, 3)]
+EXHAUSTED_IDS = [f"{o['when_exhausted']}-{o['fill']}{'+repair' if o['repair'] else ''}-H{o['num_buckets']}"
+                 for o in EXHAUSTED_GRID]
+
+
+def toy_target(space, fraction=0.4):
+    lo, hi = space.cost_bounds((), "cost")
+    return Target("cost", max=lo + fraction * (hi - lo))
+
+
+@pytest.mark.parametrize("options", EXHAUSTED_GRID, ids=EXHAUSTED_IDS)
+@pytest.mark.parametrize("budget", [1, 7, 40, 300])
+def test_when_exhausted_respects_target_and_evaluation_budget(options, budget):
+    space = toy(seed=8, layers=5, options=4)
+    target = toy_target(space)
+    stop = layernas.search(space, AdditiveEvaluator(space), budget=budget, target=target,
+                           searcher_options={**options, "when_exhausted": "stop"}, max_in_flight=3)
+    result = layernas.search(space, AdditiveEvaluator(space), budget=budget, target=target,
+                             searcher_options=options, max_in_flight=3)
+    history = result.history
+    assert len(history) <= budget
+    assert history.arch_str.is_unique, "an architecture was evaluated twice"
+    if result.best is not None:
+        assert result.best["costs"]["cost"] <= target.max
+    # everything after the layerwise search is feasible (mutants are; a refined pass repairs
+    # exactly as the first one does)
+    extra = history.iloc[len(stop.history):]
+    if options["repair"] or options["when_exhausted"] == "mutate":
+        assert extra.feasible.all()
+    if stop.stopped_early:  # the layerwise search ended inside the budget: the rest is used
+        assert len(history) > len(stop.history)
+        assert result.best["reward"] >= stop.best["reward"]
+
+
+@pytest.mark.parametrize("options", EXHAUSTED_GRID, ids=EXHAUSTED_IDS)
+def test_when_exhausted_is_deterministic_resumes_and_starts_with_the_layerwise_search(options):
+    space = toy(seed=12, layers=4, options=4)
+    target = toy_target(space, 0.5)
+    stop, _ = trace_of(make_layernas(space, target, **{**options, "when_exhausted": "stop"}), space, seed=3)
+    searcher = make_layernas(space, target, **options)
+    whole, final = trace_of(searcher, space, seed=3)
+    assert whole == trace_of(make_layernas(space, target, **options), space, seed=3)[0]
+    assert whole[:len(stop)] == stop and len(whole) > len(stop)
+    assert len(set(whole)) == len(whole)
+    assert final["done"]
+    for stop_at in (len(stop) - 1, len(stop) + 1, (len(stop) + len(whole)) // 2, len(whole) - 1):
+        state, proposed = searcher.init(3), []
+        while len(proposed) < stop_at:
+            archs, state = searcher.propose(state, 2)
+            proposed += archs
+            state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+        state = json.loads(json.dumps(state))
+        fresh = make_layernas(space, target, **options)
+        while True:
+            archs, state = fresh.propose(state, 2)
+            if not archs:
+                break
+            proposed += archs
+            state = fresh.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+        assert proposed == whole, stop_at
+
+
+def test_refine_pass_evaluates_what_finer_wider_tables_keep():
+    """Pass 1 of ``refine`` is LayerNAS with every bucket split in two and one more child kept
+    per bucket, minus what was evaluated before: its evaluations contain the plain search's
+    with those parameters, and the searcher only ends after a pass that evaluates nothing new."""
+    for seed in range(6):
+        space = AdditiveSpace.random(np.random.default_rng(seed), 4, 4, max_cost=8)
+        target = toy_target(space, 0.5)
+        edges = [0.0, 8.0, 16.0, 24.0, 32.0]
+        split = [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0]
+        coarse, _ = trace_of(make_layernas(space, target, bucket_edges=edges, when_exhausted="stop"), space)
+        finer, _ = trace_of(make_layernas(space, target, bucket_edges=split, per_bucket=2,
+                                          when_exhausted="stop"), space)
+        refined, state = trace_of(make_layernas(space, target, bucket_edges=edges, when_exhausted="refine"),
+                                  space, limit=2000)
+        assert set(refined) >= set(coarse) | set(finer), seed
+        assert state["done"] and state["pass"] >= 2 and state["trained"] == state["pass_start"] == len(refined)
+        best = max(space.reward(a) for a in refined if target.feasible(space.cost(a)))
+        assert best >= max(space.reward(a) for a in finer if target.feasible(space.cost(a)))
+
+
+def test_mutate_proposes_one_layer_mutants_until_the_neighbourhood_is_closed():
+    space = toy(seed=5, layers=4, options=3)
+    target = toy_target(space, 0.45)
+    stop, _ = trace_of(make_layernas(space, target, when_exhausted="stop"), space)
+    whole, state = trace_of(make_layernas(space, target), space, batch=1, limit=5000)  # the default: mutate
+    assert state["done"] and state["phase"] == "mutate"
+    seen = set(stop)
+    for arch in whole[len(stop):]:
+        assert target.feasible(space.cost(arch)) and arch not in seen
+        parents = [a for a in seen if target.feasible(space.cost(a))
+                   and sum(x != y for x, y in zip(a, arch)) == 1]
+        assert parents, arch
+        # the parent is the best evaluated feasible model that still had an unevaluated mutant
+        best_open = max((a for a in seen if target.feasible(space.cost(a)) and any(
+            (a[:i] + (o,) + a[i + 1:]) not in seen and target.feasible(space.cost(a[:i] + (o,) + a[i + 1:]))
+            for i in range(space.num_layers) for o in range(space.num_options[i]))),
+            key=lambda a: (space.reward(a), -space.cost(a)["cost"]))
+        assert sum(x != y for x, y in zip(best_open, arch)) == 1
+        seen.add(arch)
+    # closed: no evaluated feasible model has an unevaluated feasible one-layer mutant
+    for a in seen:
+        if target.feasible(space.cost(a)):
+            for i in range(space.num_layers):
+                for o in range(space.num_options[i]):
+                    m = a[:i] + (o,) + a[i + 1:]
+                    assert m in seen or not target.feasible(space.cost(m))
+
+
+def test_the_paper_preset_stops_when_exhausted_and_its_state_is_unchanged():
+    assert PRESETS["paper"]["when_exhausted"] == "stop" and PRESETS["efficient"]["when_exhausted"] == "mutate"
+    assert set(WHEN_EXHAUSTED) == {"stop", "refine", "mutate"}
+    space = toy(seed=9)
+    target = toy_target(space)
+    state = make_layernas(space, target, preset="paper").init(0)
+    assert "pass" not in state and "phase" not in state  # saved states of the paper preset unchanged
 
 
 # --- NATS-Bench tss (needs the shared table) ------------------------------------------------

@@ -37,6 +37,13 @@ effect of each on NATS-Bench):
   ``"min_completion"`` buckets by the cheapest completion of the searched prefix instead,
   the lower bound the choices so far commit the final model to.
 * ``per_bucket`` (top-k per bucket) = 1.
+* ``when_exhausted`` = ``"stop"``: once a whole round finds nothing left to expand, the
+  search ends (the paper), even with budget left. ``"refine"`` starts another layerwise pass
+  from the root with finer and wider tables (pass ``p``: every bucket split into ``2**p``,
+  ``per_bucket + p`` kept per bucket), reusing every evaluation, until a pass evaluates
+  nothing new; ``"mutate"`` evaluates the unevaluated feasible one-layer mutants of the best
+  evaluated feasible model that has any, until none has. Both run only after the layerwise
+  search, so they evaluate everything it does, in the same order, first.
 * ``candidate_order`` = ``"reward"``: candidates are expanded best reward first;
   ``"cost"`` expands cheapest first.
 * ties (equal reward) break by lower cost, then by the smaller architecture tuple.
@@ -76,13 +83,16 @@ from layernas.space import Arch, SearchSpace
 FILLS = ("space", "dearest", "cheapest", "in_target")
 BUCKET_BYS = ("model", "min_completion")
 CANDIDATE_ORDERS = ("reward", "cost")
+WHEN_EXHAUSTED = ("stop", "refine", "mutate")
 # Named bundles of (fill, repair, bucket_by, candidate_order). "paper" is the LayerNAS
 # paper's behaviour (with the NATS and MobileNet spaces, whose default option is the most
 # expensive one); "efficient" is the library default, chosen by benchmarks/nats_ablation.py
 # on validation accuracy only (see docs/searchers.md).
 PRESETS = {
-    "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward"},
-    "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward"},
+    "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward",
+              "when_exhausted": "stop"},
+    "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward",
+                  "when_exhausted": "mutate"},
 }
 DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
@@ -101,6 +111,7 @@ def layernas(
     repair: bool | None = None,
     bucket_by: str | None = None,
     candidate_order: str | None = None,
+    when_exhausted: str | None = None,
     num_buckets: int = 100,
     per_bucket: int = 1,
     bucket_range: tuple[float, float] | None = None,
@@ -129,6 +140,17 @@ def layernas(
       bucket_by: ``"model"``: a child is bucketed by the cost of the evaluated model
         itself; ``"min_completion"``: by the cheapest completion of its searched prefix.
       candidate_order: ``"reward"`` (best first) or ``"cost"`` (cheapest first).
+      when_exhausted: what the search does once a whole round finds nothing left to
+        expand (the layerwise search is exhausted) while budget is left: ``"stop"`` (the
+        paper: the search ends); ``"refine"``: a new layerwise pass from the root with
+        every bucket split in two (pass ``p`` has ``2**p`` times the buckets); models
+        evaluated before are not evaluated again, their rewards fill the new tables, so a
+        pass evaluates only what the finer tables newly keep; the search ends after a
+        pass that evaluates nothing new; ``"mutate"``: local search: the best evaluated
+        feasible model that still has unevaluated feasible one-layer mutants has them
+        evaluated (layers and options in order); the search ends when no evaluated
+        feasible model has one. Either way the layerwise pass is complete before
+        anything else is evaluated.
       num_buckets: H, the number of cost buckets per layer.
       per_bucket: how many children each bucket keeps (top-k).
       bucket_range: (lo, hi) of the equal-width buckets; default the space's cost range.
@@ -146,13 +168,15 @@ def layernas(
         raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {preset!r}")
     chosen = dict(PRESETS[preset])
     for name, value in (("fill", fill), ("repair", repair), ("bucket_by", bucket_by),
-                        ("candidate_order", candidate_order)):
+                        ("candidate_order", candidate_order), ("when_exhausted", when_exhausted)):
         if value is not None:
             chosen[name] = value
     fill, repair = chosen["fill"], chosen["repair"]
     bucket_by, candidate_order = chosen["bucket_by"], chosen["candidate_order"]
+    when_exhausted = chosen["when_exhausted"]
     for name, value, allowed in (("fill", fill, FILLS), ("bucket_by", bucket_by, BUCKET_BYS),
-                                 ("candidate_order", candidate_order, CANDIDATE_ORDERS)):
+                                 ("candidate_order", candidate_order, CANDIDATE_ORDERS),
+                                 ("when_exhausted", when_exhausted, WHEN_EXHAUSTED)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     if not isinstance(repair, bool):
@@ -181,7 +205,7 @@ def layernas(
     num_options = space.num_options
     # pure caches (no state depends on them): the bucket of (arch, layer), the key of an
     # arch and back, the shard of a key, whether a prefix can still reach the target
-    bucket_cache: dict[tuple[Arch, int], tuple[float, str]] = {}
+    bucket_cache: dict[tuple[Arch, int, int], tuple[float, str]] = {}
     key_cache: dict[Arch, str] = {}
     arch_cache: dict[str, Arch] = {}
     shard_cache: dict[str, int] = {}
@@ -212,15 +236,47 @@ def layernas(
             hit = reachable_cache[prefix] = bool(target.reachable(space, prefix))
         return hit
 
-    def bucket(arch: Arch, layer: int) -> tuple[float, str]:
+    pass_edges: dict[int, list[list[float]]] = {0: inner_edges}
+    feasible_cache: dict[Arch, bool] = {}
+
+    def edges_of(refinement: int) -> list[list[float]]:
+        """The inner bucket edges of every layer in refinement pass ``refinement``: each
+        bucket of pass 0 split into ``2 ** refinement`` equal parts."""
+        hit = pass_edges.get(refinement)
+        if hit is None:
+            parts = 2 ** refinement
+            hit = []
+            for edges in layer_edges:
+                fine = [float(e) for lo_, hi_ in zip(edges[:-1], edges[1:])
+                        for e in np.linspace(lo_, hi_, parts + 1)[:-1]] + [float(edges[-1])]
+                hit.append(fine[1:-1])
+            pass_edges[refinement] = hit
+        return hit
+
+    def bucket(arch: Arch, layer: int, refinement: int = 0) -> tuple[float, str]:
         """The cost a child of ``layer`` is bucketed by, and its bucket."""
-        hit = bucket_cache.get((arch, layer))
+        hit = bucket_cache.get((arch, layer, refinement))
         if hit is None:
             if bucket_by == "model":
                 cost = float(space.cost(arch)[metric])
             else:
                 cost = float(space.cost_bounds(arch[: layer + 1], metric)[0])
-            hit = bucket_cache[(arch, layer)] = (cost, str(bisect.bisect_right(inner_edges[layer], cost)))
+            hit = bucket_cache[(arch, layer, refinement)] = (
+                cost, str(bisect.bisect_right(edges_of(refinement)[layer], cost)))
+        return hit
+
+    cost_cache: dict[Arch, float] = {}
+
+    def cost_of(arch: Arch) -> float:
+        hit = cost_cache.get(arch)
+        if hit is None:
+            hit = cost_cache[arch] = float(space.cost(arch)[metric])
+        return hit
+
+    def feasible(arch: Arch) -> bool:
+        hit = feasible_cache.get(arch)
+        if hit is None:
+            hit = feasible_cache[arch] = completion.feasible(arch)
         return hit
 
     def sort_key(entry: list) -> tuple:
@@ -251,20 +307,21 @@ def layernas(
         shard = known[shard_of(key)]
         return (True, shard[key]) if key in shard else (False, None)
 
-    def insert(tables: list, layer: int, arch: Arch, reward: float | None) -> None:
+    def insert(tables: list, layer: int, arch: Arch, reward: float | None, refinement: int = 0) -> None:
         """Put ``arch`` in the memorial table of ``layer`` (copying only that bucket)."""
         if reward is None:
             return
-        cost, b = bucket(arch, layer)
+        cost, b = bucket(arch, layer, refinement)
         table = tables[layer]
         old = table.get(b, [])
-        if len(old) >= per_bucket and sort_key([arch, reward, cost]) > sort_key(old[-1]) and all(
+        keep = per_bucket + refinement
+        if len(old) >= keep and sort_key([arch, reward, cost]) > sort_key(old[-1]) and all(
                 tuple(e[0]) != arch for e in old):
             return  # worse than every kept child of a full bucket
         entries = [e for e in old if tuple(e[0]) != arch]
         entries.append([list(arch), float(reward), cost])
         entries.sort(key=sort_key)
-        tables[layer] = {**table, b: entries[:per_bucket]}
+        tables[layer] = {**table, b: entries[:keep]}
 
     def next_candidate(state: State, layer: int) -> Arch | None:
         """The best unexpanded, still-reachable candidate for expanding ``layer``."""
@@ -288,6 +345,7 @@ def layernas(
         expanded = list(state["expanded"])
         expanded[layer] = expanded[layer] + [key_of(parent)]
         queue, waiting, known = list(state["queue"]), dict(state["waiting"]), state["known"]
+        refinement = state.get("pass", 0)
         for option in range(num_options[layer]):
             if not reachable(parent[:layer] + (option,)):
                 continue
@@ -295,7 +353,7 @@ def layernas(
             key = key_of(child)
             seen, reward = lookup(known, key)
             if seen:
-                insert(tables, layer, child, reward)
+                insert(tables, layer, child, reward, refinement)
             else:
                 if key not in waiting:
                     queue.append(key)
@@ -303,10 +361,66 @@ def layernas(
         return {**state, "tables": tables, "expanded": expanded, "queue": queue,
                 "waiting": waiting, "idle_layers": 0}
 
+    def centre_entry(arch: Arch, reward: float) -> list:
+        """The sort key of a local-search centre: best reward first, then lower cost, then the
+        smaller architecture (the ties of ``candidate_order="reward"``), as a JSON list."""
+        return [-float(reward), cost_of(arch), list(arch)]
+
+    def open_mutants(state: State, arch: Arch, n: int) -> list[Arch]:
+        """Up to ``n`` unevaluated, not yet proposed, feasible one-layer mutants of ``arch``,
+        layer by layer and option by option."""
+        waiting, known, out = state["waiting"], state["known"], []
+        for layer in range(num_layers):
+            for option in range(num_options[layer]):
+                if option == arch[layer]:
+                    continue
+                child = arch[:layer] + (option,) + arch[layer + 1:]
+                key = key_of(child)
+                if key in waiting or lookup(known, key)[0] or not feasible(child):
+                    continue
+                out.append(child)
+                if len(out) == n:
+                    return out
+        return out
+
+    def exhausted(state: State) -> State:
+        """The state once the layerwise search has nothing left to expand."""
+        if when_exhausted == "refine" and not (
+                state.get("pass", 0) > 0 and state["trained"] == state.get("pass_start", 0)):
+            return {**state, "pass": state.get("pass", 0) + 1, "pass_start": state["trained"],
+                    "layer": 0, "idle_layers": 0, "tables": [{} for _ in range(num_layers)],
+                    "expanded": [[] for _ in range(num_layers)]}
+        if when_exhausted == "mutate":
+            # the evaluated feasible models, best first: the centres of the local search
+            centres = sorted(centre_entry(arch_of(k), reward) for shard in state["known"]
+                             for k, reward in shard.items() if reward is not None and feasible(arch_of(k)))
+            return {**state, "phase": "mutate", "centres": centres}
+        return {**state, "done": True}
+
+    def propose_mutants(state: State, n: int) -> tuple[list[Arch], State]:
+        """The open mutants of the best centre that has any. A centre without one is dropped:
+        its mutants are all evaluated or in flight, and stay so."""
+        centres = state["centres"]
+        for i, (_, _, arch) in enumerate(centres):
+            archs = open_mutants(state, tuple(arch), n)
+            if archs:
+                waiting = dict(state["waiting"])
+                for child in archs:
+                    waiting[key_of(child)] = []
+                return archs, {**state, "waiting": waiting, "centres": centres[i:]}
+        state = {**state, "centres": []}
+        return [], (state if state["waiting"] else {**state, "done": True})
+
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         state = _upgrade(state)
+        if state.get("phase") == "mutate":
+            return ([], state) if state["done"] else propose_mutants(state, n)
         out: list[Arch] = []
         while len(out) < n and not state["done"]:
+            if state.get("phase") == "mutate":
+                more, state = propose_mutants(state, n - len(out))
+                out.extend(more)
+                break
             if state["queue"]:
                 take = state["queue"][: n - len(out)]
                 out.extend(arch_of(k) for k in take)
@@ -320,26 +434,35 @@ def layernas(
             if state["waiting"]:
                 break  # this layer's children are still training: finish the layer first
             idle = state["idle_layers"] + 1
-            state = {**state, "layer": (layer + 1) % num_layers, "idle_layers": idle,
-                     "done": idle > num_layers}
+            state = {**state, "layer": (layer + 1) % num_layers, "idle_layers": idle}
+            if idle > num_layers:
+                state = exhausted(state)
         return out, state
 
     def update(state: State, results: Sequence[EvalResult]) -> State:
         state = _upgrade(state)
         tables, known, waiting = list(state["tables"]), list(state["known"]), dict(state["waiting"])
         trained = state["trained"]
+        centres = state.get("centres")  # only in the local search (when_exhausted="mutate")
         for result in results:
             arch = tuple(result.arch)
             key = key_of(arch)
             reward = float(result.reward) if result.ok else None
             s = shard_of(key)
-            if key not in known[s]:
+            is_new = key not in known[s]
+            if is_new:
                 trained += 1
                 known[s] = {**known[s], key: reward}
             reward = known[s][key]
             for layer in waiting.pop(key, []):
-                insert(tables, layer, arch, reward)
-        return {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
+                insert(tables, layer, arch, reward, state.get("pass", 0))
+            if centres is not None and reward is not None and feasible(arch) and is_new:
+                entry = centre_entry(arch, reward)
+                if centres is state["centres"]:
+                    centres = list(centres)
+                bisect.insort(centres, entry)
+        out = {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
+        return out if centres is None else {**out, "centres": centres}
 
     return Searcher("layernas", init, propose, update)
 
