@@ -90,7 +90,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     b.add_argument("--num-buckets", type=int, help="LayerNAS only: cost buckets per layer, 1..10000 (default 100)")
     b.add_argument("--per-bucket", type=int, help="LayerNAS only: candidates kept per bucket (default 1)")
     b.add_argument("--preset", help="LayerNAS only: 'efficient' (default: over-budget children are repaired "
-                   "before they are evaluated) or 'paper' (the paper's behaviour); see docs/searchers.md")
+                   "before they are evaluated, and the budget left after the layerwise search goes to "
+                   "one-layer mutations of the best model) or 'paper' (the paper's behaviour); see docs/searchers.md")
     b.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial, 0..2**63-1 (default 0)")
     e = s.add_argument_group("evaluation")
     e.add_argument("--table", help="NATS table: a compact .csv/.parquet, or official NATS-Bench files "

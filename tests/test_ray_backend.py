@@ -34,7 +34,7 @@ from toy_spaces import AdditiveEvaluator, AdditiveSpace  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 TARGET = Target("cost", max=20)
-# LayerNAS's paper preset runs all 40 evaluations on the toy space (the default ends after 24)
+# LayerNAS's paper preset runs all 40 evaluations on the toy space (the default's layerwise search ends after 24)
 PAPER = {"preset": "paper"}
 
 

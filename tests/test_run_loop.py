@@ -51,7 +51,7 @@ def committed_ids(out: Path) -> set[int]:
 @pytest.mark.parametrize("k", [1, 3])
 def test_sigkill_and_resume_gives_the_uninterrupted_answer(tmp_path, k):
     out = tmp_path / "run"
-    # LayerNAS's paper preset runs all 60 evaluations here (the default ends after 24): enough for 3 kills
+    # LayerNAS's paper preset runs all 60 evaluations here (the default's layerwise search ends after 24): enough for 3 kills
     ref = reference(k, {"preset": "paper"})
     kills = 0
     for session in range(12):
@@ -127,7 +127,7 @@ def test_seconds_budget_and_same_seed_determinism():
     space = toy_space()
     run = lambda: layernas.search(space, AdditiveEvaluator(space), budget=Budget(seconds=25),
                                   target=Target("cost", max=20), seed=5,
-                                  searcher_options={"preset": "paper"})  # the default ends after 24
+                                  searcher_options={"preset": "paper"})  # the default's layerwise search ends after 24
     a, b = run(), run()
     assert a.evaluations == 25 and a.simulated_seconds == 25.0
     assert a.history.equals(b.history)
