@@ -325,7 +325,7 @@ def in_progress(args, space) -> tuple[pd.DataFrame, pd.DataFrame]:
         if name in done:
             continue
         hist = [{"arch_str": space.arch_to_str(r.arch), "reward": r.reward,
-                 "feasible": r.status == "ok" and r.costs.get("flops", np.inf) <= limit}
+                 "feasible": r.status == "ok" and lookup.loc[space.arch_to_str(r.arch), "flops"] <= limit}
                 for r in finished_results(run)]
         algo, seed = name.rsplit("-", 1)
         best_so_far = None
@@ -340,6 +340,38 @@ def in_progress(args, space) -> tuple[pd.DataFrame, pd.DataFrame]:
                      "arch_str": best["arch_str"] if best else "none yet",
                      "table_test_mean": float(lookup.loc[best["arch_str"], "cifar10_test_mean"]) if best else np.nan})
     return pd.DataFrame(rows), pd.DataFrame(curve)
+
+
+def diagnose(args, space, answers: pd.DataFrame) -> pd.DataFrame:
+    """Per finished search: its answer against the best feasible child it trained, the
+    answer's rank among those by table validation, and proxy-vs-table Kendall over them."""
+    from scipy import stats
+
+    from layernas.run import finished_results
+
+    table, limit = feasible_table(space)
+    lookup = table.set_index("arch_str")
+    rows = []
+    for a in answers.itertuples():
+        run = args.out / "runs" / f"{a.algorithm}-{a.seed}"
+        if not run.is_dir() or not isinstance(a.arch_str, str) or not a.arch_str:
+            continue
+        kids = {}  # arch -> mean proxy reward over its queries
+        for r in finished_results(run):
+            arch = space.arch_to_str(r.arch)
+            if r.status == "ok" and lookup.loc[arch, "flops"] <= limit:
+                kids.setdefault(arch, []).append(r.reward)
+        if not kids:
+            continue
+        k = pd.DataFrame({"arch_str": list(kids), "proxy": [np.mean(v) for v in kids.values()]})
+        k["valid"] = k.arch_str.map(lookup[REFERENCE])
+        k["test"] = k.arch_str.map(lookup["cifar10_test_mean"])
+        rank = int((k.valid > float(lookup.loc[a.arch_str, REFERENCE])).sum()) + 1
+        tau = stats.kendalltau(k.proxy, k.valid).statistic if len(k) >= 3 else float("nan")
+        rows.append({"algorithm": a.algorithm, "seed": a.seed, "feasible_trained": len(k),
+                     "answer_test": float(a.table_test_mean), "best_trained_test": float(k.test.max()),
+                     "answer_rank": rank, "kendall_proxy_table": float(tau)})
+    return pd.DataFrame(rows)
 
 
 def analyze(args, space, wall: float | None) -> None:
@@ -400,6 +432,27 @@ def analyze(args, space, wall: float | None) -> None:
         lines += [f"CPU time: searches' wall time {ans.wall_s.sum():.0f} s, of which training charged "
                   f"{ans.train_seconds.sum():.0f} s over {ans.children_trained.sum()} queries "
                   f"({ans.trained_now.sum()} trained in the search itself, the rest reused from the store)."]
+        diag = diagnose(args, space, ans)
+        if len(diag):
+            diag.to_csv(args.out / "diagnosis.csv", index=False)
+            lines += ["", "## Where the answers lost: the proxy's pick or the path", "",
+                      "For each finished search, among the feasible children it trained: the best table test "
+                      "accuracy it could have answered with (`best trained`), where its answer ranks among "
+                      "them by table validation accuracy (1 = the best it trained), and the Kendall tau "
+                      "between its proxy rewards and the table's validation accuracy over those children. "
+                      "A search whose best trained child is good but whose answer ranks low lost to proxy "
+                      "noise; one whose best trained child is itself poor lost on the path it took.", "",
+                      "| algorithm | seed | distinct feasible cells trained | answer test | best trained test | answer's rank | "
+                      "Kendall proxy vs table |", "|---|---|---|---|---|---|---|"]
+            for r in diag.itertuples():
+                lines.append(f"| {r.algorithm} | {r.seed} | {r.feasible_trained} | {r.answer_test:.2f} | "
+                             f"{r.best_trained_test:.2f} | {r.answer_rank} | {r.kendall_proxy_table:.3f} |")
+            means = diag.groupby("algorithm")[["answer_test", "best_trained_test", "kendall_proxy_table"]].mean()
+            lines += ["", "| algorithm | answer test (mean) | best trained test (mean) | Kendall (mean) |",
+                      "|---|---|---|---|"]
+            for algo, r in means.iterrows():
+                lines.append(f"| {algo} | {r.answer_test:.2f} | {r.best_trained_test:.2f} | "
+                             f"{r.kendall_proxy_table:.3f} |")
         frames = [pd.read_csv(args.out / "curves.csv")] if (args.out / "curves.csv").exists() else []
         if frames or len(running_curves):
             cur = pd.concat(frames + [running_curves]).drop_duplicates(["algorithm", "seed", "children_trained"],
