@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -49,7 +50,6 @@ import numpy as np
 import pandas as pd
 
 from layernas.executors import as_executor
-from layernas.results import best_so_far
 from layernas.run import Budget, run_loop
 from layernas.run_dir import write_atomic
 from layernas.searchers import SEARCHERS, make_searcher
@@ -131,36 +131,51 @@ def run_search(algorithm: str, space, evaluator, target: Target, seed: int, max_
     budget = Budget(evaluations=int(max_evaluations), seconds=float(max_seconds), until="last")
     record = run_loop(space, searcher, as_executor(evaluator, 1), budget, target, seed=seed)
     history = record.history
-    answers = best_so_far(history)
-    best_valid = np.array([history[b]["reward"] if b >= 0 else np.nan for b in answers], float)
-    best_test = np.array([history[b]["test"] if b >= 0 and history[b]["test"] is not None else np.nan
-                          for b in answers], float)
-    return {"cum_seconds": np.array([h["cum_seconds"] for h in history], float),
-            "best_valid": best_valid, "best_test": best_test,
-            "feasible": np.array([h["feasible"] for h in history], bool),
-            "rows": np.array([evaluator.row(h["arch"]) for h in history], np.int64),
+    # one pass: the running answer as results.best_so_far picks it (feasible, strictly
+    # higher reward), with the per-evaluation columns
+    n = len(history)
+    cum, feasible, rows = [0.0] * n, [False] * n, [0] * n
+    best_valid, best_test = [math.nan] * n, [math.nan] * n
+    row_of = evaluator.row
+    best = None
+    for i, h in enumerate(history):
+        cum[i] = h["cum_seconds"]
+        feasible[i] = ok = h["feasible"]
+        rows[i] = row_of(h["arch"])
+        if ok and (best is None or h["reward"] > best["reward"]):
+            best = h
+        if best is not None:
+            best_valid[i] = best["reward"]
+            test = best["test"]
+            best_test[i] = math.nan if test is None else test
+    return {"cum_seconds": np.array(cum, float),
+            "best_valid": np.array(best_valid, float), "best_test": np.array(best_test, float),
+            "feasible": np.array(feasible, bool),
+            "rows": np.array(rows, np.int64),
             "finished": bool(record.stopped_early)}
 
 
 def budget_points(trace: dict, setting: Setting) -> list[dict]:
     """The running best at the grid of evaluation counts and simulated seconds."""
-    out = []
-    n = len(trace["cum_seconds"])
+    cum, valid, test = trace["cum_seconds"], trace["best_valid"], trace["best_test"]
+    n = len(cum)
+    kinds, points, index = [], [], []
     for k in EVAL_GRID:
         if k > setting.max_evaluations:
             break
-        i = min(k, n) - 1  # a searcher that stopped keeps its last answer
-        out.append({"kind": "evaluations", "point": float(k), "i": i})
-    for t in np.linspace(0.0, setting.max_seconds, TIME_POINTS):
-        i = int(np.searchsorted(trace["cum_seconds"], t, side="right")) - 1
-        out.append({"kind": "seconds", "point": float(t), "i": i})
-    for p in out:
-        i = p.pop("i")
-        valid = trace["best_valid"][i] if i >= 0 else np.nan
-        test = trace["best_test"][i] if i >= 0 else np.nan
-        p.update(best_valid=float(valid), best_test=float(test), evaluations=i + 1,
-                 sim_seconds=float(trace["cum_seconds"][i]) if i >= 0 else 0.0)
-    return out
+        kinds.append("evaluations")
+        points.append(float(k))
+        index.append(min(k, n) - 1)  # a searcher that stopped keeps its last answer
+    times = np.linspace(0.0, setting.max_seconds, TIME_POINTS)
+    kinds += ["seconds"] * len(times)
+    points += times.tolist()
+    index += (np.searchsorted(cum, times, side="right") - 1).tolist()
+    valid, test, cum = valid.tolist(), test.tolist(), cum.tolist()
+    nan = float("nan")
+    return [{"kind": kind, "point": point, "best_valid": valid[i] if i >= 0 else nan,
+             "best_test": test[i] if i >= 0 else nan, "evaluations": i + 1,
+             "sim_seconds": cum[i] if i >= 0 else 0.0}
+            for kind, point, i in zip(kinds, points, index)]
 
 
 def _task(args) -> tuple[list[dict], list[dict], float]:

@@ -85,6 +85,26 @@ FSYNC_SECONDS = 1.0         # the journal is fsynced at most this often (a kill 
 _trial_seed = functools.lru_cache(maxsize=1 << 16)(trial_seed)
 
 
+def _trial_builder() -> Callable[[int, tuple, int], Trial]:
+    """``(trial_id, arch, seed) -> Trial``: the frozen dataclass's ``__init__`` costs ~1.4 us
+    (one ``object.__setattr__`` per field), a noticeable part of a table lookup's trial;
+    filling the instance dict builds the same object. The constructor is used instead if
+    Trial ever gains validation or other fields."""
+    if (tuple(f.name for f in dataclasses.fields(Trial)) != ("trial_id", "arch", "seed")
+            or hasattr(Trial, "__post_init__") or hasattr(Trial, "__slots__")):
+        return Trial
+    new = object.__new__
+
+    def build(trial_id: int, arch: tuple, seed: int) -> Trial:
+        trial = new(Trial)
+        trial.__dict__.update(trial_id=trial_id, arch=arch, seed=seed)
+        return trial
+    return build
+
+
+_new_trial = _trial_builder()
+
+
 class Terminated(KeyboardInterrupt):
     """Raised by the run loop when it receives SIGTERM (after saving, as for Ctrl-C)."""
 
@@ -436,6 +456,17 @@ class _Loop:
         self.best: dict | None = None
         self.new_trials: list[Trial] = []
         self._described = _descriptions(space)
+        # Target.feasible, with its limits read once (it rebuilds the list per call)
+        self._limits = target.limits() if type(target).feasible is Target.feasible else None
+
+    def feasible(self, costs: Mapping[str, float]) -> bool:
+        if self._limits is None:
+            return bool(self.target.feasible(costs))
+        for metric, lo, hi in self._limits:
+            value = costs[metric]
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                return False
+        return True
 
     def budget_left(self) -> int:
         return self.budget.left(self.issued, self.charged)
@@ -446,7 +477,8 @@ class _Loop:
             return
         archs, self.state = self.searcher.propose(self.state, n)
         for arch in archs[:n]:
-            trial = Trial(self.issued, tuple(arch), _trial_seed(self.seed, self.issued))
+            trial = _new_trial(self.issued, arch if type(arch) is tuple else tuple(arch),
+                               _trial_seed(self.seed, self.issued))
             self.issued += 1
             self.in_flight[trial.trial_id] = trial
             self.new_trials.append(trial)
@@ -479,7 +511,7 @@ class _Loop:
             "cost_seconds": float(result.cost_seconds),
             "cum_seconds": self.charged,
             "costs": costs,
-            "feasible": bool(ok and self.target.feasible(costs)),
+            "feasible": bool(ok and self.feasible(costs)),
             "status": result.status,
             "error": result.error,
             "info": result.info,

@@ -80,6 +80,117 @@ def rng_from(state: State) -> tuple[np.random.Generator, State]:
     return np.random.Generator(bits), {**state, "draws": key[1] + 1}
 
 
+_WORDS_FIRST = 16             # raw 64-bit words read when a stream is first used
+_stream_words: collections.OrderedDict = collections.OrderedDict()   # (seed, draws) -> _Stream
+
+
+class _Stream:
+    """The start state of one ``default_rng([seed, draws])`` stream and the raw PCG64 words
+    read from it so far (a prefix of the stream, extended on demand, never changed)."""
+
+    __slots__ = ("start", "words")
+
+    def __init__(self, start: dict, words: list):
+        self.start, self.words = start, words
+
+    def extend(self, at_least: int) -> list:
+        bits = np.random.PCG64(0)
+        bits.state = self.start
+        have = len(self.words)
+        bits.advance(have)
+        self.words = self.words + bits.random_raw(max(at_least - have, have, _WORDS_FIRST)).tolist()
+        return self.words
+
+
+class Draws:
+    """The numbers a ``np.random.default_rng([seed, draws])`` Generator would give, read from
+    the stream's raw PCG64 words, which are computed once and shared by every run that uses
+    the same stream (table benchmarks run each seed in many settings).
+
+    ``integers(n)`` is ``int(Generator.integers(n))`` and ``random()`` is
+    ``float(Generator.random())``, number for number and in any order: numpy draws a bounded
+    integer below 2**32 by Lemire's method on 32-bit halves of the words (the upper half
+    kept for the next 32-bit draw) and a double from the top 53 bits of a whole word, and
+    so does this (tests check it against numpy). A tenth of the cost of numpy's scalar
+    calls, which is most of a baseline searcher's step on a table. ``generator()`` hands
+    over a numpy Generator at exactly this point of the stream, for anything else; after
+    it, this object draws from that generator.
+    """
+
+    __slots__ = ("_stream", "_words", "_pos", "_half", "_gen")
+
+    def __init__(self, stream: _Stream):
+        self._stream, self._words, self._pos, self._half, self._gen = stream, stream.words, 0, None, None
+
+    def _word(self) -> int:
+        pos = self._pos
+        words = self._words
+        if pos >= len(words):
+            words = self._words = self._stream.extend(pos + 1)
+        self._pos = pos + 1
+        return words[pos]
+
+    def integers(self, n: int) -> int:
+        """A uniform integer in ``[0, n)``, ``1 <= n <= 2**32``: ``int(Generator.integers(n))``."""
+        if self._gen is not None:
+            return int(self._gen.integers(n))
+        if n <= 1:
+            if n == 1:
+                return 0      # numpy draws nothing for a range of one
+            raise ValueError(f"integers({n}): high <= 0")
+        if n > 0x100000000:
+            raise ValueError(f"integers({n}): Draws covers n <= 2**32; use generator()")
+        while True:
+            half = self._half
+            if half is None:
+                word = self._word()
+                self._half, half = word >> 32, word & 0xFFFFFFFF
+            else:
+                self._half = None
+            if n == 0x100000000:
+                return half
+            m = half * n
+            leftover = m & 0xFFFFFFFF
+            if leftover >= n or leftover >= (0x100000000 - n) % n:
+                return m >> 32
+
+    def random(self) -> float:
+        """A uniform float in ``[0, 1)``: ``float(Generator.random())``."""
+        if self._gen is not None:
+            return float(self._gen.random())
+        return (self._word() >> 11) * (1.0 / 9007199254740992.0)
+
+    def generator(self) -> np.random.Generator:
+        """A numpy Generator at this point of the stream (this object then draws from it)."""
+        if self._gen is None:
+            bits = np.random.PCG64(0)
+            bits.state = self._stream.start
+            bits.advance(self._pos)
+            if self._half is not None:
+                state = bits.state
+                state["has_uint32"], state["uinteger"] = 1, self._half
+                bits.state = state
+            self._gen = np.random.Generator(bits)
+        return self._gen
+
+
+def draws_from(state: State) -> tuple[Draws, State]:
+    """:func:`rng_from` as :class:`Draws`: the same stream, ``default_rng([seed, draws])``,
+    and the state with its draw counter bumped."""
+    key = (int(state["seed"]), int(state["draws"]))
+    stream = _stream_words.get(key)
+    if stream is None:
+        start = _streams.get(key)
+        if start is None:
+            start = np.random.PCG64(np.random.SeedSequence(list(key))).state
+        bits = np.random.PCG64(0)
+        bits.state = start
+        stream = _stream_words[key] = _Stream(start, bits.random_raw(_WORDS_FIRST).tolist())
+        if len(_stream_words) > _STREAM_CACHE_SIZE:
+            _stream_words.popitem(last=False)
+    return Draws(stream), {**state, "draws": key[1] + 1}
+
+
 _T = TypeVar("_T")
 
 
@@ -136,7 +247,7 @@ def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bo
 
 
 def sample_feasible(
-    rng: np.random.Generator,
+    rng: "np.random.Generator | Draws",
     space: SearchSpace,
     feasible: Callable[[Arch], bool],
     *,
@@ -146,16 +257,21 @@ def sample_feasible(
     """A uniformly random feasible architecture not in ``exclude`` (a set of architecture
     tuples), by rejection sampling; None if ``max_tries`` draws find none. Uniform over the
     feasible, non-excluded set (rejection sampling does not bias it). Draws exactly what
-    ``space.random_arch(rng)`` draws."""
+    ``space.random_arch(rng)`` draws. ``rng``: a numpy Generator or :class:`Draws`."""
     if type(space).random_arch is SearchSpace.random_arch:
         sizes = space.num_options   # the default sampler, with its sizes read once
         integers = rng.integers
+        if isinstance(rng, Draws):
+            def draw() -> Arch:
+                return tuple([integers(n) for n in sizes])
+        else:
+            def draw() -> Arch:
+                return tuple([int(integers(n)) for n in sizes])
+    else:
+        generator = rng.generator() if isinstance(rng, Draws) else rng
 
         def draw() -> Arch:
-            return tuple([int(integers(n)) for n in sizes])
-    else:
-        def draw() -> Arch:
-            return space.random_arch(rng)
+            return space.random_arch(generator)
     for _ in range(max_tries):
         arch = draw()
         if feasible(arch) and arch not in exclude:

@@ -22,12 +22,13 @@ One gradient step is taken per result, in the order results are given to ``updat
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Sequence
 
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import DerivedValue, Searcher, State, feasibility_check, rng_from, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -83,7 +84,8 @@ def reinforce(
         cdf[:, -1] = 1.0
         return cdf
 
-    cdfs = DerivedValue(cdf_of_logits)
+    # as lists: a sample is a bisection per layer (see propose)
+    cdfs = DerivedValue(lambda logits_list: cdf_of_logits(logits_list).tolist())
     onehots = _ONEHOTS.setdefault((len(sizes), width), {})
 
     def onehot_of(arch: Arch) -> np.ndarray:
@@ -111,11 +113,14 @@ def reinforce(
         cdf = cdfs.get(state["logits"])
         out: list[Arch] = []
         for _ in range(n):
-            rng, state = rng_from(state)
+            rng, state = draws_from(state)   # the numbers of rng_from's Generator, cheaper
+            random = rng.random
             arch = None
             for _ in range(max_tries):
-                u = rng.random(len(sizes))
-                sample = tuple(int(i) for i in (cdf < u[:, None]).sum(axis=1))
+                # one uniform u per layer, in layer order (as rng.random(layers) draws them);
+                # the option is the number of CDF entries below u, (cdf < u).sum() as a
+                # bisection: a CDF is non-decreasing up to entries >= 1 > u at its end
+                sample = tuple([bisect_left(row, random()) for row in cdf])
                 if feasible(sample):
                     arch = sample
                     break
