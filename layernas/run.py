@@ -66,7 +66,7 @@ from layernas.executors import Executor
 from layernas.results import improves
 from layernas.run_dir import RunError, RunLock, fsync_dir, is_bookkeeping, remove_stale_tmp, write_atomic, \
     write_json_atomic
-from layernas.searchers.base import Searcher, State
+from layernas.searchers.base import Searcher, State, space_costs
 from layernas.space import SearchSpace
 from layernas.target import Target
 from layernas.units import format_cost
@@ -456,6 +456,7 @@ class _Loop:
         self.best: dict | None = None
         self.new_trials: list[Trial] = []
         self._described = _descriptions(space)
+        self._costs = space_costs(space)   # the searchers' memo of space.cost, shared
         # Target.feasible, with its limits read once (it rebuilds the list per call)
         self._limits = target.limits() if type(target).feasible is Target.feasible else None
 
@@ -496,8 +497,10 @@ class _Loop:
     def add_row(self, result: EvalResult) -> None:
         described = self._described.get(result.arch)
         if described is None:
-            described = self._described[result.arch] = (self.space.arch_to_str(result.arch),
-                                                         self.space.cost(result.arch))
+            cost = self._costs.get(result.arch)
+            if cost is None:
+                cost = self._costs[result.arch] = self.space.cost(result.arch)
+            described = self._described[result.arch] = (self.space.arch_to_str(result.arch), cost)
         costs = dict(result.costs)
         costs.update(described[1])
         self.charged += float(result.cost_seconds)

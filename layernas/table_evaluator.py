@@ -75,12 +75,20 @@ def _make_result_builder():
 _result = _make_result_builder()
 
 
-def seed_index(seed: int, num_seeds: int) -> int:
-    """Which of ``num_seeds`` table seeds a trial with ``seed`` reads: splitmix64(seed) mod n."""
-    z = (int(seed) + 0x9E3779B97F4A7C15) & _MASK
+def _splitmix64(seed: int) -> int:
+    z = (seed + 0x9E3779B97F4A7C15) & _MASK
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return (z ^ (z >> 31)) % int(num_seeds)
+    return z ^ (z >> 31)
+
+
+_MIXED: dict = {}        # trial seed -> splitmix64(seed), for TableEvaluator.evaluate
+_MIXED_SIZE = 1 << 17
+
+
+def seed_index(seed: int, num_seeds: int) -> int:
+    """Which of ``num_seeds`` table seeds a trial with ``seed`` reads: splitmix64(seed) mod n."""
+    return _splitmix64(int(seed)) % int(num_seeds)
 
 
 def seed_indices(seeds: np.ndarray, num_seeds: np.ndarray) -> np.ndarray:
@@ -167,13 +175,12 @@ class TableEvaluator:
             )
         valid, n, index, seed_ids, cost, test, costs = hit
         seed = trial.seed
-        if type(seed) is not int:
-            seed = int(seed)
-        # seed_index(seed, n), inlined (splitmix64)
-        z = (seed + 0x9E3779B97F4A7C15) & _MASK
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-        k = (z ^ (z >> 31)) % n
+        z = _MIXED.get(seed)   # runs that share a seed share their trial seeds
+        if z is None:
+            z = _splitmix64(int(seed))
+            if len(_MIXED) < _MIXED_SIZE:
+                _MIXED[seed] = z
+        k = z % n   # seed_index(seed, n)
         seed_id = seed_ids[k]
         info = {"table_seed": k, "index": index, "seed": seed_id} if seed_id >= 0 else \
             {"table_seed": k, "index": index}

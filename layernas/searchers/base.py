@@ -80,7 +80,7 @@ def rng_from(state: State) -> tuple[np.random.Generator, State]:
     return np.random.Generator(bits), {**state, "draws": key[1] + 1}
 
 
-_WORDS_FIRST = 16             # raw 64-bit words read when a stream is first used
+_WORDS_FIRST = 32             # raw 64-bit words read when a stream is first used
 _stream_words: collections.OrderedDict = collections.OrderedDict()   # (seed, draws) -> _Stream
 
 
@@ -177,7 +177,8 @@ class Draws:
 def draws_from(state: State) -> tuple[Draws, State]:
     """:func:`rng_from` as :class:`Draws`: the same stream, ``default_rng([seed, draws])``,
     and the state with its draw counter bumped."""
-    key = (int(state["seed"]), int(state["draws"]))
+    seed, draws = state["seed"], state["draws"]
+    key = (seed, draws) if type(seed) is int and type(draws) is int else (int(seed), int(draws))
     stream = _stream_words.get(key)
     if stream is None:
         start = _streams.get(key)
@@ -224,6 +225,17 @@ class DerivedValue(Generic[_T]):
 
 
 _feasible_caches: "weakref.WeakKeyDictionary[SearchSpace, dict[str, dict]]" = weakref.WeakKeyDictionary()
+_cost_caches: "weakref.WeakKeyDictionary[SearchSpace, dict]" = weakref.WeakKeyDictionary()
+
+
+def space_costs(space: SearchSpace) -> dict:
+    """``arch -> space.cost(arch)`` memo shared by everything that asks one space object
+    (``cost`` is a pure function of the architecture; the dicts must not be modified).
+    A space that cannot be weakly referenced gets a fresh, private memo."""
+    try:
+        return _cost_caches.setdefault(space, {})
+    except TypeError:
+        return {}
 
 
 def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bool]:
@@ -236,11 +248,15 @@ def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bo
     except TypeError:   # a space that cannot be weakly referenced: a private cache
         per_space = {}
     cache: dict[Arch, bool] = per_space.setdefault(json.dumps(target.to_dict(), sort_keys=True), {})
+    costs = space_costs(space)   # shared by the targets (and the run loop) of this space
 
     def feasible(arch: Arch) -> bool:
         hit = cache.get(arch)
         if hit is None:
-            hit = cache[arch] = bool(target.feasible(space.cost(arch)))
+            cost = costs.get(arch)
+            if cost is None:
+                cost = costs[arch] = space.cost(arch)
+            hit = cache[arch] = bool(target.feasible(cost))
         return hit
 
     return feasible
