@@ -155,48 +155,70 @@ def run_search(algorithm: str, space, evaluator, target: Target, seed: int, max_
             "finished": bool(record.stopped_early)}
 
 
-def budget_points(trace: dict, setting: Setting) -> list[dict]:
-    """The running best at the grid of evaluation counts and simulated seconds."""
-    cum, valid, test = trace["cum_seconds"], trace["best_valid"], trace["best_test"]
-    n = len(cum)
-    kinds, points, index = [], [], []
+POINT_COLUMNS = ("kind", "point", "best_valid", "best_test", "evaluations", "sim_seconds")
+
+
+def _grid(setting: Setting) -> tuple[list[str], list[float], list[int], np.ndarray]:
+    """The budget points of a setting: kinds, points, evaluation-count indices (before
+    clipping to a run's length) and the time points."""
+    kinds, points, counts = [], [], []
     for k in EVAL_GRID:
         if k > setting.max_evaluations:
             break
         kinds.append("evaluations")
         points.append(float(k))
-        index.append(min(k, n) - 1)  # a searcher that stopped keeps its last answer
+        counts.append(k)
     times = np.linspace(0.0, setting.max_seconds, TIME_POINTS)
-    kinds += ["seconds"] * len(times)
-    points += times.tolist()
-    index += (np.searchsorted(cum, times, side="right") - 1).tolist()
+    return kinds + ["seconds"] * len(times), points + times.tolist(), counts, times
+
+
+def _budget_columns(trace: dict, grid) -> tuple[list, ...]:
+    """:func:`budget_points` as columns (in POINT_COLUMNS order)."""
+    kinds, points, counts, times = grid
+    cum, valid, test = trace["cum_seconds"], trace["best_valid"], trace["best_test"]
+    n = len(cum)
+    # a searcher that stopped keeps its last answer
+    index = [min(k, n) - 1 for k in counts] + (np.searchsorted(cum, times, side="right") - 1).tolist()
     valid, test, cum = valid.tolist(), test.tolist(), cum.tolist()
     nan = float("nan")
-    return [{"kind": kind, "point": point, "best_valid": valid[i] if i >= 0 else nan,
-             "best_test": test[i] if i >= 0 else nan, "evaluations": i + 1,
-             "sim_seconds": cum[i] if i >= 0 else 0.0}
-            for kind, point, i in zip(kinds, points, index)]
+    return (kinds, points, [valid[i] if i >= 0 else nan for i in index],
+            [test[i] if i >= 0 else nan for i in index], [i + 1 for i in index],
+            [cum[i] if i >= 0 else 0.0 for i in index])
 
 
-def _task(args) -> tuple[list[dict], list[dict], float]:
+def budget_points(trace: dict, setting: Setting) -> list[dict]:
+    """The running best at the grid of evaluation counts and simulated seconds."""
+    columns = _budget_columns(trace, _grid(setting))
+    return [dict(zip(POINT_COLUMNS, values)) for values in zip(*columns)]
+
+
+RUN_KEYS = ("algorithm", "dataset", "fraction", "seed")
+
+
+def _task(args) -> tuple[dict, list[dict], float]:
     table_path, setting, algorithm, seeds, options = args
     start = time.perf_counter()
     space, evaluator = context(table_path, setting.dataset)
     target = flops_target(space, setting.fraction)
     best = oracle(evaluator, target)["test"]
-    points, runs = [], []
+    grid = _grid(setting)
+    points: dict[str, list] = {k: [] for k in RUN_KEYS + POINT_COLUMNS}
+    runs = []
     for seed in seeds:
         trace = run_search(algorithm, space, evaluator, target, seed, setting.max_seconds,
                            setting.max_evaluations, options.get(algorithm))
         base = {"algorithm": algorithm, "dataset": setting.dataset, "fraction": setting.fraction,
                 "seed": seed}
-        for p in budget_points(trace, setting):
-            points.append({**base, **p})
+        columns = _budget_columns(trace, grid)
+        for key in RUN_KEYS:
+            points[key] += [base[key]] * len(columns[0])
+        for key, values in zip(POINT_COLUMNS, columns):
+            points[key] += values
         in_budget = trace["cum_seconds"] <= setting.max_seconds
         close = np.flatnonzero(trace["best_test"] >= best - 0.5)
         runs.append({**base, "max_seconds": setting.max_seconds,
                      "evaluations_in_budget": int(in_budget.sum()),
-                     "distinct_in_budget": int(len(np.unique(trace["rows"][in_budget]))),
+                     "distinct_in_budget": len(set(trace["rows"][in_budget].tolist())),
                      "infeasible_in_budget": int((~trace["feasible"][in_budget]).sum()),
                      "evaluations_run": len(trace["rows"]), "finished": trace["finished"],
                      "evals_to_within_0.5": int(close[0] + 1) if len(close) else np.nan,
@@ -251,7 +273,7 @@ def run_comparison(table_path: str | Path, seeds: int = 100,
     for t, (_, _, secs) in zip(tasks, outputs):
         per_algo[t[2]] = per_algo.get(t[2], 0.0) + secs
     timing["worker_seconds_by_algorithm"] = per_algo
-    points = pd.DataFrame([p for o in outputs for p in o[0]])
+    points = pd.DataFrame({k: [v for o in outputs for v in o[0][k]] for k in RUN_KEYS + POINT_COLUMNS})
     runs = pd.DataFrame([r for o in outputs for r in o[1]])
     timing["total_s"] = time.perf_counter() - start
     return points, runs, timing

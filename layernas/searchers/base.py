@@ -48,6 +48,20 @@ def arch_key(arch: Sequence[int]) -> str:
     return ",".join(str(int(a)) for a in arch)
 
 
+_ARCH_KEYS: dict = {}   # arch tuple -> arch_key(arch), for memo_arch_key
+
+
+def memo_arch_key(arch: Arch) -> str:
+    """:func:`arch_key` of an architecture tuple, memoised (table searches key the same
+    few thousand architectures over and over)."""
+    key = _ARCH_KEYS.get(arch)
+    if key is None:
+        key = arch_key(arch)
+        if len(_ARCH_KEYS) < 1 << 18:
+            _ARCH_KEYS[arch] = key
+    return key
+
+
 def key_arch(key: str) -> Arch:
     return tuple(int(a) for a in key.split(",")) if key else ()
 
@@ -84,6 +98,17 @@ _WORDS_FIRST = 32             # raw 64-bit words read when a stream is first use
 _stream_words: collections.OrderedDict = collections.OrderedDict()   # (seed, draws) -> _Stream
 
 
+_NO_SEED = np.random.SeedSequence(0)   # a PCG64(seed) runs SeedSequence(seed) (~10 us); its state is replaced
+
+
+def _scratch_bits() -> np.random.PCG64:
+    """This thread's scratch bit generator (set its state before use)."""
+    bits = getattr(_local, "scratch", None)
+    if bits is None:
+        bits = _local.scratch = np.random.PCG64(_NO_SEED)
+    return bits
+
+
 class _Stream:
     """The start state of one ``default_rng([seed, draws])`` stream and the raw PCG64 words
     read from it so far (a prefix of the stream, extended on demand, never changed)."""
@@ -94,7 +119,7 @@ class _Stream:
         self.start, self.words = start, words
 
     def extend(self, at_least: int) -> list:
-        bits = np.random.PCG64(0)
+        bits = _scratch_bits()
         bits.state = self.start
         have = len(self.words)
         bits.advance(have)
@@ -163,7 +188,7 @@ class Draws:
     def generator(self) -> np.random.Generator:
         """A numpy Generator at this point of the stream (this object then draws from it)."""
         if self._gen is None:
-            bits = np.random.PCG64(0)
+            bits = np.random.PCG64(_NO_SEED)   # its own bit generator: the caller keeps it
             bits.state = self._stream.start
             bits.advance(self._pos)
             if self._half is not None:
@@ -181,12 +206,8 @@ def draws_from(state: State) -> tuple[Draws, State]:
     key = (seed, draws) if type(seed) is int and type(draws) is int else (int(seed), int(draws))
     stream = _stream_words.get(key)
     if stream is None:
-        start = _streams.get(key)
-        if start is None:
-            start = np.random.PCG64(np.random.SeedSequence(list(key))).state
-        bits = np.random.PCG64(0)
-        bits.state = start
-        stream = _stream_words[key] = _Stream(start, bits.random_raw(_WORDS_FIRST).tolist())
+        bits = np.random.PCG64(np.random.SeedSequence(list(key)))
+        stream = _stream_words[key] = _Stream(bits.state, bits.random_raw(_WORDS_FIRST).tolist())
         if len(_stream_words) > _STREAM_CACHE_SIZE:
             _stream_words.popitem(last=False)
     return Draws(stream), {**state, "draws": key[1] + 1}

@@ -24,7 +24,8 @@ import operator
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, arch_key, draws_from, feasibility_check, key_arch, sample_feasible
+from layernas.searchers.base import Searcher, State, draws_from, feasibility_check, key_arch, memo_arch_key, \
+    sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -108,7 +109,7 @@ def regularized_evolution(
         members = list(state["population"])
         for result in results:
             if result.ok:
-                members.append([arch_key(result.arch), float(result.reward)])
+                members.append([memo_arch_key(tuple(result.arch)), float(result.reward)])
         members = members[-population:]
         return {**state, "population": members, "pending": max(0, state["pending"] - len(results))}
 

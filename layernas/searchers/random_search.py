@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import DerivedValue, Searcher, State, arch_key, draws_from, feasibility_check, \
-    key_arch, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, \
+    key_arch, memo_arch_key, sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -80,7 +80,7 @@ def random_search(
                     state = {**state, "done": True}
                     break
                 seen.add(arch)
-                new.append(arch_key(arch))
+                new.append(memo_arch_key(arch))
                 out.append(arch)
         except BaseException:
             seen_sets.put(None, None)   # the set went ahead of its list
