@@ -33,6 +33,7 @@ from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 
+row_max, row_sum, accumulate = np.maximum.reduce, np.add.reduce, np.add.accumulate
 _ONEHOTS: dict[tuple[int, int], dict[Arch, np.ndarray]] = {}   # (layers, width) -> arch -> one-hot
 
 
@@ -80,7 +81,7 @@ def reinforce(
     probs_of = DerivedValue(lambda logits_list: probabilities(logits_of.get(logits_list)))
 
     def cdf_of_logits(logits_list) -> np.ndarray:
-        cdf = np.cumsum(probs_of.get(logits_list), axis=1)
+        cdf = accumulate(probs_of.get(logits_list), axis=1)   # np.cumsum(p, axis=1)
         cdf[:, -1] = 1.0
         return cdf
 
@@ -106,8 +107,10 @@ def reinforce(
 
     def probabilities(logits: np.ndarray) -> np.ndarray:
         z = np.where(mask, logits, -np.inf) if masked else logits
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        # z.max / z.sum / np.cumsum are these ufunc methods behind a Python wrapper (which
+        # costs about as much as the arithmetic on a policy this small)
+        z = np.exp(z - row_max(z, axis=1, keepdims=True))
+        return z / row_sum(z, axis=1, keepdims=True)
 
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         cdf = cdfs.get(state["logits"])
