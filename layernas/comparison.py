@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -49,7 +50,6 @@ import numpy as np
 import pandas as pd
 
 from layernas.executors import as_executor
-from layernas.results import best_so_far
 from layernas.run import Budget, run_loop
 from layernas.run_dir import write_atomic
 from layernas.searchers import SEARCHERS, make_searcher
@@ -131,57 +131,94 @@ def run_search(algorithm: str, space, evaluator, target: Target, seed: int, max_
     budget = Budget(evaluations=int(max_evaluations), seconds=float(max_seconds), until="last")
     record = run_loop(space, searcher, as_executor(evaluator, 1), budget, target, seed=seed)
     history = record.history
-    answers = best_so_far(history)
-    best_valid = np.array([history[b]["reward"] if b >= 0 else np.nan for b in answers], float)
-    best_test = np.array([history[b]["test"] if b >= 0 and history[b]["test"] is not None else np.nan
-                          for b in answers], float)
-    return {"cum_seconds": np.array([h["cum_seconds"] for h in history], float),
-            "best_valid": best_valid, "best_test": best_test,
-            "feasible": np.array([h["feasible"] for h in history], bool),
-            "rows": np.array([evaluator.row(h["arch"]) for h in history], np.int64),
+    # one pass: the running answer as results.best_so_far picks it (feasible, strictly
+    # higher reward), with the per-evaluation columns
+    n = len(history)
+    cum, feasible, rows = [0.0] * n, [False] * n, [0] * n
+    best_valid, best_test = [math.nan] * n, [math.nan] * n
+    row_of = evaluator.row
+    best = None
+    for i, h in enumerate(history):
+        cum[i] = h["cum_seconds"]
+        feasible[i] = ok = h["feasible"]
+        rows[i] = row_of(h["arch"])
+        if ok and (best is None or h["reward"] > best["reward"]):
+            best = h
+        if best is not None:
+            best_valid[i] = best["reward"]
+            test = best["test"]
+            best_test[i] = math.nan if test is None else test
+    return {"cum_seconds": np.array(cum, float),
+            "best_valid": np.array(best_valid, float), "best_test": np.array(best_test, float),
+            "feasible": np.array(feasible, bool),
+            "rows": np.array(rows, np.int64),
             "finished": bool(record.stopped_early)}
+
+
+POINT_COLUMNS = ("kind", "point", "best_valid", "best_test", "evaluations", "sim_seconds")
+
+
+def _grid(setting: Setting) -> tuple[list[str], list[float], list[int], np.ndarray]:
+    """The budget points of a setting: kinds, points, evaluation-count indices (before
+    clipping to a run's length) and the time points."""
+    kinds, points, counts = [], [], []
+    for k in EVAL_GRID:
+        if k > setting.max_evaluations:
+            break
+        kinds.append("evaluations")
+        points.append(float(k))
+        counts.append(k)
+    times = np.linspace(0.0, setting.max_seconds, TIME_POINTS)
+    return kinds + ["seconds"] * len(times), points + times.tolist(), counts, times
+
+
+def _budget_columns(trace: dict, grid) -> tuple[list, ...]:
+    """:func:`budget_points` as columns (in POINT_COLUMNS order)."""
+    kinds, points, counts, times = grid
+    cum, valid, test = trace["cum_seconds"], trace["best_valid"], trace["best_test"]
+    n = len(cum)
+    # a searcher that stopped keeps its last answer
+    index = [min(k, n) - 1 for k in counts] + (np.searchsorted(cum, times, side="right") - 1).tolist()
+    valid, test, cum = valid.tolist(), test.tolist(), cum.tolist()
+    nan = float("nan")
+    return (kinds, points, [valid[i] if i >= 0 else nan for i in index],
+            [test[i] if i >= 0 else nan for i in index], [i + 1 for i in index],
+            [cum[i] if i >= 0 else 0.0 for i in index])
 
 
 def budget_points(trace: dict, setting: Setting) -> list[dict]:
     """The running best at the grid of evaluation counts and simulated seconds."""
-    out = []
-    n = len(trace["cum_seconds"])
-    for k in EVAL_GRID:
-        if k > setting.max_evaluations:
-            break
-        i = min(k, n) - 1  # a searcher that stopped keeps its last answer
-        out.append({"kind": "evaluations", "point": float(k), "i": i})
-    for t in np.linspace(0.0, setting.max_seconds, TIME_POINTS):
-        i = int(np.searchsorted(trace["cum_seconds"], t, side="right")) - 1
-        out.append({"kind": "seconds", "point": float(t), "i": i})
-    for p in out:
-        i = p.pop("i")
-        valid = trace["best_valid"][i] if i >= 0 else np.nan
-        test = trace["best_test"][i] if i >= 0 else np.nan
-        p.update(best_valid=float(valid), best_test=float(test), evaluations=i + 1,
-                 sim_seconds=float(trace["cum_seconds"][i]) if i >= 0 else 0.0)
-    return out
+    columns = _budget_columns(trace, _grid(setting))
+    return [dict(zip(POINT_COLUMNS, values)) for values in zip(*columns)]
 
 
-def _task(args) -> tuple[list[dict], list[dict], float]:
+RUN_KEYS = ("algorithm", "dataset", "fraction", "seed")
+
+
+def _task(args) -> tuple[dict, list[dict], float]:
     table_path, setting, algorithm, seeds, options = args
     start = time.perf_counter()
     space, evaluator = context(table_path, setting.dataset)
     target = flops_target(space, setting.fraction)
     best = oracle(evaluator, target)["test"]
-    points, runs = [], []
+    grid = _grid(setting)
+    points: dict[str, list] = {k: [] for k in RUN_KEYS + POINT_COLUMNS}
+    runs = []
     for seed in seeds:
         trace = run_search(algorithm, space, evaluator, target, seed, setting.max_seconds,
                            setting.max_evaluations, options.get(algorithm))
         base = {"algorithm": algorithm, "dataset": setting.dataset, "fraction": setting.fraction,
                 "seed": seed}
-        for p in budget_points(trace, setting):
-            points.append({**base, **p})
+        columns = _budget_columns(trace, grid)
+        for key in RUN_KEYS:
+            points[key] += [base[key]] * len(columns[0])
+        for key, values in zip(POINT_COLUMNS, columns):
+            points[key] += values
         in_budget = trace["cum_seconds"] <= setting.max_seconds
         close = np.flatnonzero(trace["best_test"] >= best - 0.5)
         runs.append({**base, "max_seconds": setting.max_seconds,
                      "evaluations_in_budget": int(in_budget.sum()),
-                     "distinct_in_budget": int(len(np.unique(trace["rows"][in_budget]))),
+                     "distinct_in_budget": len(set(trace["rows"][in_budget].tolist())),
                      "infeasible_in_budget": int((~trace["feasible"][in_budget]).sum()),
                      "evaluations_run": len(trace["rows"]), "finished": trace["finished"],
                      "evals_to_within_0.5": int(close[0] + 1) if len(close) else np.nan,
@@ -236,7 +273,7 @@ def run_comparison(table_path: str | Path, seeds: int = 100,
     for t, (_, _, secs) in zip(tasks, outputs):
         per_algo[t[2]] = per_algo.get(t[2], 0.0) + secs
     timing["worker_seconds_by_algorithm"] = per_algo
-    points = pd.DataFrame([p for o in outputs for p in o[0]])
+    points = pd.DataFrame({k: [v for o in outputs for v in o[0][k]] for k in RUN_KEYS + POINT_COLUMNS})
     runs = pd.DataFrame([r for o in outputs for r in o[1]])
     timing["total_s"] = time.perf_counter() - start
     return points, runs, timing

@@ -66,7 +66,7 @@ from layernas.executors import Executor
 from layernas.results import improves
 from layernas.run_dir import RunError, RunLock, fsync_dir, is_bookkeeping, remove_stale_tmp, write_atomic, \
     write_json_atomic
-from layernas.searchers.base import Searcher, State
+from layernas.searchers.base import Searcher, State, space_costs
 from layernas.space import SearchSpace
 from layernas.target import Target
 from layernas.units import format_cost
@@ -83,6 +83,26 @@ FSYNC_SECONDS = 1.0         # the journal is fsynced at most this often (a kill 
 
 # trial_seed is pure and costs ~15 us; table searches repeat (seed, trial id) pairs a lot.
 _trial_seed = functools.lru_cache(maxsize=1 << 16)(trial_seed)
+
+
+def _trial_builder() -> Callable[[int, tuple, int], Trial]:
+    """``(trial_id, arch, seed) -> Trial``: the frozen dataclass's ``__init__`` costs ~1.4 us
+    (one ``object.__setattr__`` per field), a noticeable part of a table lookup's trial;
+    filling the instance dict builds the same object. The constructor is used instead if
+    Trial ever gains validation or other fields."""
+    if (tuple(f.name for f in dataclasses.fields(Trial)) != ("trial_id", "arch", "seed")
+            or hasattr(Trial, "__post_init__") or hasattr(Trial, "__slots__")):
+        return Trial
+    new = object.__new__
+
+    def build(trial_id: int, arch: tuple, seed: int) -> Trial:
+        trial = new(Trial)
+        trial.__dict__.update(trial_id=trial_id, arch=arch, seed=seed)
+        return trial
+    return build
+
+
+_new_trial = _trial_builder()
 
 
 class Terminated(KeyboardInterrupt):
@@ -436,6 +456,18 @@ class _Loop:
         self.best: dict | None = None
         self.new_trials: list[Trial] = []
         self._described = _descriptions(space)
+        self._costs = space_costs(space)   # the searchers' memo of space.cost, shared
+        # Target.feasible, with its limits read once (it rebuilds the list per call)
+        self._limits = target.limits() if type(target).feasible is Target.feasible else None
+
+    def feasible(self, costs: Mapping[str, float]) -> bool:
+        if self._limits is None:
+            return bool(self.target.feasible(costs))
+        for metric, lo, hi in self._limits:
+            value = costs[metric]
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                return False
+        return True
 
     def budget_left(self) -> int:
         return self.budget.left(self.issued, self.charged)
@@ -446,7 +478,8 @@ class _Loop:
             return
         archs, self.state = self.searcher.propose(self.state, n)
         for arch in archs[:n]:
-            trial = Trial(self.issued, tuple(arch), _trial_seed(self.seed, self.issued))
+            trial = _new_trial(self.issued, arch if type(arch) is tuple else tuple(arch),
+                               _trial_seed(self.seed, self.issued))
             self.issued += 1
             self.in_flight[trial.trial_id] = trial
             self.new_trials.append(trial)
@@ -464,8 +497,10 @@ class _Loop:
     def add_row(self, result: EvalResult) -> None:
         described = self._described.get(result.arch)
         if described is None:
-            described = self._described[result.arch] = (self.space.arch_to_str(result.arch),
-                                                         self.space.cost(result.arch))
+            cost = self._costs.get(result.arch)
+            if cost is None:
+                cost = self._costs[result.arch] = self.space.cost(result.arch)
+            described = self._described[result.arch] = (self.space.arch_to_str(result.arch), cost)
         costs = dict(result.costs)
         costs.update(described[1])
         self.charged += float(result.cost_seconds)
@@ -479,7 +514,7 @@ class _Loop:
             "cost_seconds": float(result.cost_seconds),
             "cum_seconds": self.charged,
             "costs": costs,
-            "feasible": bool(ok and self.target.feasible(costs)),
+            "feasible": bool(ok and self.feasible(costs)),
             "status": result.status,
             "error": result.error,
             "info": result.info,

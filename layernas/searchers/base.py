@@ -48,6 +48,20 @@ def arch_key(arch: Sequence[int]) -> str:
     return ",".join(str(int(a)) for a in arch)
 
 
+_ARCH_KEYS: dict = {}   # arch tuple -> arch_key(arch), for memo_arch_key
+
+
+def memo_arch_key(arch: Arch) -> str:
+    """:func:`arch_key` of an architecture tuple, memoised (table searches key the same
+    few thousand architectures over and over)."""
+    key = _ARCH_KEYS.get(arch)
+    if key is None:
+        key = arch_key(arch)
+        if len(_ARCH_KEYS) < 1 << 18:
+            _ARCH_KEYS[arch] = key
+    return key
+
+
 def key_arch(key: str) -> Arch:
     return tuple(int(a) for a in key.split(",")) if key else ()
 
@@ -78,6 +92,125 @@ def rng_from(state: State) -> tuple[np.random.Generator, State]:
         bits = _local.bits = np.random.PCG64(0)
     bits.state = start
     return np.random.Generator(bits), {**state, "draws": key[1] + 1}
+
+
+_WORDS_FIRST = 32             # raw 64-bit words read when a stream is first used
+_stream_words: collections.OrderedDict = collections.OrderedDict()   # (seed, draws) -> _Stream
+
+
+_NO_SEED = np.random.SeedSequence(0)   # a PCG64(seed) runs SeedSequence(seed) (~10 us); its state is replaced
+
+
+def _scratch_bits() -> np.random.PCG64:
+    """This thread's scratch bit generator (set its state before use)."""
+    bits = getattr(_local, "scratch", None)
+    if bits is None:
+        bits = _local.scratch = np.random.PCG64(_NO_SEED)
+    return bits
+
+
+class _Stream:
+    """The start state of one ``default_rng([seed, draws])`` stream and the raw PCG64 words
+    read from it so far (a prefix of the stream, extended on demand, never changed)."""
+
+    __slots__ = ("start", "words")
+
+    def __init__(self, start: dict, words: list):
+        self.start, self.words = start, words
+
+    def extend(self, at_least: int) -> list:
+        bits = _scratch_bits()
+        bits.state = self.start
+        have = len(self.words)
+        bits.advance(have)
+        self.words = self.words + bits.random_raw(max(at_least - have, have, _WORDS_FIRST)).tolist()
+        return self.words
+
+
+class Draws:
+    """The numbers a ``np.random.default_rng([seed, draws])`` Generator would give, read from
+    the stream's raw PCG64 words, which are computed once and shared by every run that uses
+    the same stream (table benchmarks run each seed in many settings).
+
+    ``integers(n)`` is ``int(Generator.integers(n))`` and ``random()`` is
+    ``float(Generator.random())``, number for number and in any order: numpy draws a bounded
+    integer below 2**32 by Lemire's method on 32-bit halves of the words (the upper half
+    kept for the next 32-bit draw) and a double from the top 53 bits of a whole word, and
+    so does this (tests check it against numpy). A tenth of the cost of numpy's scalar
+    calls, which is most of a baseline searcher's step on a table. ``generator()`` hands
+    over a numpy Generator at exactly this point of the stream, for anything else; after
+    it, this object draws from that generator.
+    """
+
+    __slots__ = ("_stream", "_words", "_pos", "_half", "_gen")
+
+    def __init__(self, stream: _Stream):
+        self._stream, self._words, self._pos, self._half, self._gen = stream, stream.words, 0, None, None
+
+    def _word(self) -> int:
+        pos = self._pos
+        words = self._words
+        if pos >= len(words):
+            words = self._words = self._stream.extend(pos + 1)
+        self._pos = pos + 1
+        return words[pos]
+
+    def integers(self, n: int) -> int:
+        """A uniform integer in ``[0, n)``, ``1 <= n <= 2**32``: ``int(Generator.integers(n))``."""
+        if self._gen is not None:
+            return int(self._gen.integers(n))
+        if n <= 1:
+            if n == 1:
+                return 0      # numpy draws nothing for a range of one
+            raise ValueError(f"integers({n}): high <= 0")
+        if n > 0x100000000:
+            raise ValueError(f"integers({n}): Draws covers n <= 2**32; use generator()")
+        while True:
+            half = self._half
+            if half is None:
+                word = self._word()
+                self._half, half = word >> 32, word & 0xFFFFFFFF
+            else:
+                self._half = None
+            if n == 0x100000000:
+                return half
+            m = half * n
+            leftover = m & 0xFFFFFFFF
+            if leftover >= n or leftover >= (0x100000000 - n) % n:
+                return m >> 32
+
+    def random(self) -> float:
+        """A uniform float in ``[0, 1)``: ``float(Generator.random())``."""
+        if self._gen is not None:
+            return float(self._gen.random())
+        return (self._word() >> 11) * (1.0 / 9007199254740992.0)
+
+    def generator(self) -> np.random.Generator:
+        """A numpy Generator at this point of the stream (this object then draws from it)."""
+        if self._gen is None:
+            bits = np.random.PCG64(_NO_SEED)   # its own bit generator: the caller keeps it
+            bits.state = self._stream.start
+            bits.advance(self._pos)
+            if self._half is not None:
+                state = bits.state
+                state["has_uint32"], state["uinteger"] = 1, self._half
+                bits.state = state
+            self._gen = np.random.Generator(bits)
+        return self._gen
+
+
+def draws_from(state: State) -> tuple[Draws, State]:
+    """:func:`rng_from` as :class:`Draws`: the same stream, ``default_rng([seed, draws])``,
+    and the state with its draw counter bumped."""
+    seed, draws = state["seed"], state["draws"]
+    key = (seed, draws) if type(seed) is int and type(draws) is int else (int(seed), int(draws))
+    stream = _stream_words.get(key)
+    if stream is None:
+        bits = np.random.PCG64(np.random.SeedSequence(list(key)))
+        stream = _stream_words[key] = _Stream(bits.state, bits.random_raw(_WORDS_FIRST).tolist())
+        if len(_stream_words) > _STREAM_CACHE_SIZE:
+            _stream_words.popitem(last=False)
+    return Draws(stream), {**state, "draws": key[1] + 1}
 
 
 _T = TypeVar("_T")
@@ -113,6 +246,17 @@ class DerivedValue(Generic[_T]):
 
 
 _feasible_caches: "weakref.WeakKeyDictionary[SearchSpace, dict[str, dict]]" = weakref.WeakKeyDictionary()
+_cost_caches: "weakref.WeakKeyDictionary[SearchSpace, dict]" = weakref.WeakKeyDictionary()
+
+
+def space_costs(space: SearchSpace) -> dict:
+    """``arch -> space.cost(arch)`` memo shared by everything that asks one space object
+    (``cost`` is a pure function of the architecture; the dicts must not be modified).
+    A space that cannot be weakly referenced gets a fresh, private memo."""
+    try:
+        return _cost_caches.setdefault(space, {})
+    except TypeError:
+        return {}
 
 
 def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bool]:
@@ -125,18 +269,22 @@ def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bo
     except TypeError:   # a space that cannot be weakly referenced: a private cache
         per_space = {}
     cache: dict[Arch, bool] = per_space.setdefault(json.dumps(target.to_dict(), sort_keys=True), {})
+    costs = space_costs(space)   # shared by the targets (and the run loop) of this space
 
     def feasible(arch: Arch) -> bool:
         hit = cache.get(arch)
         if hit is None:
-            hit = cache[arch] = bool(target.feasible(space.cost(arch)))
+            cost = costs.get(arch)
+            if cost is None:
+                cost = costs[arch] = space.cost(arch)
+            hit = cache[arch] = bool(target.feasible(cost))
         return hit
 
     return feasible
 
 
 def sample_feasible(
-    rng: np.random.Generator,
+    rng: "np.random.Generator | Draws",
     space: SearchSpace,
     feasible: Callable[[Arch], bool],
     *,
@@ -146,16 +294,21 @@ def sample_feasible(
     """A uniformly random feasible architecture not in ``exclude`` (a set of architecture
     tuples), by rejection sampling; None if ``max_tries`` draws find none. Uniform over the
     feasible, non-excluded set (rejection sampling does not bias it). Draws exactly what
-    ``space.random_arch(rng)`` draws."""
+    ``space.random_arch(rng)`` draws. ``rng``: a numpy Generator or :class:`Draws`."""
     if type(space).random_arch is SearchSpace.random_arch:
         sizes = space.num_options   # the default sampler, with its sizes read once
         integers = rng.integers
+        if isinstance(rng, Draws):
+            def draw() -> Arch:
+                return tuple([integers(n) for n in sizes])
+        else:
+            def draw() -> Arch:
+                return tuple([int(integers(n)) for n in sizes])
+    else:
+        generator = rng.generator() if isinstance(rng, Draws) else rng
 
         def draw() -> Arch:
-            return tuple([int(integers(n)) for n in sizes])
-    else:
-        def draw() -> Arch:
-            return space.random_arch(rng)
+            return space.random_arch(generator)
     for _ in range(max_tries):
         arch = draw()
         if feasible(arch) and arch not in exclude:

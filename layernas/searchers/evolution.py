@@ -20,12 +20,16 @@ Failed evaluations are dropped.
 
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, arch_key, feasibility_check, key_arch, rng_from, sample_feasible
+from layernas.searchers.base import Searcher, State, draws_from, feasibility_check, key_arch, memo_arch_key, \
+    sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
+
+_reward = operator.itemgetter(1)   # of a population member [arch key, reward]
 
 
 def regularized_evolution(
@@ -51,7 +55,9 @@ def regularized_evolution(
     if population < 1 or tournament < 1:
         raise ValueError(f"population and tournament must be >= 1, got {population}, {tournament}")
     feasible = feasibility_check(space, target)
-    mutable = [i for i, k in enumerate(space.num_options) if k > 1]
+    sizes = space.num_options   # read once (a property that builds a tuple)
+    mutable = [i for i, k in enumerate(sizes) if k > 1]
+    parents: dict[str, Arch] = {}   # arch key -> arch (a population member is a parent many times)
 
     def init(seed: int) -> State:
         return {"searcher": "rea", "seed": int(seed), "draws": 0,
@@ -59,15 +65,23 @@ def regularized_evolution(
                 "pending": 0}       # proposals not yet answered
 
     def mutate(rng, parent: Arch) -> Arch:
-        layer = mutable[int(rng.integers(len(mutable)))]
-        option = int(rng.integers(space.num_options[layer] - 1))
+        layer = mutable[rng.integers(len(mutable))]
+        option = rng.integers(sizes[layer] - 1)
         option += option >= parent[layer]   # a different option, uniformly
         return parent[:layer] + (option,) + parent[layer + 1:]
 
+    def parent_of(key: str) -> Arch:
+        arch = parents.get(key)
+        if arch is None:
+            arch = key_arch(key)
+            if len(parents) < 1 << 16:
+                parents[key] = arch
+        return arch
+
     def child_of(rng, members: list) -> Arch:
         for _ in range(max_tries):
-            picks = [members[int(rng.integers(len(members)))] for _ in range(tournament)]
-            parent = key_arch(max(picks, key=lambda m: m[1])[0])   # first best on ties
+            picks = [members[rng.integers(len(members))] for _ in range(tournament)]
+            parent = parent_of(max(picks, key=_reward)[0])   # first best on ties
             for _ in range(max_tries):
                 child = mutate(rng, parent) if mutable else parent
                 if feasible(child):
@@ -81,7 +95,7 @@ def regularized_evolution(
         out: list[Arch] = []
         members = state["population"]
         while len(out) < n:
-            rng, state = rng_from(state)
+            rng, state = draws_from(state)   # the numbers of rng_from's Generator, cheaper
             if len(members) + state["pending"] + len(out) < population or not members:
                 arch = sample_feasible(rng, space, feasible)
                 if arch is None:
@@ -95,7 +109,7 @@ def regularized_evolution(
         members = list(state["population"])
         for result in results:
             if result.ok:
-                members.append([arch_key(result.arch), float(result.reward)])
+                members.append([memo_arch_key(tuple(result.arch)), float(result.reward)])
         members = members[-population:]
         return {**state, "population": members, "pending": max(0, state["pending"] - len(results))}
 

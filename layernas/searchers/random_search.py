@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import DerivedValue, Searcher, State, arch_key, feasibility_check, key_arch, \
-    rng_from, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, \
+    key_arch, memo_arch_key, sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -59,11 +59,11 @@ def random_search(
         return {"searcher": "random", "seed": int(seed), "draws": 0, "seen": [], "done": False}
 
     def draw(state: State, seen: set) -> tuple[Arch | None, State]:
-        rng, state = rng_from(state)
+        rng, state = draws_from(state)   # the numbers of rng_from's Generator, cheaper
         arch = sample_feasible(rng, space, feasible, exclude=seen, max_tries=max_tries)
         if arch is None and space.size <= enumerate_limit:
             left = [a for a in space.all_archs() if feasible(a) and a not in seen]
-            arch = left[int(rng.integers(len(left)))] if left else None
+            arch = left[rng.integers(len(left))] if left else None
         return arch, state
 
     # the set of architectures of a state's "seen" keys, built once per list
@@ -80,7 +80,7 @@ def random_search(
                     state = {**state, "done": True}
                     break
                 seen.add(arch)
-                new.append(arch_key(arch))
+                new.append(memo_arch_key(arch))
                 out.append(arch)
         except BaseException:
             seen_sets.put(None, None)   # the set went ahead of its list

@@ -22,16 +22,18 @@ One gradient step is taken per result, in the order results are given to ``updat
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Sequence
 
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import DerivedValue, Searcher, State, feasibility_check, rng_from, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, sample_feasible
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
 
+row_max, row_sum, accumulate = np.maximum.reduce, np.add.reduce, np.add.accumulate
 _ONEHOTS: dict[tuple[int, int], dict[Arch, np.ndarray]] = {}   # (layers, width) -> arch -> one-hot
 
 
@@ -79,11 +81,12 @@ def reinforce(
     probs_of = DerivedValue(lambda logits_list: probabilities(logits_of.get(logits_list)))
 
     def cdf_of_logits(logits_list) -> np.ndarray:
-        cdf = np.cumsum(probs_of.get(logits_list), axis=1)
+        cdf = accumulate(probs_of.get(logits_list), axis=1)   # np.cumsum(p, axis=1)
         cdf[:, -1] = 1.0
         return cdf
 
-    cdfs = DerivedValue(cdf_of_logits)
+    # as lists: a sample is a bisection per layer (see propose)
+    cdfs = DerivedValue(lambda logits_list: cdf_of_logits(logits_list).tolist())
     onehots = _ONEHOTS.setdefault((len(sizes), width), {})
 
     def onehot_of(arch: Arch) -> np.ndarray:
@@ -104,18 +107,23 @@ def reinforce(
 
     def probabilities(logits: np.ndarray) -> np.ndarray:
         z = np.where(mask, logits, -np.inf) if masked else logits
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        # z.max / z.sum / np.cumsum are these ufunc methods behind a Python wrapper (which
+        # costs about as much as the arithmetic on a policy this small)
+        z = np.exp(z - row_max(z, axis=1, keepdims=True))
+        return z / row_sum(z, axis=1, keepdims=True)
 
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         cdf = cdfs.get(state["logits"])
         out: list[Arch] = []
         for _ in range(n):
-            rng, state = rng_from(state)
+            rng, state = draws_from(state)   # the numbers of rng_from's Generator, cheaper
+            random = rng.random
             arch = None
             for _ in range(max_tries):
-                u = rng.random(len(sizes))
-                sample = tuple(int(i) for i in (cdf < u[:, None]).sum(axis=1))
+                # one uniform u per layer, in layer order (as rng.random(layers) draws them);
+                # the option is the number of CDF entries below u, (cdf < u).sum() as a
+                # bisection: a CDF is non-decreasing up to entries >= 1 > u at its end
+                sample = tuple([bisect_left(row, random()) for row in cdf])
                 if feasible(sample):
                     arch = sample
                     break
