@@ -101,9 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     before = searcher_before()
-    from layernas import nats_comparison as nc
+    from layernas import comparison as nc
 
-    space, evaluator = nc.context(nc.default_table_path(), "cifar10")
+    table = nc.default_table_path() or Path(__file__).resolve().parents[2] / "shared/data/nats_tss/nats_tss_200ep.csv"
+    space, evaluator = nc.context(table, "cifar10")
     target = nc.flops_target(space, 0.5)
     wide = Wide(24, 12)
     lo, hi = wide.cost_bounds((), "cost")
