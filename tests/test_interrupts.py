@@ -85,7 +85,8 @@ def interrupt_and_resume(table: Path, searcher: str, out: Path, rng: np.random.G
             return codes
         journal = out / JOURNAL_NAME
         size = journal.stat().st_size if journal.exists() else -1
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint)
         deadline = time.monotonic() + 120
         # wait until this session's loop runs (it appends to, or creates, the journal) ...
         while proc.poll() is None and time.monotonic() < deadline:
@@ -106,6 +107,12 @@ def interrupt_and_resume(table: Path, searcher: str, out: Path, rng: np.random.G
             assert len(lines) == 1 and "--resume" in lines[0], stderr
         codes.append(proc.returncode)
     return codes
+
+
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default, so that a test run as a background job (which
+    starts with SIGINT ignored, inherited by every child) still interrupts the search."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def check_same_as_reference(out: Path, reference) -> None:
