@@ -232,7 +232,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_summary(out: Path, command: str) -> str:
+def write_summary(out: Path, command: str, per_searcher: int | None = None, note: str = "") -> str:
     rows = pd.DataFrame(read_rows(out / "interrupts.csv"))
     conc = pd.DataFrame(read_rows(out / "concurrency.csv"))
     meta = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
@@ -245,7 +245,7 @@ def write_summary(out: Path, command: str) -> str:
                   f"{rows['load_1min'].astype(float).max():.1f} over the trials). Wall time: "
                   f"{rows['wall_s'].astype(float).sum() / 60:.1f} min of interrupt trials"
                   + (f", {conc['wall_s'].astype(float).sum() / 60:.1f} min of concurrent starts" if len(conc) else "")
-                  + ".", ""] if len(rows) else []
+                  + "." + (f" {note}" if note else ""), ""] if len(rows) else []
     if len(rows):
         rows["signals_sent"] = rows["signals_sent"].astype(int)
         rows["interrupted"] = rows["interrupted"].astype(int)
@@ -266,6 +266,13 @@ def write_summary(out: Path, command: str) -> str:
                          f"{(s == 'SIGTERM').sum()} | {g['interrupted'].sum()} | {g['identical'].sum()} of {len(g)} | "
                          f"{(g['error'].fillna('') != '').sum()} |")
         lines += ["", f"Signals due after the process had already finished (not sent): {(sigs == 'none').sum()}.", ""]
+        if per_searcher is not None:
+            short = {name: int(g["signals_sent"].sum()) for name, g in rows.groupby("searcher", sort=False)
+                     if g["signals_sent"].sum() < per_searcher}
+            lines += [f"Target: {per_searcher} signals per searcher ({len(SEARCHERS) * per_searcher} in all); "
+                      + ("reached." if not short and rows["searcher"].nunique() == len(SEARCHERS) else
+                         f"**not reached**: {rows['signals_sent'].sum()} sent in all (the run stopped at its "
+                         f"time limit, `--stop-after-minutes`)."), ""]
         if len(bad):
             lines += ["Failures (full stderr in `failures/`):", "", "| searcher | trial | signals | exit codes | error |",
                       "|---|---|---|---|---|"]
@@ -308,6 +315,8 @@ def main() -> int:
                    help="scratch folder (references are kept there across restarts)")
     p.add_argument("--stop-after-minutes", type=float, default=None, help="stop starting trials after this long")
     p.add_argument("--summary-only", action="store_true", help="write summary.md from the CSVs and exit")
+    p.add_argument("--no-interrupts", action="store_true", help="run only the simultaneous starts")
+    p.add_argument("--note", default="", help="a sentence for summary.md about how the run was made")
     args = p.parse_args()
     # a background job may have inherited SIGINT ignored, and its children with it (then no
     # SIGINT would interrupt them): a Python handler here gives the children the default one
@@ -318,7 +327,7 @@ def main() -> int:
                + (f" --max-delay {args.max_delay}" if args.max_delay != 0.6 else "")
                + (f" --signals {args.signals}" if args.signals != "SIGINT,SIGTERM" else ""))
     if args.summary_only:
-        print(write_summary(out, command))
+        print(write_summary(out, command, args.per_searcher, args.note))
         return 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "failures").mkdir(exist_ok=True)
@@ -335,7 +344,7 @@ def main() -> int:
     rows = read_rows(path)
     sent = {s: sum(int(r["signals_sent"]) for r in rows if r["searcher"] == s) for s in SEARCHERS}
     trial = {s: 1 + max([int(r["trial"]) for r in rows if r["searcher"] == s], default=-1) for s in SEARCHERS}
-    while time_left() and any(sent[s] < args.per_searcher for s in SEARCHERS):
+    while not args.no_interrupts and time_left() and any(sent[s] < args.per_searcher for s in SEARCHERS):
         for s in SEARCHERS:   # round robin: a stopped run has covered every searcher alike
             if sent[s] >= args.per_searcher or not time_left():
                 continue
@@ -356,7 +365,7 @@ def main() -> int:
         append_row(cpath, CONCURRENCY_FIELDS, row)
         print(f"concurrent start {t}: {row['exit_codes']} one_ran={row['one_ran']} line={row['loser_line_ok']} "
               f"valid={row['folder_valid']} ({row['wall_s']} s)", flush=True)
-    print(write_summary(out, command))
+    print(write_summary(out, command, args.per_searcher, args.note))
     return 0
 
 
