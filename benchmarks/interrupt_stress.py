@@ -237,8 +237,8 @@ def write_summary(out: Path, command: str, per_searcher: int | None = None, note
     conc = pd.DataFrame(read_rows(out / "concurrency.csv"))
     meta = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
     lines = ["# Random interrupts and resumes against the CLI", "",
-             f"Written by `benchmarks/interrupt_stress.py` from `interrupts.csv` and `concurrency.csv` "
-             f"(one row per trial). Reproduce with:", "", "```", command, "```", ""]
+             "Written by `benchmarks/interrupt_stress.py` from `interrupts.csv` and `concurrency.csv` "
+             "(one row per trial). Reproduce with:", "", "```", command, "```", ""]
     if meta:
         lines += [f"Machine: {meta['cpu']}, {meta['cpus']} CPUs, Python {meta['python']}; shared with other jobs "
                   f"(1-minute load average {rows['load_1min'].astype(float).min():.1f}-"
