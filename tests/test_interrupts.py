@@ -271,3 +271,25 @@ def test_write_atomic_failure_keeps_the_old_file_and_names_it(tmp_path, monkeypa
         write_atomic(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+@pytest.mark.parametrize("process", [True, False])
+def test_after_a_caught_interrupt_the_program_ignores_further_signals(monkeypatch, capsys, process):
+    """As the ``layernas`` program, once main has caught an interrupt, SIGINT and SIGTERM stay
+    ignored until exit (a second Ctrl-C cannot kill it); as a function, the handlers are kept."""
+    from layernas import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(cli, "_exiting_process", process)
+    monkeypatch.setitem(cli.COMMANDS, "spaces", interrupted)
+    try:
+        assert cli.main(["spaces"]) == 130
+        ignored = [signal.getsignal(sig) is signal.SIG_IGN for sig in saved]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert ignored == [process, process]
+    assert capsys.readouterr().err.strip().endswith("(continue with --resume)")
