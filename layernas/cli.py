@@ -232,7 +232,8 @@ def cmd_search(args) -> int:
 @contextlib.contextmanager
 def interrupts_ignored():
     """Ignore Ctrl-C and SIGTERM inside the block (on the main thread), then restore the
-    handlers: the search is committed, and its files must be finished."""
+    handlers: the search is committed, and its files must be finished. In the ``layernas``
+    program (:func:`console_main`) they stay ignored: the process is about to exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -240,8 +241,22 @@ def interrupts_ignored():
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if not _exiting_process:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_exiting_process = False   # set by console_main: this process ends when main returns
+
+
+def ignore_interrupts_until_exit() -> None:
+    """In the ``layernas`` program, ignore SIGINT and SIGTERM from now on (main thread only;
+    a no-op when :func:`main` is called as a function). Called once the command is on its
+    way out: everything it finished is committed, and a further Ctrl-C or SIGTERM must not
+    turn that exit (0, 130 or 143) into a death by signal."""
+    if _exiting_process and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def report(config: SearchConfig, argv: list[str], result, space, target, out: Path, process: int, evaluator) -> int:
@@ -368,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv
         return COMMANDS[args.command](args)
     except KeyboardInterrupt as e:
+        ignore_interrupts_until_exit()   # the run is checkpointed: a second signal changes nothing
         what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(f"{chr(10) if sys.stderr.isatty() else ''}layernas: {what}; everything finished so far is "
               f"checkpointed (continue with --resume)", file=sys.stderr)
@@ -387,19 +403,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The ``layernas`` program: :func:`main`, then SIGINT/SIGTERM ignored while Python exits.
+    """The ``layernas`` program: :func:`main`, with SIGINT/SIGTERM ignored from the moment the
+    command is on its way out (an interrupt caught, or main returned) until Python exits.
 
-    Everything is written when ``main`` returns; a signal that arrives while the interpreter
-    shuts down (when Python puts the default handlers back) must not turn a finished,
-    committed command into a death by signal.
+    Everything is written when ``main`` returns, and an interrupt is caught only after the run
+    is checkpointed; a further signal in those last moments (a second Ctrl-C, or one while the
+    interpreter shuts down and puts the default handlers back) must not turn the exit code
+    (0, 130, 143) into a death by signal.
     """
+    global _exiting_process
+    _exiting_process = True
     try:
         code = main()
     except KeyboardInterrupt as e:  # one arriving after main's own handler ran: the state is committed
+        ignore_interrupts_until_exit()
         code = EXIT_TERMINATED if type(e).__name__ == "Terminated" else EXIT_INTERRUPTED
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+    ignore_interrupts_until_exit()
     return code
 
 

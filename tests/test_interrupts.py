@@ -85,7 +85,8 @@ def interrupt_and_resume(table: Path, searcher: str, out: Path, rng: np.random.G
             return codes
         journal = out / JOURNAL_NAME
         size = journal.stat().st_size if journal.exists() else -1
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint)
         deadline = time.monotonic() + 120
         # wait until this session's loop runs (it appends to, or creates, the journal) ...
         while proc.poll() is None and time.monotonic() < deadline:
@@ -106,6 +107,12 @@ def interrupt_and_resume(table: Path, searcher: str, out: Path, rng: np.random.G
             assert len(lines) == 1 and "--resume" in lines[0], stderr
         codes.append(proc.returncode)
     return codes
+
+
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default, so that a test run as a background job (which
+    starts with SIGINT ignored, inherited by every child) still interrupts the search."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def check_same_as_reference(out: Path, reference) -> None:
@@ -264,3 +271,25 @@ def test_write_atomic_failure_keeps_the_old_file_and_names_it(tmp_path, monkeypa
         write_atomic(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+@pytest.mark.parametrize("process", [True, False])
+def test_after_a_caught_interrupt_the_program_ignores_further_signals(monkeypatch, capsys, process):
+    """As the ``layernas`` program, once main has caught an interrupt, SIGINT and SIGTERM stay
+    ignored until exit (a second Ctrl-C cannot kill it); as a function, the handlers are kept."""
+    from layernas import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(cli, "_exiting_process", process)
+    monkeypatch.setitem(cli.COMMANDS, "spaces", interrupted)
+    try:
+        assert cli.main(["spaces"]) == 130
+        ignored = [signal.getsignal(sig) is signal.SIG_IGN for sig in saved]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert ignored == [process, process]
+    assert capsys.readouterr().err.strip().endswith("(continue with --resume)")
