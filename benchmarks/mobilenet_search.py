@@ -73,10 +73,10 @@ def settings(args) -> dict:
     batch ``batch``, SGD-Nesterov lr 0.1 constant, wd 5e-4, crop+flip.
     """
     if args.quick:
-        return {"train": 8, "valid": 4, "epochs": 1, "batch": 32, "children": 3, "num_buckets": 2,
+        return {"train": 8, "valid": 4, "epochs": 1, "batch": 32, "children": [3], "num_buckets": 2,
                 "final_train": 16, "final_epochs": 1, "final_batch": 32, "test_per_class": 10,
                 "latency_warmup": 1, "latency_repeats": 3}
-    return {"train": 100, "valid": 50, "epochs": 2, "batch": 64, "children": args.children,
+    return {"train": 100, "valid": 50, "epochs": 2, "batch": 64, "children": list(args.children),
             "num_buckets": args.num_buckets, "final_train": args.final_train_per_class,
             "final_epochs": args.final_epochs, "final_batch": 128, "test_per_class": None,
             "latency_warmup": 3, "latency_repeats": 10}
@@ -162,6 +162,16 @@ def recompute_madds(arch: str, width: float = 1.0) -> float:
 
 
 # ----------------------------------------------------------------------------- searches
+def children_for(s: dict, targets, frac: float) -> int:
+    """The LayerNAS child budget at ``frac``: ``s["children"]`` has one number per target, or one for all."""
+    ns = s["children"] if isinstance(s["children"], (list, tuple)) else [s["children"]]
+    if len(ns) == 1:
+        return int(ns[0])
+    if len(ns) != len(targets):
+        raise ValueError(f"--children has {len(ns)} numbers for {len(targets)} targets; give one, or one per target")
+    return int(ns[list(targets).index(frac)])
+
+
 def make_evaluator(space, s, store):
     from layernas.trainers.stored_evaluator import StoredTrainerEvaluator
 
@@ -177,6 +187,44 @@ def search_options(algo: str, s: dict, target: float) -> dict:
     return {"num_buckets": s["num_buckets"], "bucket_edges": edges}
 
 
+def reachable_random(space, target):
+    """Random search that can reach a small MAdds target: the library's ``random`` searcher
+    draws uniformly from the whole space and rejects infeasible architectures, and a uniform
+    MobileNetV2-CIFAR architecture is essentially never under 0.5x the default network's
+    MAdds (0 in 20,000 draws at 0.25x). This one draws each layer in turn uniformly among
+    the options whose prefix can still meet the target (``target.reachable``, exact bounds),
+    so every draw is feasible; draws seen before are redrawn. Named ``"random"``; its state
+    is the seed, the draw count and the architectures proposed."""
+    from layernas.searchers.base import Searcher, arch_key, rng_from
+
+    def init(seed: int):
+        return {"searcher": "random", "seed": int(seed), "draws": 0, "seen": [], "done": False}
+
+    def draw(state):
+        rng, state = rng_from(state)
+        prefix: list[int] = []
+        for layer in range(space.num_layers):
+            ok = [o for o in range(space.num_options[layer]) if target.reachable(space, prefix + [o])]
+            prefix.append(ok[int(rng.integers(len(ok)))])
+        return tuple(prefix), state
+
+    def propose(state, n: int):
+        out, seen = [], set(state["seen"])
+        for _ in range(n):
+            for _try in range(1000):
+                arch, state = draw(state)
+                if arch_key(arch) not in seen and target.feasible(space.cost(arch)):
+                    break
+            else:
+                return out, {**state, "done": True}
+            seen.add(arch_key(arch))
+            state = {**state, "seen": state["seen"] + [arch_key(arch)]}
+            out.append(arch)
+        return out, state
+
+    return Searcher("random", init, propose, lambda state, results: state)
+
+
 def run_search(args, algo: str, frac: float, s: dict, evaluator=None, children: int | None = None) -> dict:
     """One search (resumed from its run directory if it exists); its row of searches.csv."""
     import layernas
@@ -188,11 +236,14 @@ def run_search(args, algo: str, frac: float, s: dict, evaluator=None, children: 
     settings_extra = {"dataset": "cifar10", "data": str(CIFAR10), "evaluator": "proxy",
                       "recipe_overrides": proxy_overrides(s), "store": {"store": str(args.store)}}
     t0 = time.perf_counter()
-    res = layernas.search(space, ev, int(children or s["children"]), layernas.Target("madds", max=target),
-                          seed=args.seed, searcher=algo, searcher_options=search_options(algo, s, target),
+    tgt = layernas.Target("madds", max=target)
+    res = layernas.search(space, ev, int(children or children_for(s, [frac], frac)), tgt,
+                          seed=args.seed, searcher=algo if algo == "layernas" else reachable_random(space, tgt),
+                          searcher_options=search_options(algo, s, target) if algo == "layernas" else None,
                           out_dir=out, resume=out.exists(), settings=settings_extra)
     wall = time.perf_counter() - t0
-    h, b = res.history, res.best
+    # the run's whole history from its folder (a resumed run's in-memory history can be shorter)
+    h, b = pd.read_csv(out / "history.csv"), res.best
     if b is not None and evaluator is None:
         make_exportable(out, space, b, ev)
     trained_now = int((h["child"] == "trained").sum()) if "child" in h else 0
@@ -296,7 +347,7 @@ def run_all(args, s: dict, log) -> None:
             prev = done_searches()
             if len(prev[(prev.algorithm == algo) & np.isclose(prev.target_fraction, frac)]):
                 continue
-            children = None
+            children = children_for(s, args.targets, frac)
             if algo == "random":  # as many trained children as LayerNAS used at this target
                 lay = prev[(prev.algorithm == "layernas") & np.isclose(prev.target_fraction, frac)]
                 children = int(lay.children.iloc[0])
@@ -413,7 +464,8 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
               f"Search proxy: {10 * s['train']} CIFAR-10 training images ({10 * s['valid']} more held out of the "
               f"train split for the reward), {s['epochs']} epochs, batch {s['batch']}, SGD-Nesterov lr 0.1 constant, "
               f"wd 5e-4, crop+flip; each query trains one of K=3 seeds (child store). LayerNAS: H={s['num_buckets']} "
-              f"buckets equal-width over [0.75, 1] x target on every layer, at most {s['children']} children; random "
+              f"buckets equal-width over [0.75, 1] x target on every layer, at most "
+              + ", ".join(f"{children_for(s, args.targets, f)} (at {f:g}x)" for f in args.targets) + " children; random "
               "search: as many children as LayerNAS used.", "",
               f"Final recipe (all models): {'all 5,000' if s['final_train'] is None else s['final_train']} training "
               f"images per class of the train split, {rec.epochs} epochs, batch {rec.batch_size}, SGD-Nesterov lr "
@@ -466,7 +518,8 @@ def main(argv=None) -> int:
     p.add_argument("--store", type=Path, help="child store (default: the user cache's children store)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5],
                    help="MAdds targets as fractions of the default network's")
-    p.add_argument("--children", type=int, default=60, help="most children per LayerNAS search")
+    p.add_argument("--children", type=int, nargs="+", default=[50, 32],
+                   help="most children per LayerNAS search: one number, or one per target")
     p.add_argument("--num-buckets", type=int, default=2, help="LayerNAS cost buckets per layer (H)")
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--final-epochs", type=int, default=30)

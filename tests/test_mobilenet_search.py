@@ -48,19 +48,29 @@ def test_scaled_baseline_is_under_and_near_the_target(frac):
     assert madds > 0.85 * target
 
 
-def test_layernas_search_stays_under_its_madds_target(tmp_path):
-    """The script's LayerNAS search (its H and bucket edges), with a training-free evaluator."""
+@pytest.mark.parametrize("algo", ["layernas", "random"])
+def test_search_stays_under_its_madds_target(tmp_path, algo):
+    """The script's searches (LayerNAS with its H and bucket edges; the reachable-option
+    random search), with a training-free evaluator."""
     from layernas.dry_run import ProxyScoreEvaluator
 
     args = argparse.Namespace(out=tmp_path, seed=0, store=tmp_path / "store")
-    s = {**ms.settings(argparse.Namespace(quick=True)), "children": 12, "num_buckets": 2}
+    s = {**ms.settings(argparse.Namespace(quick=True)), "children": [12], "num_buckets": 2}
     space = ms.make_space()
-    row = ms.run_search(args, "layernas", 0.25, s, evaluator=ProxyScoreEvaluator(space))
-    hist = pd.read_csv(tmp_path / "runs" / "layernas-0.25" / "history.csv")
+    row = ms.run_search(args, algo, 0.25, s, evaluator=ProxyScoreEvaluator(space))
+    hist = pd.read_csv(tmp_path / "runs" / f"{algo}-0.25" / "history.csv")
     assert row["children"] == len(hist) == 12
     assert row["madds"] <= ms.target_madds(0.25)
     assert ms.recompute_madds(row["arch"]) == row["madds"]
-    assert (hist.cost_madds[hist.feasible] <= ms.target_madds(0.25)).all()
+    assert hist.feasible.all() and (hist.cost_madds <= ms.target_madds(0.25)).all()
+    assert hist.arch_str.nunique() == len(hist)
+
+
+def test_children_per_target():
+    assert ms.children_for({"children": [50, 32]}, [0.25, 0.5], 0.5) == 32
+    assert ms.children_for({"children": [7]}, [0.25, 0.5], 0.5) == 7
+    with pytest.raises(ValueError, match="one per target"):
+        ms.children_for({"children": [1, 2, 3]}, [0.25, 0.5], 0.5)
 
 
 @pytest.mark.skipif(not RESULTS.exists(), reason=f"{RESULTS} not written yet")
