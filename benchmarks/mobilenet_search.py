@@ -68,15 +68,29 @@ from trained_search import append_row  # noqa: E402  (the filelocked append-as-y
 def settings(args) -> dict:
     """The search proxy and the final recipe's size (``--quick`` shrinks both).
 
-    Search proxy (the trained-search recipe): ``train`` + ``valid`` images per class of the
-    CIFAR-10 train split (``valid`` of them held out for the reward), ``epochs`` epochs,
-    batch ``batch``, SGD-Nesterov lr 0.1 constant, wd 5e-4, crop+flip.
+    Search proxy: ``train`` + ``valid`` images per class of the CIFAR-10 train split
+    (``valid`` of them held out for the reward), ``epochs`` epochs, batch ``batch``,
+    SGD-Nesterov lr ``lr`` cosine after ``warmup`` warm-up epochs, wd 5e-4, crop+flip.
+
+    Why (measured on the shared 2-core CPU, load average ~10): the trained search's NATS
+    proxy (lr 0.1 constant, batch 64) does not learn MobileNetV2 in the steps a CPU can
+    afford: a 21.4M-MAdds child with 1,000 training images, 2 epochs (30 steps) ended at
+    9.6 % validation accuracy (chance; train loss 2.78 > ln 10) after 965 s (166 s compile,
+    76 s evaluation, almost all compile, 2.7 training images/s); the default 88.0M network,
+    one epoch at lr 0.1, reached training loss 4.7 (1,042 s). So: half the learning rate, a
+    warm-up epoch, batch 32 (3x the steps per image), 3 epochs. LayerNAS: H=1 and 14 / 9
+    children at 0.25x / 0.5x, what ~90 minutes buy on an idle 2-core CPU (estimated ~6.5 /
+    ~10 min a child: training ~4x faster than under that load, compile ~2x). That covers only
+    the first decisions of the 28: a training-free dry run of the whole search needs ~35 / ~50
+    children at H=1 and ~62 / ~100 at H=2 (``--num-buckets 2 --children 62 100``).
     """
     if args.quick:
-        return {"train": 8, "valid": 4, "epochs": 1, "batch": 32, "children": [3], "num_buckets": 2,
+        return {"train": 8, "valid": 4, "epochs": 1, "batch": 32, "lr": 0.05, "warmup": 0,
+                "children": [3], "num_buckets": 2,
                 "final_train": 16, "final_epochs": 1, "final_batch": 32, "test_per_class": 10,
                 "latency_warmup": 1, "latency_repeats": 3}
-    return {"train": 100, "valid": 50, "epochs": 2, "batch": 64, "children": list(args.children),
+    return {"train": 100, "valid": 50, "epochs": 3, "batch": 32, "lr": 0.05, "warmup": 1,
+            "children": list(args.children),
             "num_buckets": args.num_buckets, "final_train": args.final_train_per_class,
             "final_epochs": args.final_epochs, "final_batch": 128, "test_per_class": None,
             "latency_warmup": 3, "latency_repeats": 10}
@@ -85,15 +99,13 @@ def settings(args) -> dict:
 def proxy_recipe(s: dict):
     from layernas.trainers import train
 
-    return train.PROXY.replace(name="mobilenet-search", epochs=s["epochs"], batch_size=s["batch"],
-                               schedule="constant", train_per_class=s["train"] + s["valid"],
-                               valid_per_class=s["valid"])
+    return train.PROXY.replace(name="mobilenet-search", **proxy_overrides(s))
 
 
 def proxy_overrides(s: dict) -> dict:
     """The proxy as overrides of the registry's ``proxy`` recipe (what ``layernas export`` rebuilds)."""
-    return {"epochs": s["epochs"], "batch_size": s["batch"], "schedule": "constant",
-            "train_per_class": s["train"] + s["valid"], "valid_per_class": s["valid"]}
+    return {"epochs": s["epochs"], "batch_size": s["batch"], "learning_rate": s["lr"], "schedule": "cosine",
+            "warmup_epochs": s["warmup"], "train_per_class": s["train"] + s["valid"], "valid_per_class": s["valid"]}
 
 
 def final_recipe(s: dict):
@@ -462,7 +474,8 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
     lines += [f"Space `{SPACE}` (28 decisions; the default network has {default / 1e6:.1f}M MAdds). Targets: "
               + ", ".join(f"{f:g} x default = {target_madds(f) / 1e6:.2f}M MAdds" for f in args.targets) + ".", "",
               f"Search proxy: {10 * s['train']} CIFAR-10 training images ({10 * s['valid']} more held out of the "
-              f"train split for the reward), {s['epochs']} epochs, batch {s['batch']}, SGD-Nesterov lr 0.1 constant, "
+              f"train split for the reward), {s['epochs']} epochs, batch {s['batch']}, SGD-Nesterov lr {s['lr']:g} cosine "
+              f"({s['warmup']} warm-up epoch), "
               f"wd 5e-4, crop+flip; each query trains one of K=3 seeds (child store). LayerNAS: H={s['num_buckets']} "
               f"buckets equal-width over [0.75, 1] x target on every layer, at most "
               + ", ".join(f"{children_for(s, args.targets, f)} (at {f:g}x)" for f in args.targets) + " children; random "
@@ -518,9 +531,9 @@ def main(argv=None) -> int:
     p.add_argument("--store", type=Path, help="child store (default: the user cache's children store)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5],
                    help="MAdds targets as fractions of the default network's")
-    p.add_argument("--children", type=int, nargs="+", default=[50, 32],
+    p.add_argument("--children", type=int, nargs="+", default=[14, 9],
                    help="most children per LayerNAS search: one number, or one per target")
-    p.add_argument("--num-buckets", type=int, default=2, help="LayerNAS cost buckets per layer (H)")
+    p.add_argument("--num-buckets", type=int, default=1, help="LayerNAS cost buckets per layer (H)")
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--final-epochs", type=int, default=30)
     p.add_argument("--final-train-per-class", type=int, default=None, help="default: the whole train split")
