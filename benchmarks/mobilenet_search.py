@@ -184,10 +184,11 @@ def children_for(s: dict, targets, frac: float) -> int:
     return int(ns[list(targets).index(frac)])
 
 
-def make_evaluator(space, s, store):
+def make_evaluator(space, s, store, seed: int = 0):
+    """The stored proxy evaluator; its data split seed is the search seed, as `layernas export` assumes."""
     from layernas.trainers.stored_evaluator import StoredTrainerEvaluator
 
-    return StoredTrainerEvaluator(space, CIFAR10, proxy_recipe(s), store=store, training_seeds=3, data_seed=0)
+    return StoredTrainerEvaluator(space, CIFAR10, proxy_recipe(s), store=store, training_seeds=3, data_seed=seed)
 
 
 def search_options(algo: str, s: dict, target: float) -> dict:
@@ -244,7 +245,7 @@ def run_search(args, algo: str, frac: float, s: dict, evaluator=None, children: 
     space = make_space()
     target = target_madds(frac)
     out = args.out / "runs" / f"{algo}-{frac:g}"
-    ev = evaluator if evaluator is not None else make_evaluator(space, s, args.store)
+    ev = evaluator if evaluator is not None else make_evaluator(space, s, args.store, args.seed)
     settings_extra = {"dataset": "cifar10", "data": str(CIFAR10), "evaluator": "proxy",
                       "recipe_overrides": proxy_overrides(s), "store": {"store": str(args.store)}}
     t0 = time.perf_counter()
