@@ -90,7 +90,7 @@ def settings(args) -> dict:
                 "final_train": 16, "final_epochs": 1, "final_batch": 32, "test_per_class": 10,
                 "latency_warmup": 1, "latency_repeats": 3}
     return {"train": 100, "valid": 50, "epochs": 3, "batch": 32, "lr": 0.05, "warmup": 1,
-            "children": list(args.children),
+            "children": list(args.children) if args.children else default_children(args.targets),
             "num_buckets": args.num_buckets, "final_train": args.final_train_per_class,
             "final_epochs": args.final_epochs, "final_batch": 128, "test_per_class": None,
             "latency_warmup": 3, "latency_repeats": 10}
@@ -174,6 +174,16 @@ def recompute_madds(arch: str, width: float = 1.0) -> float:
 
 
 # ----------------------------------------------------------------------------- searches
+DEFAULT_CHILDREN = {0.25: 14, 0.5: 9}  # ~90 min a search on an idle 2-core CPU (see settings)
+
+
+def default_children(targets) -> list[int]:
+    missing = [f for f in targets if f not in DEFAULT_CHILDREN]
+    if missing:
+        raise ValueError(f"no default child budget for targets {missing}; give --children")
+    return [DEFAULT_CHILDREN[f] for f in targets]
+
+
 def children_for(s: dict, targets, frac: float) -> int:
     """The LayerNAS child budget at ``frac``: ``s["children"]`` has one number per target, or one for all."""
     ns = s["children"] if isinstance(s["children"], (list, tuple)) else [s["children"]]
@@ -532,8 +542,9 @@ def main(argv=None) -> int:
     p.add_argument("--store", type=Path, help="child store (default: the user cache's children store)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5],
                    help="MAdds targets as fractions of the default network's")
-    p.add_argument("--children", type=int, nargs="+", default=[14, 9],
-                   help="most children per LayerNAS search: one number, or one per target")
+    p.add_argument("--children", type=int, nargs="+", default=None,
+                   help="most children per LayerNAS search: one number, or one per target "
+                        f"(default {DEFAULT_CHILDREN} by target)"),
     p.add_argument("--num-buckets", type=int, default=1, help="LayerNAS cost buckets per layer (H)")
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--final-epochs", type=int, default=30)
