@@ -83,7 +83,7 @@ def test_results_models_csv_madds_recompute():
 
 @pytest.mark.slow
 def test_quick_run_writes_every_output(tmp_path):
-    """The --quick smoke run on real CIFAR-10 (minutes on a 2-core CPU)."""
+    """The --quick smoke run on real CIFAR-10 (about 30 min on a loaded 2-core CPU, mostly compiles)."""
     if not (ms.CIFAR10 / "train").is_dir():
         pytest.skip(f"needs CIFAR-10 at {ms.CIFAR10}")
     out = tmp_path / "out"
