@@ -1,0 +1,106 @@
+"""benchmarks/mobilenet_search.py: searches stay under their MAdds target, and every model
+of models.csv has the MAdds its architecture recomputes to."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results" / "mobilenet_search" / "models.csv"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("mobilenet_search", REPO / "benchmarks" / "mobilenet_search.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ms = _load()
+
+
+def check_models_csv(path: Path) -> pd.DataFrame:
+    models = pd.read_csv(path)
+    assert list(models.columns[:len(ms.MODEL_COLUMNS)]) == ms.MODEL_COLUMNS
+    assert len(models)
+    for r in models.itertuples():
+        assert ms.recompute_madds(r.arch, r.width) == pytest.approx(r.madds, rel=1e-12), r
+        assert r.madds <= r.target_madds * (1 + 1e-12), r
+        assert r.target_madds == pytest.approx(ms.target_madds(r.target_fraction))
+    return models
+
+
+@pytest.mark.parametrize("frac", [0.25, 0.5])
+def test_scaled_baseline_is_under_and_near_the_target(frac):
+    target = ms.target_madds(frac)
+    width, arch, madds = ms.scaled_baseline(target)
+    assert madds == ms.make_space(width).cost(arch)["madds"] <= target
+    # the next width step up (same depth choice) is over the target: the widest that fits
+    wider = ms.make_space(round(width + 0.01, 2))
+    up = arch if arch == ms.make_space(width).default_arch() else ms.shallower(wider, wider.default_arch())
+    assert wider.cost(up)["madds"] > target
+    assert madds > 0.85 * target
+
+
+@pytest.mark.parametrize("algo", ["layernas", "random"])
+def test_search_stays_under_its_madds_target(tmp_path, algo):
+    """The script's searches (LayerNAS with its H and bucket edges; the reachable-option
+    random search), with a training-free evaluator."""
+    from layernas.dry_run import ProxyScoreEvaluator
+
+    args = argparse.Namespace(out=tmp_path, seed=0, store=tmp_path / "store")
+    s = {**ms.settings(argparse.Namespace(quick=True)), "children": [12], "num_buckets": 2}
+    space = ms.make_space()
+    row = ms.run_search(args, algo, 0.25, s, evaluator=ProxyScoreEvaluator(space))
+    hist = pd.read_csv(tmp_path / "runs" / f"{algo}-0.25" / "history.csv")
+    assert row["children"] == len(hist) == 12
+    assert row["madds"] <= ms.target_madds(0.25)
+    assert ms.recompute_madds(row["arch"]) == row["madds"]
+    assert hist.feasible.all() and (hist.cost_madds <= ms.target_madds(0.25)).all()
+    assert hist.arch_str.nunique() == len(hist)
+
+
+def test_children_per_target():
+    assert ms.default_children([0.5]) == [9] and ms.default_children([0.25, 0.5]) == [14, 9]
+    with pytest.raises(ValueError, match="give --children"):
+        ms.default_children([0.3])
+    assert ms.children_for({"children": [50, 32]}, [0.25, 0.5], 0.5) == 32
+    assert ms.children_for({"children": [7]}, [0.25, 0.5], 0.5) == 7
+    with pytest.raises(ValueError, match="one per target"):
+        ms.children_for({"children": [1, 2, 3]}, [0.25, 0.5], 0.5)
+
+
+@pytest.mark.skipif(not RESULTS.exists(), reason=f"{RESULTS} not written yet")
+def test_results_models_csv_madds_recompute():
+    check_models_csv(RESULTS)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_output(tmp_path):
+    """The --quick smoke run on real CIFAR-10 (about 30 min on a loaded 2-core CPU, mostly compiles)."""
+    if not (ms.CIFAR10 / "train").is_dir():
+        pytest.skip(f"needs CIFAR-10 at {ms.CIFAR10}")
+    out = tmp_path / "out"
+    assert ms.main(["--quick", "--out", str(out), "--store", str(tmp_path / "store"), "--targets", "0.25"]) == 0
+    for name in ("searches.csv", "models.csv", "final_runs.csv", "summary.md", "provenance.json",
+                 "accuracy_vs_madds.png", "lut.json"):
+        assert (out / name).exists(), name
+    models = check_models_csv(out / "models.csv")
+    assert set(models.kind) == set(ms.KINDS)
+    assert (models.seeds >= 2).all() and models.test_acc_mean.between(0, 100).all()
+    searches = pd.read_csv(out / "searches.csv")
+    assert (searches.madds <= searches.target_madds).all()
+    assert searches.children.nunique() == 1  # random search got as many children as LayerNAS
+    assert "QUICK" in (out / "summary.md").read_text()
+    # the LayerNAS answer's run directory is exportable as `layernas export` reads it
+    from layernas.trainers.export import export_run
+
+    meta = export_run(out / "runs" / "layernas-0.25", tmp_path / "exported", onnx=False)
+    assert meta["arch_str"] == searches[searches.algorithm == "layernas"].arch.iloc[0]
+    assert np.isfinite(meta["costs"]["madds"])
