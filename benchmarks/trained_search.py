@@ -471,8 +471,9 @@ def analyze(args, space, wall: float | None) -> None:
             ax.grid(alpha=0.3)
             fig.tight_layout()
             fig.savefig(args.out / "answer_curves.png", dpi=110)
-            lines += ["", "![answers](answer_curves.png)", "",
-                      "The plot includes the searches not finished yet, up to where they are."]
+            lines += ["", "![answers](answer_curves.png)"]
+            if len(running_curves):
+                lines += ["", "The plot includes the searches not finished yet, up to where they are."]
     if wall is not None:
         lines += ["", f"This invocation: {wall:.0f} s wall on {os.cpu_count()} CPU cores (shared; load average "
                   f"{os.getloadavg()[0]:.1f} at the end)."]
