@@ -285,7 +285,9 @@ def test_after_a_caught_interrupt_the_program_ignores_further_signals(monkeypatc
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(cli, "_exiting_process", process)
     monkeypatch.setitem(cli.COMMANDS, "spaces", interrupted)
-    try:
+    try:  # start from Python's own handlers (a job started in the background inherits SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         assert cli.main(["spaces"]) == 130
         ignored = [signal.getsignal(sig) is signal.SIG_IGN for sig in saved]
     finally:

@@ -227,7 +227,10 @@ def test_configure_compilation_cache_caches_short_compiles(tmp_path):
 
 
 def test_recipes_are_named_and_proxy_is_short():
-    assert set(train.RECIPES) == {"proxy", "nats-12", "nats-200"}
+    assert set(train.RECIPES) == {"proxy", "trained-search", "nats-12", "nats-200"}
+    assert all(name == recipe.name for name, recipe in train.RECIPES.items())
+    assert train.TRAINED_SEARCH.epochs < train.PROXY.epochs and train.TRAINED_SEARCH.schedule == "constant"
+    assert set(train.RECIPE_NETWORKS) <= set(train.RECIPES)
     assert train.PROXY.epochs == 5 and train.PROXY.valid_per_class and train.PROXY.train_per_class
     assert train.NATS_200.epochs == 200 and train.NATS_200.batch_size == 256
 
