@@ -322,7 +322,7 @@ def main() -> int:
     # SIGINT would interrupt them): a Python handler here gives the children the default one
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out, work = args.out, args.work
-    command = (f"python benchmarks/interrupt_stress.py --table {args.table} --per-searcher {args.per_searcher} "
+    command = (f"python benchmarks/interrupt_stress.py --table {os.path.relpath(args.table, Path(__file__).resolve().parents[1])} --per-searcher {args.per_searcher} "
                f"--concurrent {args.concurrent} --seed {args.seed} --out {args.out}"
                + (f" --max-delay {args.max_delay}" if args.max_delay != 0.6 else "")
                + (f" --signals {args.signals}" if args.signals != "SIGINT,SIGTERM" else ""))
