@@ -102,7 +102,9 @@ def reward_meaning(settings: Mapping | None) -> str:
         lmbda = settings["codec"].get("lmbda")
         where = "lambda" if lmbda is None else f"lambda={lmbda:g}"
         return f"-(lambda*255^2*MSE + bpp), {where}, on held-out photos"
-    if evaluator in ("table", "proxy", "nats-12", "nats-200", "trainer"):
+    from layernas.config import TRAINER_RECIPES
+
+    if evaluator in ("table", "trainer", *TRAINER_RECIPES):
         return "validation accuracy (%)"
     return "reward"
 

@@ -82,6 +82,10 @@ def test_units_of_the_space_families():
     assert format_cost("params", 2.54e6, "mobilenetv3-small") == "2.54M params"
     assert format_cost("latency", 12.0, "mobilenetv2") == "12 ms"
     assert reward_meaning({"evaluator": "dry-run"}).endswith("(NOT accuracy)")
+    from layernas.config import TRAINER_RECIPES
+
+    for recipe in TRAINER_RECIPES:  # every --trainer recipe's reward is a validation accuracy
+        assert reward_meaning({"evaluator": recipe}) == "validation accuracy (%)"
 
 
 def test_help_names_units_and_the_12_epoch_charge(capsys):
