@@ -105,6 +105,31 @@ class EvalResult:
         return cls(**d)
 
 
+def fast_builder(cls):
+    """``(*field values in declaration order) -> cls instance``, for the hot path of table
+    searches: a frozen dataclass's ``__init__`` sets each field with one
+    ``object.__setattr__`` (for an EvalResult, about half the cost of a table lookup), while
+    filling the instance dict builds the same object in a fraction of that. ``cls`` itself (its ordinary constructor) when it
+    has ``__post_init__`` validation or ``__slots__``, so nothing is ever skipped.
+
+    Example:
+        >>> build = fast_builder(Trial)
+        >>> build(3, (0, 1), 7) == Trial(3, (0, 1), 7)
+        True
+    """
+    if hasattr(cls, "__post_init__") or hasattr(cls, "__slots__"):
+        return cls
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    new = object.__new__
+
+    def build(*values):
+        instance = new(cls)
+        instance.__dict__.update(zip(names, values))
+        return instance
+
+    return build
+
+
 @runtime_checkable
 class Evaluator(Protocol):
     """Evaluates one trial at a time, synchronously."""

@@ -61,12 +61,12 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
-from layernas.evaluator import EvalResult, Trial, trial_seed
+from layernas.evaluator import EvalResult, Trial, fast_builder, trial_seed
 from layernas.executors import Executor
 from layernas.results import improves
 from layernas.run_dir import RunError, RunLock, fsync_dir, is_bookkeeping, remove_stale_tmp, write_atomic, \
     write_json_atomic
-from layernas.searchers.base import Searcher, State, space_costs
+from layernas.searchers.base import Searcher, State, cost_memo
 from layernas.space import SearchSpace
 from layernas.target import Target
 from layernas.units import format_cost
@@ -85,24 +85,7 @@ FSYNC_SECONDS = 1.0         # the journal is fsynced at most this often (a kill 
 _trial_seed = functools.lru_cache(maxsize=1 << 16)(trial_seed)
 
 
-def _trial_builder() -> Callable[[int, tuple, int], Trial]:
-    """``(trial_id, arch, seed) -> Trial``: the frozen dataclass's ``__init__`` costs ~1.4 us
-    (one ``object.__setattr__`` per field), a noticeable part of a table lookup's trial;
-    filling the instance dict builds the same object. The constructor is used instead if
-    Trial ever gains validation or other fields."""
-    if (tuple(f.name for f in dataclasses.fields(Trial)) != ("trial_id", "arch", "seed")
-            or hasattr(Trial, "__post_init__") or hasattr(Trial, "__slots__")):
-        return Trial
-    new = object.__new__
-
-    def build(trial_id: int, arch: tuple, seed: int) -> Trial:
-        trial = new(Trial)
-        trial.__dict__.update(trial_id=trial_id, arch=arch, seed=seed)
-        return trial
-    return build
-
-
-_new_trial = _trial_builder()
+_new_trial = fast_builder(Trial)   # (trial_id, arch, seed) -> Trial, without the frozen __init__'s cost
 
 
 class Terminated(KeyboardInterrupt):
@@ -456,18 +439,7 @@ class _Loop:
         self.best: dict | None = None
         self.new_trials: list[Trial] = []
         self._described = _descriptions(space)
-        self._costs = space_costs(space)   # the searchers' memo of space.cost, shared
-        # Target.feasible, with its limits read once (it rebuilds the list per call)
-        self._limits = target.limits() if type(target).feasible is Target.feasible else None
-
-    def feasible(self, costs: Mapping[str, float]) -> bool:
-        if self._limits is None:
-            return bool(self.target.feasible(costs))
-        for metric, lo, hi in self._limits:
-            value = costs[metric]
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                return False
-        return True
+        self._cost = cost_memo(space)   # the searchers' memo of space.cost, shared
 
     def budget_left(self) -> int:
         return self.budget.left(self.issued, self.charged)
@@ -497,10 +469,8 @@ class _Loop:
     def add_row(self, result: EvalResult) -> None:
         described = self._described.get(result.arch)
         if described is None:
-            cost = self._costs.get(result.arch)
-            if cost is None:
-                cost = self._costs[result.arch] = self.space.cost(result.arch)
-            described = self._described[result.arch] = (self.space.arch_to_str(result.arch), cost)
+            described = self._described[result.arch] = (self.space.arch_to_str(result.arch),
+                                                         self._cost(result.arch))
         costs = dict(result.costs)
         costs.update(described[1])
         self.charged += float(result.cost_seconds)
@@ -514,7 +484,7 @@ class _Loop:
             "cost_seconds": float(result.cost_seconds),
             "cum_seconds": self.charged,
             "costs": costs,
-            "feasible": bool(ok and self.feasible(costs)),
+            "feasible": bool(ok and self.target.feasible(costs)),
             "status": result.status,
             "error": result.error,
             "info": result.info,

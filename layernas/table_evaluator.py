@@ -37,42 +37,16 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
-from layernas.evaluator import EvalResult, Trial
+from layernas.evaluator import EvalResult, Trial, fast_builder
 from layernas.tables import Table, TableArrays, TableError, load_table
 
 _MASK = (1 << 64) - 1
 
-_RESULT_FIELDS = ("trial_id", "arch", "reward", "cost_seconds", "test", "costs", "status", "error", "info")
-
-
-def _make_result_builder():
-    """``(trial_id, arch, reward, cost_seconds, test, costs, info) -> EvalResult`` (status
-    "ok"): the frozen dataclass's ``__init__`` sets its nine fields one ``object.__setattr__``
-    at a time (~2.5 us, half a lookup); filling the instance dict directly builds the same
-    object in a fifth of that. Falls back to the constructor if EvalResult ever gains
-    validation or other fields."""
-    plain = (tuple(f.name for f in dataclasses.fields(EvalResult)) == _RESULT_FIELDS
-             and not hasattr(EvalResult, "__post_init__") and not hasattr(EvalResult, "__slots__"))
-    if not plain:
-        def build(trial_id, arch, reward, cost_seconds, test, costs, info):
-            return EvalResult(trial_id, arch, reward, cost_seconds, test, costs, "ok", "", info)
-        return build
-    new = object.__new__
-
-    def build(trial_id, arch, reward, cost_seconds, test, costs, info):
-        result = new(EvalResult)
-        result.__dict__.update(trial_id=trial_id, arch=arch, reward=reward, cost_seconds=cost_seconds,
-                               test=test, costs=costs, status="ok", error="", info=info)
-        return result
-    return build
-
-
-_result = _make_result_builder()
+_new_result = fast_builder(EvalResult)   # EvalResult(...) without the frozen __init__'s cost
 
 
 def _splitmix64(seed: int) -> int:
@@ -184,7 +158,7 @@ class TableEvaluator:
         seed_id = seed_ids[k]
         info = {"table_seed": k, "index": index, "seed": seed_id} if seed_id >= 0 else \
             {"table_seed": k, "index": index}
-        return _result(trial.trial_id, tuple(arch), valid[k], cost, test, dict(costs), info)
+        return _new_result(trial.trial_id, tuple(arch), valid[k], cost, test, dict(costs), "ok", "", info)
 
     def evaluate_rows(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised lookups: ``(reward, cost_seconds, test)`` for table rows and trial seeds,

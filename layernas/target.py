@@ -52,16 +52,17 @@ class Target:
                 raise ValueError(f"target {name} must be a finite number, got {value!r}")
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"target min {self.min} is above target max {self.max}")
+        # read once: feasible() runs for every evaluated and every proposed architecture
+        object.__setattr__(self, "_limits", ((self.metric, self.min, self.max),
+                                             *((m, None, float(v)) for m, v in self.caps.items())))
 
     def limits(self) -> list[tuple[str, float | None, float | None]]:
         """(metric, lo, hi) for the main metric and each cap."""
-        out = [(self.metric, self.min, self.max)]
-        out += [(m, None, float(v)) for m, v in self.caps.items()]
-        return out
+        return list(self._limits)
 
     def feasible(self, costs: Mapping[str, float]) -> bool:
         """Whether a complete architecture with these costs may be the answer."""
-        for metric, lo, hi in self.limits():
+        for metric, lo, hi in self._limits:
             value = costs[metric]
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 return False

@@ -249,14 +249,24 @@ _feasible_caches: "weakref.WeakKeyDictionary[SearchSpace, dict[str, dict]]" = we
 _cost_caches: "weakref.WeakKeyDictionary[SearchSpace, dict]" = weakref.WeakKeyDictionary()
 
 
-def space_costs(space: SearchSpace) -> dict:
-    """``arch -> space.cost(arch)`` memo shared by everything that asks one space object
-    (``cost`` is a pure function of the architecture; the dicts must not be modified).
-    A space that cannot be weakly referenced gets a fresh, private memo."""
+def cost_memo(space: SearchSpace) -> Callable[[Arch], dict]:
+    """``arch -> space.cost(arch)``, memoised in one table shared by everything that asks
+    the same space object: the searchers, their feasibility checks and the run loop
+    (``cost`` is a pure function of the architecture; the returned dicts must not be
+    modified). A space that cannot be weakly referenced gets a private memo."""
     try:
-        return _cost_caches.setdefault(space, {})
+        memo = _cost_caches.setdefault(space, {})
     except TypeError:
-        return {}
+        memo = {}
+    compute = space.cost
+
+    def cost(arch: Arch) -> dict:
+        hit = memo.get(arch)
+        if hit is None:
+            hit = memo[arch] = compute(arch)
+        return hit
+
+    return cost
 
 
 def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bool]:
@@ -269,15 +279,12 @@ def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bo
     except TypeError:   # a space that cannot be weakly referenced: a private cache
         per_space = {}
     cache: dict[Arch, bool] = per_space.setdefault(json.dumps(target.to_dict(), sort_keys=True), {})
-    costs = space_costs(space)   # shared by the targets (and the run loop) of this space
+    cost = cost_memo(space)   # shared by the targets (and the run loop) of this space
 
     def feasible(arch: Arch) -> bool:
         hit = cache.get(arch)
         if hit is None:
-            cost = costs.get(arch)
-            if cost is None:
-                cost = costs[arch] = space.cost(arch)
-            hit = cache[arch] = bool(target.feasible(cost))
+            hit = cache[arch] = bool(target.feasible(cost(arch)))
         return hit
 
     return feasible

@@ -76,7 +76,7 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, arch_key, key_arch
+from layernas.searchers.base import Searcher, State, arch_key, cost_memo, key_arch
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -253,12 +253,14 @@ def layernas(
             pass_edges[refinement] = hit
         return hit
 
+    model_cost = cost_memo(space)   # space.cost, memoised and shared with the run loop
+
     def bucket(arch: Arch, layer: int, refinement: int = 0) -> tuple[float, str]:
         """The cost a child of ``layer`` is bucketed by, and its bucket."""
         hit = bucket_cache.get((arch, layer, refinement))
         if hit is None:
             if bucket_by == "model":
-                cost = float(space.cost(arch)[metric])
+                cost = float(model_cost(arch)[metric])
             else:
                 cost = float(space.cost_bounds(arch[: layer + 1], metric)[0])
             hit = bucket_cache[(arch, layer, refinement)] = (
@@ -270,7 +272,7 @@ def layernas(
     def cost_of(arch: Arch) -> float:
         hit = cost_cache.get(arch)
         if hit is None:
-            hit = cost_cache[arch] = float(space.cost(arch)[metric])
+            hit = cost_cache[arch] = float(model_cost(arch)[metric])
         return hit
 
     def feasible(arch: Arch) -> bool:
@@ -488,9 +490,10 @@ class Completion:
     def __init__(self, space: SearchSpace, target: Target):
         self.space, self.target = space, target
         self._cache: dict = {}
+        self._costs = cost_memo(space)
 
     def _cost(self, arch: Arch) -> float:
-        return float(self.space.cost(arch)[self.target.metric])
+        return float(self._costs(arch)[self.target.metric])
 
     def _ranked(self, arch: Arch, layer: int) -> list[int]:
         """The options of ``layer`` from the cheapest to the dearest on the target metric,
@@ -510,7 +513,7 @@ class Completion:
         return tuple(self._ranked(base, i)[0] for i in range(self.space.num_layers))
 
     def feasible(self, arch: Arch) -> bool:
-        return bool(self.target.feasible(self.space.cost(arch)))
+        return bool(self.target.feasible(self._costs(arch)))
 
     def repair(self, arch: Arch, first_free: int) -> Arch:
         """``arch`` with layers ``first_free..`` moved, as little as this rule allows, so
@@ -531,7 +534,7 @@ class Completion:
     def _miss(self, arch: Arch) -> float:
         """How far ``arch`` is outside the target: its relative violations, summed over the
         main metric and every cap (0 when feasible)."""
-        costs = self.space.cost(arch)
+        costs = self._costs(arch)
         miss = 0.0
         for metric, lo, hi in self.target.limits():
             value = float(costs[metric])
