@@ -299,8 +299,7 @@ def run_searches(args, space, s, data, deadline: float) -> None:
                 "proxy_reward": b["reward"] if b else np.nan,
                 "table_valid_mean": float(lookup.loc[b["arch_str"], REFERENCE]) if b else np.nan,
                 "table_test_mean": float(lookup.loc[b["arch_str"], "cifar10_test_mean"]) if b else np.nan,
-                "infeasible_children": int((~h["feasible"]).sum()),
-                "wall_s": round(wall, 1), "trained_now": int((h["child"] == "trained").sum()),
+                "wall_s": round(wall, 1), "infeasible_children": int((~h["feasible"]).sum()), "trained_now": int((h["child"] == "trained").sum()),
                 "train_seconds": round(float(h.cost_seconds.sum()), 1)})
             print(f"search {algo} seed {seed}: {b['arch_str'] if b else None} -> test "
                   f"{lookup.loc[b['arch_str'], 'cifar10_test_mean'] if b else float('nan'):.2f} ({wall:.0f} s)",
@@ -308,25 +307,33 @@ def run_searches(args, space, s, data, deadline: float) -> None:
 
 
 # ----------------------------------------------------------------------------- report
+def run_children(run: Path, space, lookup: pd.DataFrame, limit: float) -> list[dict]:
+    """Every child a search folder trained, in order: its arch string, proxy reward, and
+    whether it is feasible (trained ok, and under ``limit`` by the table's FLOPs)."""
+    from layernas.run import finished_results
+
+    out = []
+    for r in finished_results(run):
+        arch = space.arch_to_str(r.arch)
+        out.append({"arch_str": arch, "reward": r.reward,
+                    "feasible": r.status == "ok" and lookup.loc[arch, "flops"] <= limit})
+    return out
+
+
 def in_progress(args, space) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Searches with a checkpoint but no row in answers.csv: their state so far, and the
     table test accuracy of their running answer after each child (curves.csv's columns)."""
-    table, _ = feasible_table(space)
+    table, limit = feasible_table(space)
     lookup = table.set_index("arch_str")
     done = set()
     if (args.out / "answers.csv").exists():
         done = {f"{a}-{s}" for a, s in pd.read_csv(args.out / "answers.csv")[["algorithm", "seed"]].values}
     rows, curve = [], []
-    from layernas.run import finished_results
-
-    _, limit = feasible_table(space)
     for run in sorted(p for p in (args.out / "runs").glob("*") if p.is_dir()):
         name = run.name
         if name in done:
             continue
-        hist = [{"arch_str": space.arch_to_str(r.arch), "reward": r.reward,
-                 "feasible": r.status == "ok" and lookup.loc[space.arch_to_str(r.arch), "flops"] <= limit}
-                for r in finished_results(run)]
+        hist = run_children(run, space, lookup, limit)
         algo, seed = name.rsplit("-", 1)
         best_so_far = None
         for i, h in enumerate(hist):
@@ -347,8 +354,6 @@ def diagnose(args, space, answers: pd.DataFrame) -> pd.DataFrame:
     answer's rank among those by table validation, and proxy-vs-table Kendall over them."""
     from scipy import stats
 
-    from layernas.run import finished_results
-
     table, limit = feasible_table(space)
     lookup = table.set_index("arch_str")
     rows = []
@@ -357,10 +362,9 @@ def diagnose(args, space, answers: pd.DataFrame) -> pd.DataFrame:
         if not run.is_dir() or not isinstance(a.arch_str, str) or not a.arch_str:
             continue
         kids = {}  # arch -> mean proxy reward over its queries
-        for r in finished_results(run):
-            arch = space.arch_to_str(r.arch)
-            if r.status == "ok" and lookup.loc[arch, "flops"] <= limit:
-                kids.setdefault(arch, []).append(r.reward)
+        for h in run_children(run, space, lookup, limit):
+            if h["feasible"]:
+                kids.setdefault(h["arch_str"], []).append(h["reward"])
         if not kids:
             continue
         k = pd.DataFrame({"arch_str": list(kids), "proxy": [np.mean(v) for v in kids.values()]})
