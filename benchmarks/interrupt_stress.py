@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from layernas.provenance import machine_info
 from layernas.run import JOURNAL_NAME, finished_results
 
 SEARCHERS = ("layernas", "random", "rea", "reinforce")
@@ -222,16 +223,6 @@ def append_row(path: Path, fields: list[str], row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def write_summary(out: Path, command: str, per_searcher: int | None = None, note: str = "") -> str:
     rows = pd.DataFrame(read_rows(out / "interrupts.csv"))
     conc = pd.DataFrame(read_rows(out / "concurrency.csv"))
@@ -332,8 +323,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "failures").mkdir(exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    (out / "machine.json").write_text(json.dumps({"cpu": cpu_model(), "cpus": os.cpu_count(),
-                                                  "python": platform.python_version()}) + "\n")
+    machine = machine_info()
+    (out / "machine.json").write_text(json.dumps({"cpu": machine.get("cpu_model") or platform.processor() or platform.machine(),
+                                                  "cpus": machine["cpu_count"], "python": machine["python"]}) + "\n")
     began = time.monotonic()
 
     def time_left() -> bool:
