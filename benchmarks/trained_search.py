@@ -306,6 +306,115 @@ def run_searches(args, space, s, data, deadline: float) -> None:
                   flush=True)
 
 
+# ----------------------------------------------------------------------------- the final pick
+def held_out_images(ev, per_class: int, seed: int):
+    """``per_class`` images of each class from the train split that are not among the
+    proxy's training or validation images (compared by content), seeded."""
+    from layernas.trainers import data as data_lib
+
+    full = data_lib.load_image_folder(CIFAR10, "train")
+    used = {im.tobytes() for ds in ev.datasets for im in ds.images}
+    free = np.array([i for i in range(len(full)) if full.images[i].tobytes() not in used])
+    rng = np.random.default_rng(seed)
+    pick = [np.sort(rng.permutation(free[full.labels[free] == c])[:per_class]) for c in range(full.num_classes)]
+    return full.subset(np.sort(np.concatenate(pick)))
+
+
+def run_rescore(args, space, s, data) -> None:
+    """Every feasible child of the finished searches, its stored weights scored again on a
+    held-out set ``--rescore-per-class`` x 10 images large (no retraining): is the proxy's
+    noise in its 1,000-image validation measurement, or in the training itself?"""
+    import jax
+    import jax.numpy as jnp
+
+    from layernas.run import finished_results
+    from layernas.trainers import data as data_lib
+    from layernas.trainers.child_store import ChildStore, child_key
+
+    ev = make_evaluator(space, s, data, args.store, training_seeds=3)
+    store = ChildStore(args.store)
+    big = held_out_images(ev, args.rescore_per_class, args.seed)
+    mean, std = ev.datasets[0].channel_stats()
+    table, limit = feasible_table(space)
+    lookup = table.set_index("arch_str")
+    path = args.out / "rescore.csv"
+    have = set()
+    if path.exists():
+        prev = pd.read_csv(path)
+        have = set(zip(prev.arch_str, prev.training_seed))
+    for run in sorted(p for p in (args.out / "runs").glob("*") if p.is_dir()):
+        for r in finished_results(run):
+            arch = space.arch_to_str(r.arch)
+            seed = int(r.info.get("training_seed", -1))
+            if r.status != "ok" or (arch, seed) in have or lookup.loc[arch, "flops"] > limit:
+                continue
+            child = store.get(child_key(ev.family, "scratch", r.arch, seed), weights=True)
+            if child is None:
+                continue
+            model = ev.build(r.arch)
+            predict = jax.jit(lambda v, x, model=model: jnp.argmax(
+                model.apply(v, data_lib.normalize(x, mean, std), train=False), -1))
+            t0 = time.perf_counter()
+            correct = sum(int((np.asarray(predict(child.variables, big.images[i:i + 1000]))
+                               == big.labels[i:i + 1000]).sum()) for i in range(0, len(big), 1000))
+            have.add((arch, seed))
+            append_row(path, {"arch_str": arch, "training_seed": seed, "proxy": r.reward,
+                              "held_out": 100.0 * correct / len(big), "held_out_images": len(big),
+                              "table_valid": float(lookup.loc[arch, REFERENCE]),
+                              "table_test": float(lookup.loc[arch, "cifar10_test_mean"]),
+                              "seconds": round(time.perf_counter() - t0, 2)})
+            print(f"rescore {run.name}: {arch} seed {seed}: proxy {r.reward:.1f} held-out "
+                  f"{100.0 * correct / len(big):.2f}", flush=True)
+
+
+def run_finalists(args, space, s, data, deadline: float) -> None:
+    """For each finished LayerNAS search: its ``--finalists`` best feasible children by proxy
+    reward, trained with every one of the K=3 training seeds (through the store), and the
+    answer picked again by the mean over the seeds. Charged: the children trained for it."""
+    from layernas.evaluator import Trial
+
+    ev = make_evaluator(space, s, data, args.store, training_seeds=3)
+    table, limit = feasible_table(space)
+    lookup = table.set_index("arch_str")
+    path = args.out / "finalists.csv"
+    done = set()
+    if path.exists():
+        done = set(zip(*pd.read_csv(path)[["algorithm", "seed"]].T.values))
+    answers = pd.read_csv(args.out / "answers.csv")
+    order = {algo: i for i, algo in enumerate(args.finalist_algorithms)}
+    answers = answers[answers.algorithm.isin(order)]
+    answers = answers.iloc[np.lexsort((answers.seed, answers.algorithm.map(order)))]
+    for a in answers.itertuples():
+        if (a.algorithm, a.seed) in done:
+            continue
+        if time.time() > deadline:
+            print("finalists: deadline reached", flush=True)
+            return
+        kids = [h for h in run_children(args.out / "runs" / f"{a.algorithm}-{a.seed}", space, lookup, limit)
+                if h["feasible"]]
+        best = {}
+        for h in kids:
+            best[h["arch_str"]] = max(best.get(h["arch_str"], -np.inf), h["reward"])
+        finalists = sorted(best, key=lambda k: -best[k])[:args.finalists]
+        means, trained, seconds = {}, 0, 0.0
+        for arch_str in finalists:
+            arch = space.str_to_arch(arch_str)
+            rewards = []
+            for seed in range(3):
+                r = ev.evaluate(Trial(0, arch, seed), training_seed=seed)
+                trained += r.info.get("child") == "trained"
+                seconds += r.cost_seconds if r.info.get("child") == "trained" else 0.0
+                rewards.append(r.reward if r.ok else -np.inf)
+            means[arch_str] = float(np.mean(rewards))
+        pick = max(means, key=means.get)
+        append_row(path, {"algorithm": a.algorithm, "seed": a.seed, "finalists": len(finalists),
+                          "answer": a.arch_str, "answer_test": float(a.table_test_mean), "pick": pick,
+                          "pick_seed_mean": means[pick], "pick_test": float(lookup.loc[pick, "cifar10_test_mean"]),
+                          "extra_children_trained": trained, "extra_train_seconds": round(seconds, 1)})
+        print(f"finalists {a.algorithm} {a.seed}: {a.table_test_mean:.2f} -> "
+              f"{lookup.loc[pick, 'cifar10_test_mean']:.2f} ({trained} more children)", flush=True)
+
+
 # ----------------------------------------------------------------------------- report
 def run_children(run: Path, space, lookup: pd.DataFrame, limit: float) -> list[dict]:
     """Every child a search folder trained, in order: its arch string, proxy reward, and
@@ -376,6 +485,48 @@ def diagnose(args, space, answers: pd.DataFrame) -> pd.DataFrame:
                      "answer_test": float(a.table_test_mean), "best_trained_test": float(k.test.max()),
                      "answer_rank": rank, "kendall_proxy_table": float(tau)})
     return pd.DataFrame(rows)
+
+
+def final_pick_sections(args) -> list[str]:
+    """summary.md's sections on rescore.csv and finalists.csv (empty if neither exists)."""
+    from scipy import stats
+
+    lines = []
+    if (args.out / "rescore.csv").exists():
+        d = pd.read_csv(args.out / "rescore.csv")
+        kt = {c: stats.kendalltau(d[c], d.table_valid).statistic for c in ("proxy", "held_out")}
+        multi = d.groupby("arch_str").filter(lambda g: len(g) > 1)
+        n_valid = 10 * settings(args)["valid"]
+        spread = multi.groupby("arch_str").held_out.std(ddof=1).mean() if len(multi) else float("nan")
+        lines += ["", "## Is the proxy's noise in its validation measurement? (`rescore.csv`)", "",
+                  f"Every feasible child of the searches ({len(d)} trained (cell, seed) pairs, "
+                  f"{d.arch_str.nunique()} cells) scored again from its stored weights on "
+                  f"{int(d.held_out_images.iloc[0])} held-out train-split images "
+                  f"({int(d.held_out_images.iloc[0]) / n_valid:.0f}x the proxy's validation set, none of them "
+                  "seen in training or validation), without retraining.", "",
+                  "| measure | Kendall vs table valid | Pearson with the proxy |", "|---|---|---|",
+                  f"| proxy ({n_valid} validation images) | {kt['proxy']:.3f} | 1 |",
+                  f"| held-out ({int(d.held_out_images.iloc[0])} images) | {kt['held_out']:.3f} | "
+                  f"{stats.pearsonr(d.proxy, d.held_out).statistic:.3f} |", "",
+                  f"Between training seeds of one cell the held-out accuracy varies by {spread:.2f} points "
+                  f"(mean standard deviation over the {multi.arch_str.nunique()} cells trained with more than "
+                  f"one seed), against {d.groupby('arch_str').held_out.mean().std(ddof=1):.2f} between cells."]
+    if (args.out / "finalists.csv").exists():
+        f = pd.read_csv(args.out / "finalists.csv")
+        lines += ["", "## Picking again among finalists trained with every seed (`finalists.csv`)", "",
+                  f"Each search's {int(f.finalists.max())} best feasible children by proxy, trained with all "
+                  "3 training seeds (most already in the store), and the answer picked by the mean.", "",
+                  "| algorithm | seed | answer test | re-picked test | more children trained |",
+                  "|---|---|---|---|---|"]
+        for r in f.itertuples():
+            lines.append(f"| {r.algorithm} | {r.seed} | {r.answer_test:.2f} | {r.pick_test:.2f} | "
+                         f"{r.extra_children_trained} |")
+        lines += ["", "| algorithm | runs | answer test mean | re-picked test mean | more children (mean) |",
+                  "|---|---|---|---|---|"]
+        for algo, g in f.groupby("algorithm"):
+            lines.append(f"| {algo} | {len(g)} | {g.answer_test.mean():.2f} | {g.pick_test.mean():.2f} | "
+                         f"{g.extra_children_trained.mean():.1f} |")
+    return lines
 
 
 def analyze(args, space, wall: float | None) -> None:
@@ -457,6 +608,7 @@ def analyze(args, space, wall: float | None) -> None:
             for algo, r in means.iterrows():
                 lines.append(f"| {algo} | {r.answer_test:.2f} | {r.best_trained_test:.2f} | "
                              f"{r.kendall_proxy_table:.3f} |")
+        lines += final_pick_sections(args)
         frames = [pd.read_csv(args.out / "curves.csv")] if (args.out / "curves.csv").exists() else []
         if frames or len(running_curves):
             cur = pd.concat(frames + [running_curves]).drop_duplicates(["algorithm", "seed", "children_trained"],
@@ -494,7 +646,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke run (tiny net, few cells)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--store", type=Path, help="child store (default: the user cache's children store)")
-    p.add_argument("--parts", nargs="+", default=["study", "search"], choices=["study", "search"])
+    p.add_argument("--parts", nargs="+", default=["study", "search"],
+                   choices=["study", "search", "rescore", "finalists"],
+                   help="rescore: the searches' children scored again on a larger held-out set from their "
+                        "stored weights; finalists: their best few re-trained with every training seed")
+    p.add_argument("--rescore-per-class", type=int, default=500, help="held-out images per class for rescore")
+    p.add_argument("--finalists", type=int, default=5, help="children per search re-trained with all seeds")
+    p.add_argument("--finalist-algorithms", nargs="+", default=["layernas", "rea", "random"],
+                   help="whose searches get the finalists part, in this order")
     p.add_argument("--cells", type=int, default=60)
     p.add_argument("--top-extra", type=int, default=15)
     p.add_argument("--variants", nargs="*", default=[], choices=["epochs-6", "images-4000", "C16"])
@@ -533,6 +692,10 @@ def main(argv=None) -> int:
             run_study(args, space, s, CIFAR10, start + 60 * min(args.study_minutes, args.minutes))
         if "search" in args.parts:
             run_searches(args, space, s, CIFAR10, start + 60 * args.minutes)
+        if "rescore" in args.parts:
+            run_rescore(args, space, s, CIFAR10)
+        if "finalists" in args.parts:
+            run_finalists(args, space, s, CIFAR10, start + 60 * args.minutes)
     analyze(args, space, None if args.analyze_only else time.perf_counter() - t0)
     print((args.out / "summary.md").read_text())
     return 0

@@ -187,3 +187,17 @@ def test_a_store_that_cannot_be_opened_is_a_one_line_error(tmp_path):
     (tmp_path / "bad" / "index.sqlite").write_bytes(b"not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot open child store .*not a database"):
         ChildStore(tmp_path / "bad")
+
+
+def test_an_explicit_training_seed_trains_that_child_and_is_checked(tmp_path):
+    ev = evaluator(tmp_path / "store", training_seeds=3)
+    arch = (1, 2, 3, 4, 0, 1)
+    drawn = ev.training_seed(Trial(0, arch, 7))
+    other = (drawn + 1) % 3
+    r = ev.evaluate(Trial(0, arch, 7), training_seed=other)
+    assert r.ok and r.info["training_seed"] == other and r.info["child"] == "trained"
+    again = ev.evaluate(Trial(1, arch, 7))  # the drawn seed: another child, trained now
+    assert again.info["training_seed"] == drawn and again.info["child"] == "trained"
+    assert ev.evaluate(Trial(2, arch, 0), training_seed=other).info["child"] == "reused"
+    with pytest.raises(ValueError, match="training_seed=3; expected 0..2"):
+        ev.evaluate(Trial(3, arch, 0), training_seed=3)

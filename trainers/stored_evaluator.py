@@ -103,17 +103,27 @@ class StoredTrainerEvaluator(TrainerEvaluator):
                            "model": sorted(self.model_kwargs.items()), "init": self.init_method})
 
     # ------------------------------------------------------------------ protocol
-    def evaluate(self, trial: Trial, placement=None) -> EvalResult:
-        """The stored child of ``trial`` (trained now if absent) -> EvalResult."""
+    def evaluate(self, trial: Trial, placement=None, *, training_seed: int | None = None) -> EvalResult:
+        """The stored child of ``trial`` (trained now if absent) -> EvalResult.
+
+        Args:
+          trial: the query; its ``seed`` draws the training seed.
+          placement: where to train (None: the evaluator's placement).
+          training_seed: train (or reuse) the child of this training seed instead of the
+            drawn one, e.g. to re-train a finalist with every seed (0..K-1).
+        """
+        if training_seed is not None and not 0 <= int(training_seed) < self.training_seeds:
+            raise ValueError(f"training_seed={training_seed}; expected 0..{self.training_seeds - 1}")
         start = time.perf_counter()
-        result = evaluate_safely(functools.partial(self._evaluate_stored, placement=placement), trial)
+        result = evaluate_safely(functools.partial(self._evaluate_stored, placement=placement,
+                                                   training_seed=training_seed), trial)
         wall = time.perf_counter() - start
         if not result.ok and not result.cost_seconds:
             result = dataclasses.replace(result, cost_seconds=wall)
         return dataclasses.replace(result, info={**result.info, "wall_seconds": wall})
 
-    def _evaluate_stored(self, trial: Trial, placement=None) -> EvalResult:
-        seed = self.training_seed(trial)
+    def _evaluate_stored(self, trial: Trial, placement=None, training_seed: int | None = None) -> EvalResult:
+        seed = self.training_seed(trial) if training_seed is None else int(training_seed)
         arch = tuple(int(a) for a in trial.arch)
         mode = "scratch"
         if self.warm_start is not None:
