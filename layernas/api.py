@@ -96,10 +96,11 @@ def search(
     if isinstance(searcher, str):
         options = searcher_options_given(searcher, searcher_options)
         strategy = make_searcher(searcher, space, target, **options)
-        run_settings = {"searcher_options": options}
+        run_settings = {"searcher_options": options, "searcher_config": dict(strategy.config)}
     else:
         target.check(space)
-        strategy, run_settings = searcher, {}
+        strategy = searcher
+        run_settings = {"searcher_config": dict(searcher.config)} if searcher.config else {}
     run_settings.update(settings or {})
     executor = _distributed_executor(evaluator, distributed, max_in_flight)
     if executor is None:

@@ -50,6 +50,18 @@ def parse_number(text: str) -> float:
     return value
 
 
+def parse_searcher_option(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` -> (name, value): the value as JSON if it reads as JSON, else the text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"searcher option {text!r} must look like NAME=VALUE, "
+                                         "e.g. when_exhausted=stop")
+    try:
+        return name.strip(), json.loads(value)
+    except ValueError:
+        return name.strip(), value
+
+
 def parse_cap(text: str) -> tuple[str, float]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"cap {text!r} must look like METRIC=MAX, e.g. params=3.5")
@@ -92,6 +104,9 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     b.add_argument("--preset", help="LayerNAS only: 'efficient' (default: over-budget children are repaired "
                    "before they are evaluated, and the budget left after the layerwise search goes to "
                    "one-layer mutations of the best model) or 'paper' (the paper's behaviour); see docs/searchers.md")
+    b.add_argument("--searcher-option", type=parse_searcher_option, action="append", default=[],
+                   metavar="NAME=VALUE", help="any other option of the searcher (repeatable; VALUE is read as "
+                   "JSON if it can be), e.g. when_exhausted=stop; see docs/searchers.md")
     b.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial, 0..2**63-1 (default 0)")
     e = s.add_argument_group("evaluation")
     e.add_argument("--table", help="NATS table: a compact .csv/.parquet, or official NATS-Bench files "
@@ -188,7 +203,7 @@ def config_from_args(args) -> SearchConfig:
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     return SearchConfig(**{**values, "metric": metric, "target_max": target_max, "target_flag": target_flag,
-                           "caps": tuple(args.cap)})
+                           "caps": tuple(args.cap), "searcher_option": tuple(args.searcher_option)})
 
 
 def cmd_search(args) -> int:

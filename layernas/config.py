@@ -91,6 +91,7 @@ class SearchConfig:
     num_buckets: int | None = None
     per_bucket: int | None = None
     preset: str | None = None
+    searcher_option: tuple[tuple[str, Any], ...] = ()
     seed: int = 0
     table: str | None = None
     max_in_flight: int | None = None
@@ -187,11 +188,28 @@ class SearchConfig:
                 _fail(field, value, f"applies to --searcher layernas only, not --searcher {self.searcher}")
             if not 1 <= value <= most:
                 _fail(field, value, f"expected an integer in 1..{most}")
+        self._check_searcher_options()
         if self.preset is not None:
             if self.searcher != "layernas":
                 _fail("preset", self.preset, f"applies to --searcher layernas only, not --searcher {self.searcher}")
             if self.preset not in LAYERNAS_PRESETS:
                 _fail("preset", self.preset, f"expected one of {', '.join(LAYERNAS_PRESETS)}")
+
+    def _check_searcher_options(self) -> None:
+        if not self.searcher_option:
+            return
+        from layernas.api import searcher_options_given  # the searchers' own option lists
+
+        names = [name for name, _ in self.searcher_option]
+        for name in names:
+            if names.count(name) > 1:
+                _fail("searcher_option", name, "each option at most once")
+            if name in ("num_buckets", "per_bucket", "preset"):
+                _fail("searcher_option", name, f"use --{name.replace('_', '-')}")
+        try:
+            searcher_options_given(self.searcher, dict(self.searcher_option))
+        except ValueError as e:
+            raise ValueError(f"--searcher-option: {first_line(e)}") from None
 
     def _check_evaluator(self, entry: registry.SpaceEntry) -> None:
         if self.evaluator not in ("auto", "dry-run"):
@@ -342,8 +360,9 @@ class SearchConfig:
         return RAY_DEFAULTS[field] if value is None else value
 
     def searcher_options(self) -> dict:
-        """``num_buckets``/``per_bucket``/``preset`` as given (LayerNAS only)."""
-        return {k: getattr(self, k) for k in ("num_buckets", "per_bucket", "preset") if getattr(self, k) is not None}
+        """``num_buckets``/``per_bucket``/``preset`` (LayerNAS only) and ``--searcher-option`` s, as given."""
+        given = {k: getattr(self, k) for k in ("num_buckets", "per_bucket", "preset") if getattr(self, k) is not None}
+        return {**given, **dict(self.searcher_option)}
 
     def store_options(self) -> dict:
         """``make_trainer_evaluator``'s child-store options (empty without ``--store``)."""

@@ -629,16 +629,42 @@ def run_loop(
             saved = every[0]["checkpoint"]
         elif error:
             raise RunError(error)
-        if saved is not None and saved["settings"] != settings:
-            old, new = saved["settings"], settings
-            diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
-                     for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-            raise RunError(f"cannot resume {out}: settings differ ({'; '.join(diffs)})")
+        if saved is not None:
+            _check_resumed_settings(out, saved["settings"], settings)
         files = writer and out is not None
         record = _run(space, searcher, executor, budget, target, int(seed), out if files else None,
                       saved, settings, (progress if writer else None))
         record.writer = writer
         return record
+
+
+def _check_resumed_settings(out: Path | None, old: dict, new: dict) -> None:
+    """RunError unless a resume's ``new`` settings are those the run was started with.
+
+    ``searcher_config`` (the searcher's resolved options) is compared option by option,
+    in place of the options as typed, so a changed default names the option and how to
+    keep the run's value, and typing a default is the same run as leaving it out. A run
+    written before it was recorded (or by a searcher without one) is checked on the
+    options as typed.
+    """
+    # the resolved options decide; the options as typed only where they were not recorded
+    ignored = "searcher_options" if old.get("searcher_config") else "searcher_config"
+    old = {k: v for k, v in old.items() if k != ignored}
+    new = {k: v for k, v in new.items() if k != ignored}
+    if old == new:
+        return
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+             for k in sorted(set(old) | set(new)) if k != "searcher_config" and old.get(k) != new.get(k)]
+    was, now = old.get("searcher_config") or {}, new.get("searcher_config") or {}
+    changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+    if changed:
+        diffs.append("searcher option " + ", ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in changed))
+        if not diffs[:-1] and all(k in was for k in changed):
+            keep = ", ".join(f"{k}={was[k]!r}" for k in changed)
+            flags = " ".join(f"--searcher-option {k}={json.dumps(was[k])}" for k in changed)
+            diffs[-1] += (f"; to continue the run as it was started, pass the searcher option(s) {keep} "
+                          f"(CLI: {flags})")
+    raise RunError(f"cannot resume {out}: settings differ ({'; '.join(diffs)})")
 
 
 def _run(space, searcher, executor, budget, target, seed, out, saved, settings, say) -> RunRecord:

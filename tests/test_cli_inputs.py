@@ -237,3 +237,25 @@ def test_docs_list_every_flag_and_every_flag_has_help():
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
             for option in action.option_strings:
                 assert f"`{option}" in docs or f"{option} " in docs, f"docs/cli.md lacks {name} {option}"
+
+
+def test_searcher_options_from_the_cli_are_checked_and_resumed_by_their_resolved_value(tmp_path, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["search", "--space", "nats-tss", "--quiet", "--out", "run", "--budget-evals", "20"]
+    code, _, err = run_cli(capsys, *base, "--searcher-option", "when_exhausted=stop")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
+    assert saved["searcher_config"]["when_exhausted"] == "stop"
+    # resuming without the option is another search (the default differs): named, with the fix
+    code, _, err = run_cli(capsys, *base, "--resume")
+    assert_one_line_error(code, err, "searcher option when_exhausted: 'stop' ->",
+                          '--searcher-option when_exhausted="stop"')
+    code, _, err = run_cli(capsys, *base[:-1], "30", "--resume", "--searcher-option", 'when_exhausted="stop"')
+    assert code == 0, err
+    for bad, words in ((["--searcher-option", "bogus=1"], ("bogus", "not options of searcher 'layernas'")),
+                       (["--searcher-option", "population"], ("NAME=VALUE",)),
+                       (["--searcher-option", "num_buckets=5"], ("--num-buckets",)),
+                       (["--searcher", "rea", "--searcher-option", "when_exhausted=stop"], ("when_exhausted", "'rea'"))):
+        code, _, err = run_cli(capsys, *base[:-2], "--out", "other", *bad)
+        assert_one_line_error(code, err, *words)

@@ -172,3 +172,40 @@ def test_bad_budgets_and_checkpoints(tmp_path):
     (out / "checkpoint.json").write_text("{not json")
     with pytest.raises(RunError, match="cannot read checkpoint"):
         layernas.search(space, ev, budget=5, target=t, out_dir=out, resume=True)
+
+
+def test_a_changed_default_is_refused_on_resume_and_the_old_value_continues_the_run(tmp_path, monkeypatch):
+    import importlib
+
+    layernas_mod = importlib.import_module("layernas.searchers.layernas")  # the module, not its factory
+    space, t = toy_space(), Target("cost", max=20)
+    ev = AdditiveEvaluator(space)
+    whole = layernas.search(space, ev, budget=9, target=t, seed=3)
+    out = tmp_path / "run"
+    layernas.search(space, ev, budget=5, target=t, seed=3, out_dir=out)
+    started = layernas_mod.PRESETS["efficient"]["when_exhausted"]
+    changed = "stop" if started != "stop" else "mutate"
+    # a later version changes the default preset: the resumed search would silently differ
+    monkeypatch.setitem(layernas_mod.PRESETS, "efficient", {**layernas_mod.PRESETS["efficient"],
+                                                             "when_exhausted": changed})
+    with pytest.raises(RunError, match=f"when_exhausted: '{started}' -> '{changed}'.*"
+                                       f"pass the searcher option.*when_exhausted='{started}'"):
+        layernas.search(space, ev, budget=9, target=t, seed=3, out_dir=out, resume=True)
+    resumed = layernas.search(space, ev, budget=9, target=t, seed=3, out_dir=out, resume=True,
+                              searcher_options={"when_exhausted": started})
+    assert list(resumed.history.arch_str) == list(whole.history.arch_str)
+
+
+def test_a_run_recorded_without_a_searcher_config_still_resumes(tmp_path, monkeypatch):
+    import layernas.api
+
+    space, t = toy_space(), Target("cost", max=20)
+    ev = AdditiveEvaluator(space)
+    out = tmp_path / "run"
+    real = layernas.api.make_searcher
+    monkeypatch.setattr(layernas.api, "make_searcher", lambda *a, **k: real(*a, **k)._replace(config={}))
+    layernas.search(space, ev, budget=4, target=t, out_dir=out)  # as an older version wrote it
+    monkeypatch.setattr(layernas.api, "make_searcher", real)
+    assert layernas.search(space, ev, budget=7, target=t, out_dir=out, resume=True).evaluations == 7
+    with pytest.raises(RunError, match="settings differ.*seed"):
+        layernas.search(space, ev, budget=8, target=t, out_dir=out, resume=True, seed=5)

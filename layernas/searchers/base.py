@@ -22,8 +22,9 @@ from __future__ import annotations
 import collections
 import json
 import threading
+import types
 import weakref
-from typing import Any, Callable, Generic, NamedTuple, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
@@ -35,12 +36,18 @@ State = dict[str, Any]
 
 
 class Searcher(NamedTuple):
-    """A search strategy as pure functions. See the module docstring."""
+    """A search strategy as pure functions. See the module docstring.
+
+    ``config`` is the searcher's options as resolved, every default and preset filled in
+    (JSON-able). A run records it, and a resume refuses a searcher whose resolved options
+    differ, so a changed default never silently changes a resumed search.
+    """
 
     name: str
     init: Callable[[int], State]
     propose: Callable[[State, int], tuple[list[Arch], State]]
     update: Callable[[State, Sequence[EvalResult]], State]
+    config: Mapping[str, Any] = types.MappingProxyType({})
 
 
 def arch_key(arch: Sequence[int]) -> str:

@@ -113,4 +113,5 @@ def regularized_evolution(
         members = members[-population:]
         return {**state, "population": members, "pending": max(0, state["pending"] - len(results))}
 
-    return Searcher("rea", init, propose, update)
+    config = {"population": population, "tournament": tournament, "max_tries": max_tries}
+    return Searcher("rea", init, propose, update, config)

@@ -466,7 +466,10 @@ def layernas(
         out = {**state, "tables": tables, "known": known, "waiting": waiting, "trained": trained}
         return out if centres is None else {**out, "centres": centres}
 
-    return Searcher("layernas", init, propose, update)
+    config = {"preset": preset, **chosen, "num_buckets": int(num_buckets), "per_bucket": int(per_bucket),
+              "bucket_range": None if bucket_edges is not None else [float(lo), float(hi)],
+              "bucket_edges": None if bucket_edges is None else [[float(e) for e in edges] for edges in layer_edges]}
+    return Searcher("layernas", init, propose, update, config)
 
 
 def _upgrade(state: State) -> State:

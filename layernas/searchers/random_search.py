@@ -94,4 +94,5 @@ def random_search(
     def update(state: State, results: Sequence[EvalResult]) -> State:
         return state  # the proposals do not depend on rewards
 
-    return Searcher("random", init, propose, update)
+    config = {"max_tries": max_tries, "enumerate_limit": enumerate_limit}
+    return Searcher("random", init, propose, update, config)

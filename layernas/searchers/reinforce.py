@@ -166,4 +166,9 @@ def reinforce(
             derived.put(new[key], array)
         return new
 
-    return Searcher("reinforce", init, propose, update)
+    config = {"learning_rate": learning_rate,
+              "baseline_momentum": baseline_momentum,
+              "betas": betas,
+              "eps": eps,
+              "max_tries": max_tries}
+    return Searcher("reinforce", init, propose, update, config)
