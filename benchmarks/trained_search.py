@@ -136,7 +136,6 @@ def append_row(path: Path, row: dict) -> None:
 # ----------------------------------------------------------------------------- study
 def run_study(args, space, s, data, deadline: float) -> None:
     from layernas.evaluator import Trial
-    from layernas.trainers import nats_models, train, zero_cost
     from layernas.trainers.warm_start import WarmStart
 
     table, limit = feasible_table(space)
@@ -173,9 +172,7 @@ def run_study(args, space, s, data, deadline: float) -> None:
 
         if (row.Index, "synflow") not in done:
             t0 = time.perf_counter()
-            model = nats_models.build_tss([space.layers[0].options[a] for a in arch], 10, C=s["C"], N=s["N"])
-            v = train.init_variables(model, (1, 32, 32, 3), args.seed)
-            record("synflow", zero_cost.synflow(model, v, (1, 32, 32, 3)), time.perf_counter() - t0)
+            record("synflow", synflow_of(space, s, arch, args.seed), time.perf_counter() - t0)
         if (row.Index, "base") not in done:
             r = scratch.evaluate(Trial(k, arch, 0))
             record("base", r.reward, r.cost_seconds, child=r.info.get("child"), status=r.status)
@@ -189,6 +186,15 @@ def run_study(args, space, s, data, deadline: float) -> None:
             if (row.Index, name) not in done:
                 r = ev.evaluate(Trial(k, arch, 0))
                 record(name, r.reward, r.cost_seconds, child=r.info.get("child"), status=r.status)
+
+
+def synflow_of(space, s: dict, arch, seed: int) -> float:
+    """SynFlow (log) of the base proxy's network for ``arch``, at its initialisation of ``seed``."""
+    from layernas.trainers import nats_models, train, zero_cost
+
+    model = nats_models.build_tss([space.layers[0].options[a] for a in arch], 10, C=s["C"], N=s["N"])
+    v = train.init_variables(model, (1, 32, 32, 3), seed)
+    return float(zero_cost.synflow(model, v, (1, 32, 32, 3)))
 
 
 def bucket_kendall(g: pd.DataFrame, score: str, edges: np.ndarray) -> float:
@@ -367,6 +373,56 @@ def run_rescore(args, space, s, data) -> None:
                   f"{100.0 * correct / len(big):.2f}", flush=True)
 
 
+SYNFLOW_PICK_TOP = 5  # fixed before any search answer was scored: the finalists' count
+
+
+def run_synflow_pick(args, space, s, deadline: float) -> None:
+    """SynFlow of every feasible child cell of the finished searches (``synflow.csv``), for
+    the final pick by SynFlow: among all feasible children, and among the best
+    ``SYNFLOW_PICK_TOP`` by proxy reward (the study ranks the top quartile better by SynFlow
+    than by the trained proxy; a search's children are mostly there)."""
+    table, limit = feasible_table(space)
+    lookup = table.set_index("arch_str")
+    path = args.out / "synflow.csv"
+    have = set(pd.read_csv(path).arch_str) if path.exists() else set()
+    answers = pd.read_csv(args.out / "answers.csv")
+    for a in answers.itertuples():
+        for h in run_children(args.out / "runs" / f"{a.algorithm}-{a.seed}", space, lookup, limit):
+            if not h["feasible"] or h["arch_str"] in have:
+                continue
+            if time.time() > deadline:
+                print("synflow-pick: deadline reached", flush=True)
+                return
+            t0 = time.perf_counter()
+            value = synflow_of(space, s, space.str_to_arch(h["arch_str"]), args.seed)
+            have.add(h["arch_str"])
+            append_row(path, {"arch_str": h["arch_str"], "synflow": value,
+                              "seconds": round(time.perf_counter() - t0, 2)})
+            print(f"synflow {a.algorithm}-{a.seed}: {h['arch_str']} {value:.2f}", flush=True)
+
+
+def synflow_picks(args, space) -> pd.DataFrame:
+    """Per finished search: its answer, and the picks by SynFlow among all its feasible
+    children and among its best ``SYNFLOW_PICK_TOP`` by proxy, scored by the table."""
+    table, limit = feasible_table(space)
+    lookup = table.set_index("arch_str")
+    syn = pd.read_csv(args.out / "synflow.csv").drop_duplicates("arch_str").set_index("arch_str").synflow
+    rows = []
+    for a in pd.read_csv(args.out / "answers.csv").itertuples():
+        best = {}
+        for h in run_children(args.out / "runs" / f"{a.algorithm}-{a.seed}", space, lookup, limit):
+            if h["feasible"]:
+                best[h["arch_str"]] = max(best.get(h["arch_str"], -np.inf), h["reward"])
+        if not best or not all(k in syn.index for k in best):
+            continue
+        top = sorted(best, key=lambda k: -best[k])[:SYNFLOW_PICK_TOP]
+        pick_all, pick_top = max(best, key=lambda k: syn[k]), max(top, key=lambda k: syn[k])
+        rows.append({"algorithm": a.algorithm, "seed": a.seed, "answer_test": float(a.table_test_mean),
+                     "synflow_all_test": float(lookup.loc[pick_all, "cifar10_test_mean"]),
+                     "synflow_top_test": float(lookup.loc[pick_top, "cifar10_test_mean"])})
+    return pd.DataFrame(rows)
+
+
 def run_finalists(args, space, s, data, deadline: float) -> None:
     """For each finished LayerNAS search: its ``--finalists`` best feasible children by proxy
     reward, trained with every one of the K=3 training seeds (through the store), and the
@@ -487,7 +543,7 @@ def diagnose(args, space, answers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def final_pick_sections(args) -> list[str]:
+def final_pick_sections(args, space) -> list[str]:
     """summary.md's sections on rescore.csv and finalists.csv (empty if neither exists)."""
     from scipy import stats
 
@@ -511,6 +567,19 @@ def final_pick_sections(args) -> list[str]:
                   f"Between training seeds of one cell the held-out accuracy varies by {spread:.2f} points "
                   f"(mean standard deviation over the {multi.arch_str.nunique()} cells trained with more than "
                   f"one seed), against {d.groupby('arch_str').held_out.mean().std(ddof=1):.2f} between cells."]
+    if (args.out / "synflow.csv").exists():
+        sp = synflow_picks(args, space)
+        if len(sp):
+            sp.to_csv(args.out / "synflow_picks.csv", index=False)
+            lines += ["", "## Picking the answer by SynFlow (`synflow_picks.csv`)", "",
+                      "The searches as they ran (proxy rewards); only the final pick changes: the feasible child "
+                      f"with the highest SynFlow, among all of them or among the best {SYNFLOW_PICK_TOP} by "
+                      "proxy. Costs one SynFlow per child (seconds, no training).", "",
+                      "| algorithm | runs | answer test mean | SynFlow pick, all children | "
+                      f"SynFlow pick, best {SYNFLOW_PICK_TOP} by proxy |", "|---|---|---|---|---|"]
+            for algo, g in sp.groupby("algorithm"):
+                lines.append(f"| {algo} | {len(g)} | {g.answer_test.mean():.2f} | {g.synflow_all_test.mean():.2f} | "
+                             f"{g.synflow_top_test.mean():.2f} |")
     if (args.out / "finalists.csv").exists():
         f = pd.read_csv(args.out / "finalists.csv")
         lines += ["", "## Picking again among finalists trained with every seed (`finalists.csv`)", "",
@@ -608,7 +677,7 @@ def analyze(args, space, wall: float | None) -> None:
             for algo, r in means.iterrows():
                 lines.append(f"| {algo} | {r.answer_test:.2f} | {r.best_trained_test:.2f} | "
                              f"{r.kendall_proxy_table:.3f} |")
-        lines += final_pick_sections(args)
+        lines += final_pick_sections(args, space)
         frames = [pd.read_csv(args.out / "curves.csv")] if (args.out / "curves.csv").exists() else []
         if frames or len(running_curves):
             cur = pd.concat(frames + [running_curves]).drop_duplicates(["algorithm", "seed", "children_trained"],
@@ -647,9 +716,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--store", type=Path, help="child store (default: the user cache's children store)")
     p.add_argument("--parts", nargs="+", default=["study", "search"],
-                   choices=["study", "search", "rescore", "finalists"],
+                   choices=["study", "search", "rescore", "synflow-pick", "finalists"],
                    help="rescore: the searches' children scored again on a larger held-out set from their "
-                        "stored weights; finalists: their best few re-trained with every training seed")
+                        "stored weights; synflow-pick: SynFlow of their children, to pick the answer by it; "
+                        "finalists: their best few re-trained with every training seed")
     p.add_argument("--rescore-per-class", type=int, default=500, help="held-out images per class for rescore")
     p.add_argument("--finalists", type=int, default=5, help="children per search re-trained with all seeds")
     p.add_argument("--finalist-algorithms", nargs="+", default=["layernas", "rea", "random"],
@@ -694,6 +764,8 @@ def main(argv=None) -> int:
             run_searches(args, space, s, CIFAR10, start + 60 * args.minutes)
         if "rescore" in args.parts:
             run_rescore(args, space, s, CIFAR10)
+        if "synflow-pick" in args.parts:
+            run_synflow_pick(args, space, s, start + 60 * args.minutes)
         if "finalists" in args.parts:
             run_finalists(args, space, s, CIFAR10, start + 60 * args.minutes)
     analyze(args, space, None if args.analyze_only else time.perf_counter() - t0)
