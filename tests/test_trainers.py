@@ -89,6 +89,36 @@ def test_tss_cell_wiring():
     np.testing.assert_allclose(y, 1.0)  # padding is not counted in the average
 
 
+@pytest.mark.parametrize("ops, same_as", [
+    # node 2 is zero (all its inputs are "none"): the pool 3<-2 out of it adds nothing
+    (("none", "none", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3"),
+     ("none", "none", "none", "nor_conv_3x3", "nor_conv_1x1", "none")),
+    # node 1 is zero: so are the skip 2<-1 and the pools out of it, and node 2 is then zero too
+    (("none", "none", "skip_connect", "nor_conv_3x3", "avg_pool_3x3", "avg_pool_3x3"),
+     ("none", "none", "none", "nor_conv_3x3", "none", "none")),
+])
+def test_edges_out_of_a_zero_node_are_left_out_but_not_their_effect(ops, same_as):
+    """A skip or pool out of a node that is zero whatever the input is left out of the
+    program (XLA would constant-fold a batch-sized pool of zeros, for minutes) with the
+    same outputs and parameters as the cell written with "none" there; a conv out of a
+    zero node is still computed (its BatchNorm bias is not zero)."""
+    x = jax.random.normal(jax.random.key(2), (3, 8, 8, 4))
+    model, plain = nats_models.Cell(ops, 4), nats_models.Cell(same_as, 4)
+    v = train.init_variables(model, x.shape, seed=0)
+    assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(train.init_variables(plain, x.shape, 0))
+    for mode in (False, True):
+        got = model.apply(v, x, train=mode, mutable=["batch_stats"] if mode else False)
+        want = plain.apply(v, x, train=mode, mutable=["batch_stats"] if mode else False)
+        np.testing.assert_array_equal(got[0] if mode else got, want[0] if mode else want)
+    hlo = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(v, x).as_text()
+    assert "reduce_window" not in hlo
+    conv_from_zero = nats_models.Cell(("none", "none", "nor_conv_3x3", "none", "none", "skip_connect"), 4)
+    w = train.init_variables(conv_from_zero, x.shape, seed=0)
+    assert "edge_2_1" in w["params"]  # the conv out of zero node 1 keeps its parameters
+    w = jax.tree_util.tree_map(lambda a: a + 0.5, w)
+    assert float(jnp.abs(conv_from_zero.apply(w, x, train=False)).max()) > 0.0
+
+
 @pytest.mark.parametrize("call, msg", [
     (lambda: nats_models.build_tss(["nor_conv_3x3"] * 5, 10), "expected 6"),
     (lambda: nats_models.build_tss(["conv_5x5"] * 6, 10), "unknown cell op"),

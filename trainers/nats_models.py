@@ -107,15 +107,27 @@ class Cell(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
+        # A node whose every input edge is "none" is zero whatever the input; so are the skip
+        # and average-pool edges out of it. They are left out (None below) rather than
+        # computed: XLA would constant-fold a pool over a zero tensor the size of the batch,
+        # which takes minutes to compile. The outputs and the parameters are unchanged.
         nodes = [x]
         edge = 0
         for i in range(1, 4):
             total = None
             for j in range(i):
-                y = CellOp(self.ops[edge], self.features, name=f"edge_{i}_{j}")(nodes[j], train)
-                total = y if total is None else total + y
+                op = self.ops[edge]
+                # (a zero node is an edge output: it has self.features channels, so a skip
+                # or a pool out of it has no parameters)
+                zero_out = op == "none" or (nodes[j] is None and op in ("skip_connect", "avg_pool_3x3"))
+                if not zero_out:
+                    src = nodes[j] if nodes[j] is not None else jnp.zeros(x.shape[:-1] + (self.features,), x.dtype)
+                    y = CellOp(op, self.features, name=f"edge_{i}_{j}")(src, train)
+                    total = y if total is None else total + y
                 edge += 1
             nodes.append(total)
+        if nodes[-1] is None:
+            return jnp.zeros(x.shape[:-1] + (self.features,), x.dtype)
         return nodes[-1]
 
 
