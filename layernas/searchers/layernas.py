@@ -21,8 +21,9 @@ effect of each on NATS-Bench):
   with ``repair=False`` (the results of the paper's behaviour are one parameter away).
 * ``fill`` = ``"space"``: layers not yet searched take the space's ``Layer.default`` (the
   NATS and MobileNet spaces use the most expensive option, as the paper does). Also
-  ``"dearest"``, ``"cheapest"`` and ``"in_target"`` (the dearest all-default model inside
-  the target).
+  ``"dearest"``, ``"cheapest"``, ``"in_target"`` (the dearest all-default model inside
+  the target) and ``"sampled"`` (the best of ``fill_samples`` random feasible models,
+  evaluated before the first layer is searched).
 * ``repair`` = True: a child over the target whose searched prefix can still reach it has
   its unsearched layers stepped down until it is feasible, so no evaluation is spent on a
   model that can never be the answer. False (the paper) evaluates the child as it is; with
@@ -76,11 +77,12 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, arch_key, cost_memo, key_arch
+from layernas.searchers.base import (Searcher, State, arch_key, cost_memo, draws_from, key_arch,
+                                     sample_feasible)
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
-FILLS = ("space", "dearest", "cheapest", "in_target")
+FILLS = ("space", "dearest", "cheapest", "in_target", "sampled")
 BUCKET_BYS = ("model", "min_completion")
 CANDIDATE_ORDERS = ("reward", "cost")
 WHEN_EXHAUSTED = ("stop", "refine", "mutate")
@@ -116,6 +118,7 @@ def layernas(
     per_bucket: int = 1,
     bucket_range: tuple[float, float] | None = None,
     bucket_edges: Sequence[float] | Sequence[Sequence[float]] | None = None,
+    fill_samples: int = 10,
 ) -> Searcher:
     """Build the LayerNAS searcher for ``space`` aiming at ``target``.
 
@@ -131,7 +134,11 @@ def layernas(
         metric), ``"cheapest"`` (the cheapest), or ``"in_target"`` (the dearest
         all-default architecture inside the target: starting from the dearest one, the
         last layers step down to their next cheaper option, one layer at a time and
-        round after round, until the architecture is feasible).
+        round after round, until the architecture is feasible), or ``"sampled"``: before the
+        first layer is searched, ``fill_samples`` distinct random feasible architectures
+        (uniform, drawn from the seed) are evaluated, and the best of them (ties as
+        ``candidate_order="reward"``) is the all-default architecture; if none is found or
+        none succeeds, ``"in_target"``'s is used. The fill is then static, as the others.
       repair: if True, a child that is over the target (or under it) while some
         completion of its searched prefix is feasible is repaired before it is evaluated:
         its unsearched layers step down (or up) the same way as ``fill="in_target"``
@@ -157,6 +164,8 @@ def layernas(
       bucket_edges: explicit increasing bucket edges, or one such list per layer;
         overrides num_buckets/bucket_range. Costs below the first edge go to the first
         bucket, above the last to the last.
+      fill_samples: how many random feasible architectures ``fill="sampled"`` evaluates
+        first (ignored by the other fills).
     Returns:
       A :class:`Searcher`.
     Raises:
@@ -183,6 +192,8 @@ def layernas(
         raise ValueError(f"repair must be True or False, got {repair!r}")
     if per_bucket < 1:
         raise ValueError(f"per_bucket must be >= 1, got {per_bucket}")
+    if not isinstance(fill_samples, (int, np.integer)) or isinstance(fill_samples, bool) or fill_samples < 1:
+        raise ValueError(f"fill_samples must be an integer >= 1, got {fill_samples!r}")
     if bucket_edges is None:
         if num_buckets < 1:
             raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
@@ -201,7 +212,9 @@ def layernas(
     inner_edges = [[float(e) for e in edges[1:-1]] for edges in layer_edges]
     num_layers = space.num_layers
     completion = Completion(space, target)
-    root = completion.default_arch(fill)
+    # fill="sampled": the root is chosen in the search (state["root"]); until then, and if no
+    # sample succeeds, in_target's all-default architecture
+    root = completion.default_arch("in_target" if fill == "sampled" else fill)
     num_options = space.num_options
     # pure caches (no state depends on them): the bucket of (arch, layer), the key of an
     # arch and back, the shard of a key, whether a prefix can still reach the target
@@ -303,6 +316,7 @@ def layernas(
             "known": [{} for _ in range(KNOWN_SHARDS)],
             "trained": 0,                     # models trained (results received)
             "done": False,
+            **({"root": None, "samples": [], "sampling": True} if fill == "sampled" else {}),
         }
 
     def lookup(known: list, key: str):
@@ -329,7 +343,8 @@ def layernas(
         """The best unexpanded, still-reachable candidate for expanding ``layer``."""
         expanded = state["expanded"][layer]
         if layer == 0:
-            return None if key_of(root) in expanded else root
+            start = root_of(state)
+            return None if key_of(start) in expanded else start
         expanded = set(expanded)
         pool = [e for entries in state["tables"][layer - 1].values() for e in entries]
         for entry in sorted(pool, key=sort_key):
@@ -413,11 +428,52 @@ def layernas(
         state = {**state, "centres": []}
         return [], (state if state["waiting"] else {**state, "done": True})
 
+    def root_of(state: State) -> Arch:
+        """The all-default architecture the layerwise search starts from."""
+        chosen_root = state.get("root")
+        return root if chosen_root is None else tuple(chosen_root)
+
+    def propose_samples(state: State, n: int) -> tuple[list[Arch], State]:
+        """``fill="sampled"`` before the layerwise search: up to ``n`` more of the random
+        feasible architectures (one seeded stream each, so the draws do not depend on how
+        many are asked for at a time); once every one is drawn and back, the best of them
+        becomes the root (``state["root"]``)."""
+        samples, waiting, out = list(state["samples"]), dict(state["waiting"]), []
+        sampling = state["sampling"]
+        exclude = {arch_of(k) for k in samples}
+        while sampling and len(out) < n:
+            if len(samples) >= fill_samples:
+                sampling = False
+                break
+            draws, state = draws_from(state)
+            arch = sample_feasible(draws, space, feasible, exclude=exclude)
+            if arch is None:      # no feasible architecture left to draw
+                sampling = False
+                break
+            key = key_of(arch)
+            samples.append(key)
+            exclude.add(arch)
+            waiting[key] = []
+            out.append(arch)
+        if sampling and len(samples) >= fill_samples:
+            sampling = False
+        state = {**state, "samples": samples, "waiting": waiting, "sampling": sampling}
+        if sampling or waiting:
+            return out, state
+        scored = [[arch_of(k), reward, cost_of(arch_of(k))] for k in samples
+                  for seen, reward in [lookup(state["known"], k)] if seen and reward is not None]
+        best = min(scored, key=lambda e: (-e[1], e[2], e[0]))[0] if scored else root
+        return out, {**state, "root": list(best)}
+
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         state = _upgrade(state)
         if state.get("phase") == "mutate":
             return ([], state) if state["done"] else propose_mutants(state, n)
         out: list[Arch] = []
+        if fill == "sampled" and state["root"] is None:
+            out, state = propose_samples(state, n)
+            if state["root"] is None:
+                return out, state
         while len(out) < n and not state["done"]:
             if state.get("phase") == "mutate":
                 more, state = propose_mutants(state, n - len(out))
