@@ -49,15 +49,17 @@ REFERENCE = "rea"
 
 
 def variant_name(options: dict) -> str:
-    """``fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>]``, e.g.
-    ``space/model/reward`` (the paper) or ``space+repair/model/reward+refine/H25``; the
-    suffixes are left out at their defaults (``"stop"``, 100 buckets)."""
+    """``fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>][/W<warm_start>]``,
+    e.g. ``space/model/reward`` (the paper) or ``space+repair/model/reward+refine/H25``; the
+    suffixes are left out at their defaults (``"stop"``, 100 buckets, no warm start)."""
     repair = "+repair" if options["repair"] else ""
     name = f"{options['fill']}{repair}/{options['bucket_by']}/{options['candidate_order']}"
     if options.get("when_exhausted", "stop") != "stop":
         name += f"+{options['when_exhausted']}"
     if options.get("num_buckets", 100) != 100:
         name += f"/H{options['num_buckets']}"
+    if options.get("warm_start", 0):
+        name += f"/W{options['warm_start']}"
     return name
 
 
@@ -71,6 +73,10 @@ def variants() -> dict[str, dict]:
     and the static fill that stays inside the target (``in_target/model/reward``), each with
     the paper's 100 buckets and with 25 (a coarse first pass that the refinement passes
     make finer).
+    ``warm_start`` (a few random feasible models evaluated before the layerwise search) is
+    varied on the second default (``space+repair/model/reward+mutate``): 3, 5, 10 and 20
+    models, with ``"stop"`` and with 25 buckets; and with ``fill="sampled"`` (the best of
+    them is the all-default architecture), with and without repair.
     """
     out = {}
     orders = [("model", "reward"), ("model", "cost"), ("min_completion", "reward"),
@@ -89,6 +95,17 @@ def variants() -> dict[str, dict]:
                 if buckets != 100:
                     options["num_buckets"] = buckets
                 out[variant_name(options)] = options
+    warm = [("space", True, "mutate", 100, 3), ("space", True, "mutate", 100, 5),
+            ("space", True, "mutate", 100, 10), ("space", True, "mutate", 100, 20),
+            ("space", True, "stop", 100, 5), ("space", True, "mutate", 25, 5),
+            ("sampled", True, "mutate", 100, 5), ("sampled", True, "mutate", 100, 10),
+            ("sampled", False, "mutate", 100, 10)]
+    for fill, repair, when, buckets, samples in warm:
+        options = {"fill": fill, "repair": repair, "bucket_by": "model", "candidate_order": "reward",
+                   "when_exhausted": when, "warm_start": samples}
+        if buckets != 100:
+            options["num_buckets"] = buckets
+        out[variant_name(options)] = options
     return out
 
 

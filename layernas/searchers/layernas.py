@@ -22,8 +22,12 @@ effect of each on NATS-Bench):
 * ``fill`` = ``"space"``: layers not yet searched take the space's ``Layer.default`` (the
   NATS and MobileNet spaces use the most expensive option, as the paper does). Also
   ``"dearest"``, ``"cheapest"``, ``"in_target"`` (the dearest all-default model inside
-  the target) and ``"sampled"`` (the best of ``fill_samples`` random feasible models,
-  evaluated before the first layer is searched).
+  the target) and ``"sampled"`` (the best of the ``warm_start`` random models below).
+* ``warm_start`` = 0: no model is evaluated before the layerwise search (the paper). ``k``:
+  ``k`` uniformly random feasible models are evaluated first. They give the search feasible
+  answers from its first evaluation, and are centres of ``when_exhausted="mutate"``'s local
+  search; the layerwise search itself is unchanged (it reuses their rewards if it builds
+  one of them).
 * ``repair`` = True: a child over the target whose searched prefix can still reach it has
   its unsearched layers stepped down until it is feasible, so no evaluation is spent on a
   model that can never be the answer. False (the paper) evaluates the child as it is; with
@@ -86,15 +90,15 @@ FILLS = ("space", "dearest", "cheapest", "in_target", "sampled")
 BUCKET_BYS = ("model", "min_completion")
 CANDIDATE_ORDERS = ("reward", "cost")
 WHEN_EXHAUSTED = ("stop", "refine", "mutate")
-# Named bundles of (fill, repair, bucket_by, candidate_order). "paper" is the LayerNAS
-# paper's behaviour (with the NATS and MobileNet spaces, whose default option is the most
-# expensive one); "efficient" is the library default, chosen by benchmarks/nats_ablation.py
+# Named bundles of (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start).
+# "paper" is the LayerNAS paper's behaviour (with the NATS and MobileNet spaces, whose
+# default option is the most expensive one); "efficient" is the library default, chosen by benchmarks/nats_ablation.py
 # on validation accuracy only (see docs/searchers.md).
 PRESETS = {
     "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward",
-              "when_exhausted": "stop"},
+              "when_exhausted": "stop", "warm_start": 0},
     "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward",
-                  "when_exhausted": "mutate"},
+                  "when_exhausted": "mutate", "warm_start": 0},
 }
 DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
@@ -118,27 +122,26 @@ def layernas(
     per_bucket: int = 1,
     bucket_range: tuple[float, float] | None = None,
     bucket_edges: Sequence[float] | Sequence[Sequence[float]] | None = None,
-    fill_samples: int = 10,
+    warm_start: int | None = None,
 ) -> Searcher:
     """Build the LayerNAS searcher for ``space`` aiming at ``target``.
 
     Args:
       space: the search space.
       target: the cost range of the answer; its metric is the one bucketed on.
-      preset: a named bundle of ``fill``, ``repair``, ``bucket_by`` and
-        ``candidate_order`` (see :data:`PRESETS`): ``"paper"`` (the LayerNAS paper) or
-        ``"efficient"``. The four parameters below, when given, override the preset.
+      preset: a named bundle of ``fill``, ``repair``, ``bucket_by``, ``candidate_order``,
+        ``when_exhausted`` and ``warm_start`` (see :data:`PRESETS`): ``"paper"`` (the
+        LayerNAS paper) or ``"efficient"``. Those parameters, when given, override the preset.
       fill: the option of layers not yet searched: ``"space"`` (each layer's
         ``Layer.default``; the NATS and MobileNet spaces use the most expensive option,
         as the paper does), ``"dearest"`` (the most expensive option on the target
         metric), ``"cheapest"`` (the cheapest), or ``"in_target"`` (the dearest
         all-default architecture inside the target: starting from the dearest one, the
         last layers step down to their next cheaper option, one layer at a time and
-        round after round, until the architecture is feasible), or ``"sampled"``: before the
-        first layer is searched, ``fill_samples`` distinct random feasible architectures
-        (uniform, drawn from the seed) are evaluated, and the best of them (ties as
-        ``candidate_order="reward"``) is the all-default architecture; if none is found or
-        none succeeds, ``"in_target"``'s is used. The fill is then static, as the others.
+        round after round, until the architecture is feasible), or ``"sampled"``: the best
+        of the ``warm_start`` random models (ties as ``candidate_order="reward"``), once
+        they are all back; if none succeeded, ``"in_target"``'s. The fill is then static,
+        as the others.
       repair: if True, a child that is over the target (or under it) while some
         completion of its searched prefix is feasible is repaired before it is evaluated:
         its unsearched layers step down (or up) the same way as ``fill="in_target"``
@@ -164,8 +167,12 @@ def layernas(
       bucket_edges: explicit increasing bucket edges, or one such list per layer;
         overrides num_buckets/bucket_range. Costs below the first edge go to the first
         bucket, above the last to the last.
-      fill_samples: how many random feasible architectures ``fill="sampled"`` evaluates
-        first (ignored by the other fills).
+      warm_start: how many distinct, uniformly random feasible architectures (drawn from
+        the seed) are evaluated before the layerwise search starts (fewer if the target
+        has fewer). They are answers like any other evaluation, and centres of the local
+        search of ``when_exhausted="mutate"``; the layerwise search starts once they are
+        all back, and is otherwise the same (a child that is one of them reuses its
+        reward). Default: the preset's (0 for both presets).
     Returns:
       A :class:`Searcher`.
     Raises:
@@ -192,8 +199,15 @@ def layernas(
         raise ValueError(f"repair must be True or False, got {repair!r}")
     if per_bucket < 1:
         raise ValueError(f"per_bucket must be >= 1, got {per_bucket}")
-    if not isinstance(fill_samples, (int, np.integer)) or isinstance(fill_samples, bool) or fill_samples < 1:
-        raise ValueError(f"fill_samples must be an integer >= 1, got {fill_samples!r}")
+    if warm_start is not None:
+        chosen["warm_start"] = warm_start
+    warm_start = chosen.get("warm_start", 0)
+    if not isinstance(warm_start, (int, np.integer)) or isinstance(warm_start, bool) or warm_start < 0:
+        raise ValueError(f"warm_start must be an integer >= 0, got {warm_start!r}")
+    warm_start = int(warm_start)
+    if fill == "sampled" and warm_start < 1:
+        raise ValueError("fill='sampled' takes the best of the warm_start models: warm_start must be "
+                         f">= 1, got {warm_start}")
     if bucket_edges is None:
         if num_buckets < 1:
             raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
@@ -316,7 +330,8 @@ def layernas(
             "known": [{} for _ in range(KNOWN_SHARDS)],
             "trained": 0,                     # models trained (results received)
             "done": False,
-            **({"root": None, "samples": [], "sampling": True} if fill == "sampled" else {}),
+            **({"samples": [], "sample_target": warm_start, "sampling": True} if warm_start else {}),
+            **({"root": None} if fill == "sampled" else {}),
         }
 
     def lookup(known: list, key: str):
@@ -434,31 +449,29 @@ def layernas(
         return root if chosen_root is None else tuple(chosen_root)
 
     def propose_samples(state: State, n: int) -> tuple[list[Arch], State]:
-        """``fill="sampled"`` before the layerwise search: up to ``n`` more of the random
-        feasible architectures (one seeded stream each, so the draws do not depend on how
-        many are asked for at a time); once every one is drawn and back, the best of them
-        becomes the root (``state["root"]``)."""
+        """The warm start: up to ``n`` more of the random feasible architectures (one seeded
+        stream each, so the draws do not depend on how many are asked for at a time). Once
+        every one is drawn and back, the warm start ends (``state["sampling"]`` False) and,
+        with ``fill="sampled"``, the best of them becomes the root (``state["root"]``)."""
         samples, waiting, out = list(state["samples"]), dict(state["waiting"]), []
-        sampling = state["sampling"]
+        goal = state["sample_target"]
         exclude = {arch_of(k) for k in samples}
-        while sampling and len(out) < n:
-            if len(samples) >= fill_samples:
-                sampling = False
-                break
+        while len(samples) < goal and len(out) < n:
             draws, state = draws_from(state)
             arch = sample_feasible(draws, space, feasible, exclude=exclude)
-            if arch is None:      # no feasible architecture left to draw
-                sampling = False
+            if arch is None:      # no feasible architecture left to draw: stop short
+                goal = len(samples)
                 break
             key = key_of(arch)
             samples.append(key)
             exclude.add(arch)
             waiting[key] = []
             out.append(arch)
-        if sampling and len(samples) >= fill_samples:
-            sampling = False
-        state = {**state, "samples": samples, "waiting": waiting, "sampling": sampling}
-        if sampling or waiting:
+        state = {**state, "samples": samples, "sample_target": goal, "waiting": waiting}
+        if len(samples) < goal or waiting:
+            return out, state
+        state = {**state, "sampling": False}
+        if fill != "sampled":
             return out, state
         scored = [[arch_of(k), reward, cost_of(arch_of(k))] for k in samples
                   for seen, reward in [lookup(state["known"], k)] if seen and reward is not None]
@@ -470,9 +483,9 @@ def layernas(
         if state.get("phase") == "mutate":
             return ([], state) if state["done"] else propose_mutants(state, n)
         out: list[Arch] = []
-        if fill == "sampled" and state["root"] is None:
+        if state.get("sampling"):
             out, state = propose_samples(state, n)
-            if state["root"] is None:
+            if state["sampling"]:
                 return out, state
         while len(out) < n and not state["done"]:
             if state.get("phase") == "mutate":
