@@ -496,6 +496,23 @@ def test_ahead_from_needs_every_run_answered_and_a_higher_mean_to_the_end():
     assert np.isnan(ab.ahead_from(mine, ref))
 
 
+def test_every_ablation_variant_names_every_preset_option():
+    """A variant must not inherit an option from the library's default preset: that would
+    change what it runs (and its journalled cells would no longer match) when the default
+    changes."""
+    ab = ablation_module()
+    for name, options in ab.variants().items():
+        assert set(PRESETS["efficient"]) <= set(options), name
+        assert ab.variant_name(options) == name
+        # the same searcher whichever preset it is built on
+        space = toy()
+        target = toy_target(space)
+        a, _ = trace_of(make_layernas(space, target, preset="paper", **options), space, limit=60)
+        b, _ = trace_of(make_layernas(space, target, preset="efficient", **options), space, limit=60)
+        assert a == b, name
+    assert ab.variant_name(PRESETS["paper"]) == "space/model/reward"
+
+
 def test_ablation_smoke_run_writes_every_output(nats, tmp_path):
     ab = ablation_module()
     _, table = nats
