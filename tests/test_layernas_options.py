@@ -168,11 +168,26 @@ def test_static_fills_keep_the_layerwise_optimum_on_additive_spaces(preset):
     (dict(when_exhausted="again"), "when_exhausted must be one of 'stop', 'refine', 'mutate', got 'again'"),
     (dict(warm_start=-1), "warm_start must be an integer >= 0, got -1"),
     (dict(warm_start=2.5), "warm_start must be an integer >= 0, got 2.5"),
-    (dict(fill="sampled"), "fill='sampled' takes the best of the warm_start models: warm_start must be >= 1, got 0"),
+    (dict(fill="sampled", warm_start=0), "fill=.sampled. takes the best of the warm_start models: warm_start must be >= 1, got 0"),
 ])
 def test_bad_options_name_the_value(bad, message):
     with pytest.raises(ValueError, match=message):
         make_layernas(toy(), Target("cost", max=20), **bad)
+
+
+def test_a_state_saved_before_warm_start_resumes_as_it_was():
+    """A search saved by a version without ``warm_start`` resumes under the default preset
+    without a warm start: the proposals go on as the saved search would have."""
+    space = toy(seed=6)
+    target = toy_target(space)
+    old = make_layernas(space, target, warm_start=0)
+    state = old.init(0)
+    for _ in range(3):
+        archs, state = old.propose(state, 2)
+        state = old.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+    assert "sampling" not in state
+    saved = json.loads(json.dumps(state))
+    assert make_layernas(space, target).propose(saved, 3)[0] == old.propose(state, 3)[0]
 
 
 def test_a_state_saved_before_sharding_still_resumes():
@@ -372,7 +387,7 @@ def test_warm_start_comes_first_and_leaves_the_layerwise_search_as_it_was():
     space = toy(seed=5, layers=5, options=4)
     target = toy_target(space, 0.45)
     for options in (dict(preset="paper"), dict(when_exhausted="stop")):
-        plain, _ = trace_of(make_layernas(space, target, **options), space, batch=1)
+        plain, _ = trace_of(make_layernas(space, target, **options, warm_start=0), space, batch=1)
         for k in (1, 5, 12):
             warm, state = trace_of(make_layernas(space, target, **options, warm_start=k), space, batch=3)
             head = warm[:k]

@@ -17,14 +17,15 @@ Open choices of the sources, with their defaults here (docs/searchers.md has the
 effect of each on NATS-Bench):
 
 * ``preset`` = ``"efficient"``: ``fill="space"``, ``repair=True``, ``bucket_by="model"``,
-  ``candidate_order="reward"``. ``preset="paper"`` is the paper's behaviour: the same
-  with ``repair=False`` (the results of the paper's behaviour are one parameter away).
+  ``candidate_order="reward"``, ``when_exhausted="mutate"``, ``warm_start=3``.
+  ``preset="paper"`` is the paper's behaviour: the same with ``repair=False``,
+  ``when_exhausted="stop"`` and ``warm_start=0``.
 * ``fill`` = ``"space"``: layers not yet searched take the space's ``Layer.default`` (the
   NATS and MobileNet spaces use the most expensive option, as the paper does). Also
   ``"dearest"``, ``"cheapest"``, ``"in_target"`` (the dearest all-default model inside
   the target) and ``"sampled"`` (the best of the ``warm_start`` random models below).
-* ``warm_start`` = 0: no model is evaluated before the layerwise search (the paper). ``k``:
-  ``k`` uniformly random feasible models are evaluated first. They give the search feasible
+* ``warm_start`` = 3: three uniformly random feasible models are evaluated before the
+  layerwise search (0, the paper: none). They give the search feasible
   answers from its first evaluation, and are centres of ``when_exhausted="mutate"``'s local
   search; the layerwise search itself is unchanged (it reuses their rewards if it builds
   one of them).
@@ -65,7 +66,11 @@ Example (a toy space whose default option, 2, is its most expensive):
     ...     layers = tuple(Layer(f"l{i}", (0, 1, 2), default=2) for i in range(3))
     ...     def cost(self, arch): return {"cost": float(sum(arch))}
     >>> searcher = layernas(Toy(), Target("cost", max=3.0))
-    >>> searcher.propose(searcher.init(0), 8)[0]      # every child repaired to cost <= 3
+    >>> archs, state = searcher.propose(searcher.init(0), 8)   # the warm start
+    >>> len(archs), all(sum(arch) <= 3 for arch in archs)      # 3 random models inside the target
+    (3, True)
+    >>> cold = layernas(Toy(), Target("cost", max=3.0), warm_start=0)
+    >>> cold.propose(cold.init(0), 8)[0]              # every child repaired to cost <= 3
     [(0, 2, 1), (1, 1, 1), (2, 1, 0)]
     >>> paper = layernas(Toy(), Target("cost", max=3.0), preset="paper")
     >>> paper.propose(paper.init(0), 8)[0]            # the paper: costs 4, 5 and 6
@@ -98,7 +103,7 @@ PRESETS = {
     "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward",
               "when_exhausted": "stop", "warm_start": 0},
     "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward",
-                  "when_exhausted": "mutate", "warm_start": 0},
+                  "when_exhausted": "mutate", "warm_start": 3},
 }
 DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
@@ -172,7 +177,7 @@ def layernas(
         has fewer). They are answers like any other evaluation, and centres of the local
         search of ``when_exhausted="mutate"``; the layerwise search starts once they are
         all back, and is otherwise the same (a child that is one of them reuses its
-        reward). Default: the preset's (0 for both presets).
+        reward). Default: the preset's (``"efficient"``: 3, ``"paper"``: 0).
     Returns:
       A :class:`Searcher`.
     Raises:
