@@ -25,10 +25,9 @@ effect of each on NATS-Bench):
   ``"dearest"``, ``"cheapest"``, ``"in_target"`` (the dearest all-default model inside
   the target) and ``"sampled"`` (the best of the ``warm_start`` random models below).
 * ``warm_start`` = 3: three uniformly random feasible models are evaluated before the
-  layerwise search (0, the paper: none). They give the search feasible
-  answers from its first evaluation, and are centres of ``when_exhausted="mutate"``'s local
-  search; the layerwise search itself is unchanged (it reuses their rewards if it builds
-  one of them).
+  layerwise search (0, the paper: none). They give the search feasible answers from its
+  first evaluation, and are centres of ``when_exhausted="mutate"``'s local search; the
+  layerwise search itself is unchanged (it reuses their rewards if it builds one of them).
 * ``repair`` = True: a child over the target whose searched prefix can still reach it has
   its unsearched layers stepped down until it is feasible, so no evaluation is spent on a
   model that can never be the answer. False (the paper) evaluates the child as it is; with
@@ -97,8 +96,8 @@ CANDIDATE_ORDERS = ("reward", "cost")
 WHEN_EXHAUSTED = ("stop", "refine", "mutate")
 # Named bundles of (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start).
 # "paper" is the LayerNAS paper's behaviour (with the NATS and MobileNet spaces, whose
-# default option is the most expensive one); "efficient" is the library default, chosen by benchmarks/nats_ablation.py
-# on validation accuracy only (see docs/searchers.md).
+# default option is the most expensive one); "efficient" is the library default, chosen by
+# benchmarks/nats_ablation.py on validation accuracy only (see docs/searchers.md).
 PRESETS = {
     "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward",
               "when_exhausted": "stop", "warm_start": 0},
