@@ -89,9 +89,10 @@ def build_parser(argv: list[str] | None = None) -> Parser:
                    "cifar10/cifar100/ImageNet16-120); for a trainer the measured wall time of each child")
     b.add_argument("--num-buckets", type=int, help="LayerNAS only: cost buckets per layer, 1..10000 (default 100)")
     b.add_argument("--per-bucket", type=int, help="LayerNAS only: candidates kept per bucket (default 1)")
-    b.add_argument("--preset", help="LayerNAS only: 'efficient' (default: over-budget children are repaired "
-                   "before they are evaluated, and the budget left after the layerwise search goes to "
-                   "one-layer mutations of the best model) or 'paper' (the paper's behaviour); see docs/searchers.md")
+    b.add_argument("--preset", help="LayerNAS only: 'efficient' (default: 3 random models inside the target "
+                   "are evaluated first, over-budget children are repaired before they are evaluated, and "
+                   "the budget left after the layerwise search goes to one-layer mutations of the best "
+                   "models) or 'paper' (the paper's behaviour); see docs/searchers.md")
     b.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial, 0..2**63-1 (default 0)")
     e = s.add_argument_group("evaluation")
     e.add_argument("--table", help="NATS table: a compact .csv/.parquet, or official NATS-Bench files "
