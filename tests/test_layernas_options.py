@@ -405,6 +405,20 @@ def test_warm_start_stops_short_when_the_target_has_fewer_models():
     assert state["done"] and not state["sampling"]
 
 
+def test_warm_start_draws_layer_by_layer_where_uniform_draws_miss_the_target():
+    """12 layers, 4 options: 79 of the 4**12 models are inside the target (at most two layers
+    at option 1, the rest at 0), so uniform draws miss; the layer-by-layer draw finds them."""
+    space = AdditiveSpace([[0, 1, 10, 10]] * 12, np.random.default_rng(0).normal(size=(12, 4)).round(3).tolist())
+    target = Target("cost", max=2.0)
+    searcher = make_layernas(space, target, warm_start=5, when_exhausted="stop")
+    proposed, state = trace_of(searcher, space, seed=1, limit=20)
+    head = proposed[:5]
+    assert len(set(head)) == 5 and all(target.feasible(space.cost(a)) for a in head)
+    assert state["sample_target"] == 5 and not state["sampling"]
+    assert trace_of(make_layernas(space, target, warm_start=5, when_exhausted="stop"), space, seed=1,
+                    limit=20)[0] == proposed
+
+
 def test_sampled_fill_starts_the_layerwise_search_from_the_best_warm_start_model():
     space = toy(seed=7, layers=5, options=4)
     target = toy_target(space, 0.5)

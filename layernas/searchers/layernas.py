@@ -106,6 +106,8 @@ PRESETS = {
 }
 DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
+WARM_UNIFORM_TRIES = 1000   # uniform draws per warm-start model before the layer-by-layer draw
+WARM_LAYERED_TRIES = 100    # layer-by-layer draws per warm-start model before it stops short
 
 
 def _shard(key: str) -> int:
@@ -173,7 +175,10 @@ def layernas(
         bucket, above the last to the last.
       warm_start: how many distinct, uniformly random feasible architectures (drawn from
         the seed) are evaluated before the layerwise search starts (fewer if the target
-        has fewer). They are answers like any other evaluation, and centres of the local
+        has fewer). Each is drawn uniformly by rejection; where ``WARM_UNIFORM_TRIES``
+        uniform draws find none (a target that uniform draws almost never hit), it is
+        drawn layer by layer among the options that can still reach the target instead,
+        which is not uniform. They are answers like any other evaluation, and centres of the local
         search of ``when_exhausted="mutate"``; the layerwise search starts once they are
         all back, and is otherwise the same (a child that is one of them reuses its
         reward). Default: the preset's (``"efficient"``: 3, ``"paper"``: 0).
@@ -452,6 +457,21 @@ def layernas(
         chosen_root = state.get("root")
         return root if chosen_root is None else tuple(chosen_root)
 
+    def layered_sample(draws, exclude: set) -> Arch | None:
+        """A random feasible architecture not in ``exclude``, drawn layer by layer among the
+        options whose prefix can still reach the target (for targets that uniform draws
+        almost never hit; not uniform over the feasible set). None if no try finds one."""
+        for _ in range(WARM_LAYERED_TRIES):
+            prefix: Arch = ()
+            for layer in range(num_layers):
+                options = [o for o in range(num_options[layer]) if reachable(prefix + (o,))]
+                if not options:
+                    break
+                prefix += (options[draws.integers(len(options))],)
+            if len(prefix) == num_layers and feasible(prefix) and prefix not in exclude:
+                return prefix
+        return None
+
     def propose_samples(state: State, n: int) -> tuple[list[Arch], State]:
         """The warm start: up to ``n`` more of the random feasible architectures (one seeded
         stream each, so the draws do not depend on how many are asked for at a time). Once
@@ -462,7 +482,9 @@ def layernas(
         exclude = {arch_of(k) for k in samples}
         while len(samples) < goal and len(out) < n:
             draws, state = draws_from(state)
-            arch = sample_feasible(draws, space, feasible, exclude=exclude)
+            arch = sample_feasible(draws, space, feasible, exclude=exclude, max_tries=WARM_UNIFORM_TRIES)
+            if arch is None:
+                arch = layered_sample(draws, exclude)
             if arch is None:      # no feasible architecture left to draw: stop short
                 goal = len(samples)
                 break
