@@ -44,20 +44,27 @@ from layernas.searchers.layernas import PRESETS
 SELECTION_PANEL = ("cifar10", 0.5)
 # the default chosen by the first ablation (before when_exhausted existed), shown beside the current one
 FIRST_DEFAULT = "space+repair/model/reward"
+# the default chosen by the second ablation (before warm_start existed): a new variant replaces it
+# only if it beats it on the selection panel by more than twice the standard error of the
+# run-by-run difference
+SECOND_DEFAULT = "space+repair/model/reward+mutate"
+NOISE = 2.0   # how many standard errors of the paired difference count as more than noise
 GRID = np.linspace(0.0, 1.0, 41)  # fractions of the time budget for the curves
 REFERENCE = "rea"
 
 
 def variant_name(options: dict) -> str:
-    """``fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>]``, e.g.
-    ``space/model/reward`` (the paper) or ``space+repair/model/reward+refine/H25``; the
-    suffixes are left out at their defaults (``"stop"``, 100 buckets)."""
+    """``fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>][/W<warm_start>]``,
+    e.g. ``space/model/reward`` (the paper) or ``space+repair/model/reward+refine/H25``; the
+    suffixes are left out at their defaults (``"stop"``, 100 buckets, no warm start)."""
     repair = "+repair" if options["repair"] else ""
     name = f"{options['fill']}{repair}/{options['bucket_by']}/{options['candidate_order']}"
     if options.get("when_exhausted", "stop") != "stop":
         name += f"+{options['when_exhausted']}"
     if options.get("num_buckets", 100) != 100:
         name += f"/H{options['num_buckets']}"
+    if options.get("warm_start", 0):
+        name += f"/W{options['warm_start']}"
     return name
 
 
@@ -71,6 +78,14 @@ def variants() -> dict[str, dict]:
     and the static fill that stays inside the target (``in_target/model/reward``), each with
     the paper's 100 buckets and with 25 (a coarse first pass that the refinement passes
     make finer).
+    ``warm_start`` (a few random feasible models evaluated before the layerwise search) is
+    varied on the second default (``space+repair/model/reward+mutate``): 3, 5, 10 and 20
+    models, with ``"stop"`` and with 25 buckets; and with ``fill="sampled"`` (the best of
+    them is the all-default architecture), with and without repair.
+
+    Every variant names all the options a preset bundles (``when_exhausted="stop"`` and
+    ``warm_start=0`` where its name has no suffix), so a change of the library's default
+    preset cannot change what a variant runs.
     """
     out = {}
     orders = [("model", "reward"), ("model", "cost"), ("min_completion", "reward"),
@@ -79,16 +94,27 @@ def variants() -> dict[str, dict]:
         for repair in ((False, True) if fill != "cheapest" else (False,)):
             for bucket_by, order in orders:
                 options = {"fill": fill, "repair": repair, "bucket_by": bucket_by,
-                           "candidate_order": order}
+                           "candidate_order": order, "when_exhausted": "stop", "warm_start": 0}
                 out[variant_name(options)] = options
     for fill, repair in (("space", False), ("space", True), ("in_target", False)):
         for when in ("refine", "mutate"):
             for buckets in (100, 25):
                 options = {"fill": fill, "repair": repair, "bucket_by": "model",
-                           "candidate_order": "reward", "when_exhausted": when}
+                           "candidate_order": "reward", "when_exhausted": when, "warm_start": 0}
                 if buckets != 100:
                     options["num_buckets"] = buckets
                 out[variant_name(options)] = options
+    warm = [("space", True, "mutate", 100, 3), ("space", True, "mutate", 100, 5),
+            ("space", True, "mutate", 100, 10), ("space", True, "mutate", 100, 20),
+            ("space", True, "stop", 100, 5), ("space", True, "mutate", 25, 5),
+            ("sampled", True, "mutate", 100, 5), ("sampled", True, "mutate", 100, 10),
+            ("sampled", False, "mutate", 100, 10)]
+    for fill, repair, when, buckets, samples in warm:
+        options = {"fill": fill, "repair": repair, "bucket_by": "model", "candidate_order": "reward",
+                   "when_exhausted": when, "warm_start": samples}
+        if buckets != 100:
+            options["num_buckets"] = buckets
+        out[variant_name(options)] = options
     return out
 
 
@@ -322,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(cell["runs"]) == args.seeds:
                 done[(cell["option"], cell["dataset"], cell["flops_fraction"])] = cell
     all_variants = variants()
+    # cells of variants that are no longer in the ablation (renamed or dropped) are not reported
+    done = {key: cell for key, cell in done.items() if key[0] in all_variants or key[0] == REFERENCE}
     jobs = [(name, "layernas", opts) for name, opts in all_variants.items()]
     jobs.append((REFERENCE, REFERENCE, None))
     tasks = [(table_path, name, algorithm, opts, d, float(f), list(range(args.seeds)))
@@ -351,12 +379,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sel = table[(table.dataset == SELECTION_PANEL[0]) & (table.flops_fraction == SELECTION_PANEL[1])
                 & (table.option != REFERENCE)].sort_values("auc_valid", ascending=False)
     chosen = sel.iloc[0].option
+    gain, gain_se = paired_difference(cells, chosen, SECOND_DEFAULT, SELECTION_PANEL)
+    beats = chosen != SECOND_DEFAULT and gain > NOISE * gain_se
+    rule_default = chosen if beats else SECOND_DEFAULT
     paper = variant_name(PRESETS["paper"])
     default = variant_name(PRESETS["efficient"])
-    shown = list(dict.fromkeys([paper, chosen, default, FIRST_DEFAULT, *sel.option.iloc[1:4], REFERENCE]))
+    previous = [n for n in (SECOND_DEFAULT, FIRST_DEFAULT) if n != default]
+    shown = list(dict.fromkeys([paper, chosen, default, *previous, *sel.option.iloc[1:4], REFERENCE]))
     plot(cells, shown, out / "ablation_curves.png",
-         {paper: " (paper)", FIRST_DEFAULT: " (first default)" if FIRST_DEFAULT != default else " (default)",
-          default: " (default)", chosen: " (selected)" if chosen != default else " (default)"})
+         {paper: " (paper)", FIRST_DEFAULT: " (first default)", SECOND_DEFAULT: " (second default)",
+          chosen: " (selected)", default: " (default)"})
     wall = time.perf_counter() - start
     worker = sum(c["worker_seconds"] for c in cells)
 
@@ -402,15 +434,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Selection used one panel ({SELECTION_PANEL[0]}, {SELECTION_PANEL[1]:.0%}) and one number, "
         "`auc_valid`. Top five there:",
         "",
-        f"| option | auc_valid (± standard error over the runs) | minus `{FIRST_DEFAULT}`'s, run by run "
-        "(same seed; ± standard error) |", "|---|---|---|",
+        f"| option | auc_valid (± standard error over the runs) | minus `{SECOND_DEFAULT}`'s, run by run "
+        f"(same seed; ± standard error) | minus `{FIRST_DEFAULT}`'s, run by run |", "|---|---|---|---|",
         *[f"| {r.option} | {r.auc_valid:.3f} ± {r.auc_valid_se:.3f} | "
-          "{:+.4f} ± {:.4f} |".format(*paired_difference(cells, r.option, FIRST_DEFAULT, SELECTION_PANEL))
+          "{:+.4f} ± {:.4f} | ".format(*paired_difference(cells, r.option, SECOND_DEFAULT, SELECTION_PANEL))
+          + "{:+.4f} ± {:.4f} |".format(*paired_difference(cells, r.option, FIRST_DEFAULT, SELECTION_PANEL))
           for _, r in sel.head(5).iterrows()],
         "",
-        f"Selected: `{chosen}`. The library's default preset `efficient` is `{default}`"
-        + (" (the selected variant)." if chosen == default else
-           " -- NOT the selected variant: update PRESETS in layernas/searchers/layernas.py."),
+        f"The rule: the variant with the highest `auc_valid` there becomes the default if it beats the "
+        f"previous default (`{SECOND_DEFAULT}`, chosen by the ablation before `warm_start` existed) by "
+        f"more than {NOISE:g} standard errors of their run-by-run difference; otherwise the previous "
+        f"default stays. Highest: `{chosen}`, "
+        + (f"{gain:+.4f} ± {gain_se:.4f} against the previous default: "
+           + ("more than noise, so it is the new default." if beats else "not more than noise, so the "
+              "previous default stays.") if chosen != SECOND_DEFAULT else "the previous default itself.")
+        + f" The library's default preset `efficient` is `{default}`"
+        + (" (what the rule gives)." if rule_default == default else
+           f" -- NOT what the rule gives (`{rule_default}`): update PRESETS in layernas/searchers/layernas.py."),
         f"The paper's behaviour is `preset=\"paper\"` (`{paper}`).",
         "",
         reproduce,
@@ -418,12 +458,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## The default and the paper's variant on all six panels (the five other than "
         f"{SELECTION_PANEL[0]} at {SELECTION_PANEL[1]:.0%} are held out)",
         "",
-        markdown(table, list(dict.fromkeys([default, FIRST_DEFAULT, paper, REFERENCE]))),
+        markdown(table, list(dict.fromkeys([default, *previous, paper, REFERENCE]))),
         "",
         f"The goals, for the default (`{default}`):",
         "",
         *goal_lines(table, default, paper),
         "",
+        *([f"And for the second default (`{SECOND_DEFAULT}`, no warm start):", "",
+           *goal_lines(table, SECOND_DEFAULT, paper), ""] if SECOND_DEFAULT != default else []),
         *([f"And for the first default (`{FIRST_DEFAULT}`, which stops when the layerwise search is "
            "exhausted):", "", *goal_lines(table, FIRST_DEFAULT, paper), ""]
           if FIRST_DEFAULT != default else []),
@@ -431,8 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "## Every variant",
         "",
-        "Names are `fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>]` (see "
-        "docs/searchers.md; no suffix: `when_exhausted=\"stop\"`, 100 buckets).",
+        "Names are `fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>][/W<warm_start>]` "
+        "(see docs/searchers.md; no suffix: `when_exhausted=\"stop\"`, 100 buckets, no warm start).",
         "",
         markdown(table, list(all_variants) + [REFERENCE]),
         "",

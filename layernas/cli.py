@@ -101,9 +101,10 @@ def build_parser(argv: list[str] | None = None) -> Parser:
                    "cifar10/cifar100/ImageNet16-120); for a trainer the measured wall time of each child")
     b.add_argument("--num-buckets", type=int, help="LayerNAS only: cost buckets per layer, 1..10000 (default 100)")
     b.add_argument("--per-bucket", type=int, help="LayerNAS only: candidates kept per bucket (default 1)")
-    b.add_argument("--preset", help="LayerNAS only: 'efficient' (default: over-budget children are repaired "
-                   "before they are evaluated, and the budget left after the layerwise search goes to "
-                   "one-layer mutations of the best model) or 'paper' (the paper's behaviour); see docs/searchers.md")
+    b.add_argument("--preset", help="LayerNAS only: 'efficient' (default: 3 random models inside the target "
+                   "are evaluated first, over-budget children are repaired before they are evaluated, and "
+                   "the budget left after the layerwise search goes to one-layer mutations of the best "
+                   "models) or 'paper' (the paper's behaviour); see docs/searchers.md")
     b.add_argument("--searcher-option", type=parse_searcher_option, action="append", default=[],
                    metavar="NAME=VALUE", help="any other option of the searcher (repeatable; VALUE is read as "
                    "JSON if it can be), e.g. when_exhausted=stop; see docs/searchers.md")

@@ -1,4 +1,4 @@
-"""LayerNAS's options (fill, repair, bucket_by, candidate_order, when_exhausted, presets): every one respects
+"""LayerNAS's options (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start, presets): every one respects
 the target and the evaluation budget, is deterministic with a seed and resumes exactly from a
 saved state; the paper's preset reproduces the committed NATS comparison."""
 
@@ -14,13 +14,14 @@ import pytest
 
 import layernas
 from layernas.evaluator import EvalResult
+from layernas.searchers.base import arch_key
 from layernas.searchers.layernas import (BUCKET_BYS, CANDIDATE_ORDERS, FILLS, PRESETS, WHEN_EXHAUSTED,
                                          Completion, layernas as make_layernas)
 from layernas.target import Target
 from toy_spaces import AdditiveEvaluator, AdditiveSpace, brute_force_best
 
 REPO = Path(__file__).resolve().parents[1]
-OPTION_GRID = [dict(fill=f, repair=r, bucket_by=b, candidate_order=o)
+OPTION_GRID = [dict(fill=f, repair=r, bucket_by=b, candidate_order=o, **({"warm_start": 3} if f == "sampled" else {}))
                for f, r, b, o in itertools.product(FILLS, (False, True), BUCKET_BYS, CANDIDATE_ORDERS)]
 OPTION_IDS = [f"{o['fill']}{'+repair' if o['repair'] else ''}/{o['bucket_by']}/{o['candidate_order']}"
               for o in OPTION_GRID]
@@ -122,7 +123,8 @@ def test_repair_evaluates_only_feasible_models_on_an_additive_space(fill):
     space = toy(seed=4, layers=6, options=4)
     lo, hi = space.cost_bounds((), "cost")
     target = Target("cost", max=lo + 0.35 * (hi - lo))
-    proposed, _ = trace_of(make_layernas(space, target, fill=fill, repair=True), space)
+    proposed, _ = trace_of(make_layernas(space, target, fill=fill, repair=True,
+                                         warm_start=3 if fill == "sampled" else None), space)
     assert proposed and all(target.feasible(space.cost(a)) for a in proposed)
 
 
@@ -153,7 +155,7 @@ def test_static_fills_keep_the_layerwise_optimum_on_additive_spaces(preset):
         edges = list(np.arange(lo - 0.5, hi + 1.0, 1.0))
         for fill in FILLS:
             searcher = make_layernas(space, target, preset=preset, fill=fill, repair=False,
-                                     bucket_edges=edges)
+                                     bucket_edges=edges, warm_start=3 if fill == "sampled" else None)
             proposed, _ = trace_of(searcher, space)
             best = max(space.reward(a) for a in proposed if target.feasible(space.cost(a)))
             assert best == pytest.approx(brute_force_best(space, target)), (seed, fill)
@@ -164,10 +166,28 @@ def test_static_fills_keep_the_layerwise_optimum_on_additive_spaces(preset):
     (dict(fill="median"), "fill must be one of"),
     (dict(repair="yes"), "repair must be True or False, got 'yes'"),
     (dict(when_exhausted="again"), "when_exhausted must be one of 'stop', 'refine', 'mutate', got 'again'"),
+    (dict(warm_start=-1), "warm_start must be an integer >= 0, got -1"),
+    (dict(warm_start=2.5), "warm_start must be an integer >= 0, got 2.5"),
+    (dict(fill="sampled", warm_start=0), "fill=.sampled. takes the best of the warm_start models: warm_start must be >= 1, got 0"),
 ])
 def test_bad_options_name_the_value(bad, message):
     with pytest.raises(ValueError, match=message):
         make_layernas(toy(), Target("cost", max=20), **bad)
+
+
+def test_a_state_saved_before_warm_start_resumes_as_it_was():
+    """A search saved by a version without ``warm_start`` resumes under the default preset
+    without a warm start: the proposals go on as the saved search would have."""
+    space = toy(seed=6)
+    target = toy_target(space)
+    old = make_layernas(space, target, warm_start=0)
+    state = old.init(0)
+    for _ in range(3):
+        archs, state = old.propose(state, 2)
+        state = old.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+    assert "sampling" not in state
+    saved = json.loads(json.dumps(state))
+    assert make_layernas(space, target).propose(saved, 3)[0] == old.propose(state, 3)[0]
 
 
 def test_a_state_saved_before_sharding_still_resumes():
@@ -303,6 +323,116 @@ def test_the_paper_preset_stops_when_exhausted_and_its_state_is_unchanged():
     target = toy_target(space)
     state = make_layernas(space, target, preset="paper").init(0)
     assert "pass" not in state and "phase" not in state  # saved states of the paper preset unchanged
+    assert "sampling" not in state and "root" not in state
+    assert PRESETS["paper"]["warm_start"] == 0
+
+
+# --- warm_start and fill="sampled": random feasible models before the layerwise search -------
+
+WARM_GRID = [dict(warm_start=k, fill=f, repair=r, when_exhausted=w)
+             for k in (1, 4) for f, r in (("space", True), ("space", False), ("sampled", True), ("sampled", False))
+             for w in ("stop", "mutate")]
+WARM_IDS = [f"W{o['warm_start']}-{o['fill']}{'+repair' if o['repair'] else ''}-{o['when_exhausted']}"
+            for o in WARM_GRID]
+
+
+@pytest.mark.parametrize("options", WARM_GRID, ids=WARM_IDS)
+@pytest.mark.parametrize("budget", [1, 3, 7, 40, 300])
+def test_warm_start_respects_target_and_evaluation_budget(options, budget):
+    space = toy(seed=8, layers=5, options=4)
+    target = toy_target(space)
+    result = layernas.search(space, AdditiveEvaluator(space), budget=budget, target=target,
+                             searcher_options=options, max_in_flight=3)
+    history = result.history
+    assert len(history) <= budget
+    assert history.arch_str.is_unique, "an architecture was evaluated twice"
+    # the warm start is feasible: an answer from the first evaluation on
+    assert history.feasible.iloc[: options["warm_start"]].all()
+    assert result.best is not None and result.best["costs"]["cost"] <= target.max
+    if options["repair"]:
+        assert history.feasible.all()
+
+
+@pytest.mark.parametrize("options", WARM_GRID, ids=WARM_IDS)
+def test_warm_start_is_deterministic_and_resumes_from_a_saved_state(options):
+    space = toy(seed=12, layers=4, options=4)
+    target = toy_target(space, 0.5)
+    searcher = make_layernas(space, target, **options)
+    whole, final = trace_of(searcher, space, seed=3, limit=2000)
+    assert whole == trace_of(make_layernas(space, target, **options), space, seed=3, limit=2000)[0]
+    other, _ = trace_of(make_layernas(space, target, **options), space, seed=4, limit=2000)
+    assert whole[: options["warm_start"]] != other[: options["warm_start"]]   # the seed draws them
+    assert final["done"] and not final["sampling"] and len(set(whole)) == len(whole)
+    k = options["warm_start"]
+    for stop_at in sorted({1, k - 1, k, k + 1, len(whole) // 2, len(whole) - 1} - {0}):
+        state, proposed = searcher.init(3), []
+        while len(proposed) < stop_at:
+            archs, state = searcher.propose(state, 1)   # one at a time: stop anywhere
+            proposed += archs
+            state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+        state = json.loads(json.dumps(state))
+        fresh = make_layernas(space, target, **options)
+        while True:
+            archs, state = fresh.propose(state, 2)
+            if not archs:
+                break
+            proposed += archs
+            state = fresh.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+        assert proposed == whole, stop_at
+
+
+def test_warm_start_comes_first_and_leaves_the_layerwise_search_as_it_was():
+    """The warm start is ``k`` distinct feasible models, each drawn from its own seeded stream;
+    then the plain search's proposals follow in the same order, less those already evaluated."""
+    space = toy(seed=5, layers=5, options=4)
+    target = toy_target(space, 0.45)
+    for options in (dict(preset="paper"), dict(when_exhausted="stop")):
+        plain, _ = trace_of(make_layernas(space, target, **options, warm_start=0), space, batch=1)
+        for k in (1, 5, 12):
+            warm, state = trace_of(make_layernas(space, target, **options, warm_start=k), space, batch=3)
+            head = warm[:k]
+            assert len(set(head)) == k and all(target.feasible(space.cost(a)) for a in head)
+            assert warm[k:] == [a for a in plain if a not in head]
+            assert state["samples"] == [arch_key(a) for a in head] and not state["sampling"]
+
+
+def test_warm_start_stops_short_when_the_target_has_fewer_models():
+    costs = [[0, 5, 9], [0, 5, 9]]
+    space = AdditiveSpace(costs, [[0.0, 1.0, 2.0], [0.5, 0.1, 0.3]], default="max")
+    target = Target("cost", max=5.0)   # feasible: (0,0), (0,1), (1,0)
+    proposed, state = trace_of(make_layernas(space, target, warm_start=10, when_exhausted="stop"), space)
+    assert set(proposed[:3]) == {(0, 0), (0, 1), (1, 0)} and state["sample_target"] == 3
+    assert state["done"] and not state["sampling"]
+
+
+def test_warm_start_draws_layer_by_layer_where_uniform_draws_miss_the_target():
+    """12 layers, 4 options: 79 of the 4**12 models are inside the target (at most two layers
+    at option 1, the rest at 0), so uniform draws miss; the layer-by-layer draw finds them."""
+    space = AdditiveSpace([[0, 1, 10, 10]] * 12, np.random.default_rng(0).normal(size=(12, 4)).round(3).tolist())
+    target = Target("cost", max=2.0)
+    searcher = make_layernas(space, target, warm_start=5, when_exhausted="stop")
+    proposed, state = trace_of(searcher, space, seed=1, limit=20)
+    head = proposed[:5]
+    assert len(set(head)) == 5 and all(target.feasible(space.cost(a)) for a in head)
+    assert state["sample_target"] == 5 and not state["sampling"]
+    assert trace_of(make_layernas(space, target, warm_start=5, when_exhausted="stop"), space, seed=1,
+                    limit=20)[0] == proposed
+
+
+def test_sampled_fill_starts_the_layerwise_search_from_the_best_warm_start_model():
+    space = toy(seed=7, layers=5, options=4)
+    target = toy_target(space, 0.5)
+    for seed in range(4):
+        searcher = make_layernas(space, target, fill="sampled", warm_start=6, repair=False,
+                                 when_exhausted="stop")
+        proposed, state = trace_of(searcher, space, seed=seed, batch=2)
+        head = proposed[:6]
+        best = max(head, key=lambda a: (space.reward(a), -space.cost(a)["cost"]))
+        assert tuple(state["root"]) == best
+        # the first layer's children are the best model with layer 0 changed (the model itself
+        # was evaluated in the warm start and is not proposed again)
+        children = [best[:0] + (o,) + best[1:] for o in range(space.num_options[0])]
+        assert proposed[6: 6 + space.num_options[0] - 1] == [c for c in children if c != best]
 
 
 # --- NATS-Bench tss (needs the shared table) ------------------------------------------------
@@ -393,6 +523,23 @@ def test_ahead_from_needs_every_run_answered_and_a_higher_mean_to_the_end():
     assert ab.ahead_from(mine, ref) == pytest.approx(ab.GRID[10])
     mine[:, -1] = 40.0               # behind at the end: never ahead for good
     assert np.isnan(ab.ahead_from(mine, ref))
+
+
+def test_every_ablation_variant_names_every_preset_option():
+    """A variant must not inherit an option from the library's default preset: that would
+    change what it runs (and its journalled cells would no longer match) when the default
+    changes."""
+    ab = ablation_module()
+    for name, options in ab.variants().items():
+        assert set(PRESETS["efficient"]) <= set(options), name
+        assert ab.variant_name(options) == name
+        # the same searcher whichever preset it is built on
+        space = toy()
+        target = toy_target(space)
+        a, _ = trace_of(make_layernas(space, target, preset="paper", **options), space, limit=60)
+        b, _ = trace_of(make_layernas(space, target, preset="efficient", **options), space, limit=60)
+        assert a == b, name
+    assert ab.variant_name(PRESETS["paper"]) == "space/model/reward"
 
 
 def test_ablation_smoke_run_writes_every_output(nats, tmp_path):

@@ -17,12 +17,17 @@ Open choices of the sources, with their defaults here (docs/searchers.md has the
 effect of each on NATS-Bench):
 
 * ``preset`` = ``"efficient"``: ``fill="space"``, ``repair=True``, ``bucket_by="model"``,
-  ``candidate_order="reward"``. ``preset="paper"`` is the paper's behaviour: the same
-  with ``repair=False`` (the results of the paper's behaviour are one parameter away).
+  ``candidate_order="reward"``, ``when_exhausted="mutate"``, ``warm_start=3``.
+  ``preset="paper"`` is the paper's behaviour: the same with ``repair=False``,
+  ``when_exhausted="stop"`` and ``warm_start=0``.
 * ``fill`` = ``"space"``: layers not yet searched take the space's ``Layer.default`` (the
   NATS and MobileNet spaces use the most expensive option, as the paper does). Also
-  ``"dearest"``, ``"cheapest"`` and ``"in_target"`` (the dearest all-default model inside
-  the target).
+  ``"dearest"``, ``"cheapest"``, ``"in_target"`` (the dearest all-default model inside
+  the target) and ``"sampled"`` (the best of the ``warm_start`` random models below).
+* ``warm_start`` = 3: three uniformly random feasible models are evaluated before the
+  layerwise search (0, the paper: none). They give the search feasible answers from its
+  first evaluation, and are centres of ``when_exhausted="mutate"``'s local search; the
+  layerwise search itself is unchanged (it reuses their rewards if it builds one of them).
 * ``repair`` = True: a child over the target whose searched prefix can still reach it has
   its unsearched layers stepped down until it is feasible, so no evaluation is spent on a
   model that can never be the answer. False (the paper) evaluates the child as it is; with
@@ -60,7 +65,11 @@ Example (a toy space whose default option, 2, is its most expensive):
     ...     layers = tuple(Layer(f"l{i}", (0, 1, 2), default=2) for i in range(3))
     ...     def cost(self, arch): return {"cost": float(sum(arch))}
     >>> searcher = layernas(Toy(), Target("cost", max=3.0))
-    >>> searcher.propose(searcher.init(0), 8)[0]      # every child repaired to cost <= 3
+    >>> archs, state = searcher.propose(searcher.init(0), 8)   # the warm start
+    >>> len(archs), all(sum(arch) <= 3 for arch in archs)      # 3 random models inside the target
+    (3, True)
+    >>> cold = layernas(Toy(), Target("cost", max=3.0), warm_start=0)
+    >>> cold.propose(cold.init(0), 8)[0]              # every child repaired to cost <= 3
     [(0, 2, 1), (1, 1, 1), (2, 1, 0)]
     >>> paper = layernas(Toy(), Target("cost", max=3.0), preset="paper")
     >>> paper.propose(paper.init(0), 8)[0]            # the paper: costs 4, 5 and 6
@@ -76,26 +85,29 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, arch_key, cost_memo, key_arch
+from layernas.searchers.base import (Searcher, State, arch_key, cost_memo, draws_from, key_arch,
+                                     sample_feasible)
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
-FILLS = ("space", "dearest", "cheapest", "in_target")
+FILLS = ("space", "dearest", "cheapest", "in_target", "sampled")
 BUCKET_BYS = ("model", "min_completion")
 CANDIDATE_ORDERS = ("reward", "cost")
 WHEN_EXHAUSTED = ("stop", "refine", "mutate")
-# Named bundles of (fill, repair, bucket_by, candidate_order). "paper" is the LayerNAS
-# paper's behaviour (with the NATS and MobileNet spaces, whose default option is the most
-# expensive one); "efficient" is the library default, chosen by benchmarks/nats_ablation.py
-# on validation accuracy only (see docs/searchers.md).
+# Named bundles of (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start).
+# "paper" is the LayerNAS paper's behaviour (with the NATS and MobileNet spaces, whose
+# default option is the most expensive one); "efficient" is the library default, chosen by
+# benchmarks/nats_ablation.py on validation accuracy only (see docs/searchers.md).
 PRESETS = {
     "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward",
-              "when_exhausted": "stop"},
+              "when_exhausted": "stop", "warm_start": 0},
     "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward",
-                  "when_exhausted": "mutate"},
+                  "when_exhausted": "mutate", "warm_start": 3},
 }
 DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
+WARM_UNIFORM_TRIES = 1000   # uniform draws per warm-start model before the layer-by-layer draw
+WARM_LAYERED_TRIES = 100    # layer-by-layer draws per warm-start model before it stops short
 
 
 def _shard(key: str) -> int:
@@ -116,22 +128,26 @@ def layernas(
     per_bucket: int = 1,
     bucket_range: tuple[float, float] | None = None,
     bucket_edges: Sequence[float] | Sequence[Sequence[float]] | None = None,
+    warm_start: int | None = None,
 ) -> Searcher:
     """Build the LayerNAS searcher for ``space`` aiming at ``target``.
 
     Args:
       space: the search space.
       target: the cost range of the answer; its metric is the one bucketed on.
-      preset: a named bundle of ``fill``, ``repair``, ``bucket_by`` and
-        ``candidate_order`` (see :data:`PRESETS`): ``"paper"`` (the LayerNAS paper) or
-        ``"efficient"``. The four parameters below, when given, override the preset.
+      preset: a named bundle of ``fill``, ``repair``, ``bucket_by``, ``candidate_order``,
+        ``when_exhausted`` and ``warm_start`` (see :data:`PRESETS`): ``"paper"`` (the
+        LayerNAS paper) or ``"efficient"``. Those parameters, when given, override the preset.
       fill: the option of layers not yet searched: ``"space"`` (each layer's
         ``Layer.default``; the NATS and MobileNet spaces use the most expensive option,
         as the paper does), ``"dearest"`` (the most expensive option on the target
         metric), ``"cheapest"`` (the cheapest), or ``"in_target"`` (the dearest
         all-default architecture inside the target: starting from the dearest one, the
         last layers step down to their next cheaper option, one layer at a time and
-        round after round, until the architecture is feasible).
+        round after round, until the architecture is feasible), or ``"sampled"``: the best
+        of the ``warm_start`` random models (ties as ``candidate_order="reward"``), once
+        they are all back; if none succeeded, ``"in_target"``'s. The fill is then static,
+        as the others.
       repair: if True, a child that is over the target (or under it) while some
         completion of its searched prefix is feasible is repaired before it is evaluated:
         its unsearched layers step down (or up) the same way as ``fill="in_target"``
@@ -157,6 +173,15 @@ def layernas(
       bucket_edges: explicit increasing bucket edges, or one such list per layer;
         overrides num_buckets/bucket_range. Costs below the first edge go to the first
         bucket, above the last to the last.
+      warm_start: how many distinct, uniformly random feasible architectures (drawn from
+        the seed) are evaluated before the layerwise search starts (fewer if the target
+        has fewer). Each is drawn uniformly by rejection; where ``WARM_UNIFORM_TRIES``
+        uniform draws find none (a target that uniform draws almost never hit), it is
+        drawn layer by layer among the options that can still reach the target instead,
+        which is not uniform. They are answers like any other evaluation, and centres of the local
+        search of ``when_exhausted="mutate"``; the layerwise search starts once they are
+        all back, and is otherwise the same (a child that is one of them reuses its
+        reward). Default: the preset's (``"efficient"``: 3, ``"paper"``: 0).
     Returns:
       A :class:`Searcher`.
     Raises:
@@ -183,6 +208,15 @@ def layernas(
         raise ValueError(f"repair must be True or False, got {repair!r}")
     if per_bucket < 1:
         raise ValueError(f"per_bucket must be >= 1, got {per_bucket}")
+    if warm_start is not None:
+        chosen["warm_start"] = warm_start
+    warm_start = chosen.get("warm_start", 0)
+    if not isinstance(warm_start, (int, np.integer)) or isinstance(warm_start, bool) or warm_start < 0:
+        raise ValueError(f"warm_start must be an integer >= 0, got {warm_start!r}")
+    warm_start = int(warm_start)
+    if fill == "sampled" and warm_start < 1:
+        raise ValueError("fill='sampled' takes the best of the warm_start models: warm_start must be "
+                         f">= 1, got {warm_start}")
     if bucket_edges is None:
         if num_buckets < 1:
             raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
@@ -201,7 +235,9 @@ def layernas(
     inner_edges = [[float(e) for e in edges[1:-1]] for edges in layer_edges]
     num_layers = space.num_layers
     completion = Completion(space, target)
-    root = completion.default_arch(fill)
+    # fill="sampled": the root is chosen in the search (state["root"]); until then, and if no
+    # sample succeeds, in_target's all-default architecture
+    root = completion.default_arch("in_target" if fill == "sampled" else fill)
     num_options = space.num_options
     # pure caches (no state depends on them): the bucket of (arch, layer), the key of an
     # arch and back, the shard of a key, whether a prefix can still reach the target
@@ -303,6 +339,8 @@ def layernas(
             "known": [{} for _ in range(KNOWN_SHARDS)],
             "trained": 0,                     # models trained (results received)
             "done": False,
+            **({"samples": [], "sample_target": warm_start, "sampling": True} if warm_start else {}),
+            **({"root": None} if fill == "sampled" else {}),
         }
 
     def lookup(known: list, key: str):
@@ -329,7 +367,8 @@ def layernas(
         """The best unexpanded, still-reachable candidate for expanding ``layer``."""
         expanded = state["expanded"][layer]
         if layer == 0:
-            return None if key_of(root) in expanded else root
+            start = root_of(state)
+            return None if key_of(start) in expanded else start
         expanded = set(expanded)
         pool = [e for entries in state["tables"][layer - 1].values() for e in entries]
         for entry in sorted(pool, key=sort_key):
@@ -413,11 +452,67 @@ def layernas(
         state = {**state, "centres": []}
         return [], (state if state["waiting"] else {**state, "done": True})
 
+    def root_of(state: State) -> Arch:
+        """The all-default architecture the layerwise search starts from."""
+        chosen_root = state.get("root")
+        return root if chosen_root is None else tuple(chosen_root)
+
+    def layered_sample(draws, exclude: set) -> Arch | None:
+        """A random feasible architecture not in ``exclude``, drawn layer by layer among the
+        options whose prefix can still reach the target (for targets that uniform draws
+        almost never hit; not uniform over the feasible set). None if no try finds one."""
+        for _ in range(WARM_LAYERED_TRIES):
+            prefix: Arch = ()
+            for layer in range(num_layers):
+                options = [o for o in range(num_options[layer]) if reachable(prefix + (o,))]
+                if not options:
+                    break
+                prefix += (options[draws.integers(len(options))],)
+            if len(prefix) == num_layers and feasible(prefix) and prefix not in exclude:
+                return prefix
+        return None
+
+    def propose_samples(state: State, n: int) -> tuple[list[Arch], State]:
+        """The warm start: up to ``n`` more of the random feasible architectures (one seeded
+        stream each, so the draws do not depend on how many are asked for at a time). Once
+        every one is drawn and back, the warm start ends (``state["sampling"]`` False) and,
+        with ``fill="sampled"``, the best of them becomes the root (``state["root"]``)."""
+        samples, waiting, out = list(state["samples"]), dict(state["waiting"]), []
+        goal = state["sample_target"]
+        exclude = {arch_of(k) for k in samples}
+        while len(samples) < goal and len(out) < n:
+            draws, state = draws_from(state)
+            arch = sample_feasible(draws, space, feasible, exclude=exclude, max_tries=WARM_UNIFORM_TRIES)
+            if arch is None:
+                arch = layered_sample(draws, exclude)
+            if arch is None:      # no feasible architecture left to draw: stop short
+                goal = len(samples)
+                break
+            key = key_of(arch)
+            samples.append(key)
+            exclude.add(arch)
+            waiting[key] = []
+            out.append(arch)
+        state = {**state, "samples": samples, "sample_target": goal, "waiting": waiting}
+        if len(samples) < goal or waiting:
+            return out, state
+        state = {**state, "sampling": False}
+        if fill != "sampled":
+            return out, state
+        scored = [[arch_of(k), reward, cost_of(arch_of(k))] for k in samples
+                  for seen, reward in [lookup(state["known"], k)] if seen and reward is not None]
+        best = min(scored, key=lambda e: (-e[1], e[2], e[0]))[0] if scored else root
+        return out, {**state, "root": list(best)}
+
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         state = _upgrade(state)
         if state.get("phase") == "mutate":
             return ([], state) if state["done"] else propose_mutants(state, n)
         out: list[Arch] = []
+        if state.get("sampling"):
+            out, state = propose_samples(state, n)
+            if state["sampling"]:
+                return out, state
         while len(out) < n and not state["done"]:
             if state.get("phase") == "mutate":
                 more, state = propose_mutants(state, n - len(out))
