@@ -47,6 +47,7 @@ resume from the same state. Process 0's settings must equal every other process'
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -62,7 +63,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from layernas.evaluator import EvalResult, Trial, fast_builder, trial_seed
-from layernas.executors import Executor
+from layernas.executors import Executor, SerialExecutor, safe_evaluate
 from layernas.results import improves
 from layernas.run_dir import RunError, RunLock, fsync_dir, is_bookkeeping, remove_stale_tmp, write_atomic, \
     write_json_atomic
@@ -685,6 +686,9 @@ def _run(space, searcher, executor, budget, target, seed, out, saved, settings, 
 
 def _drive_in_memory(loop: _Loop, executor, budget: Budget, status) -> None:
     loop.budget = budget
+    if type(executor) is SerialExecutor:
+        _drive_serial(loop, executor.evaluator, status)
+        return
     loop.top_up()
     for trial in loop.in_flight.values():
         executor.submit(trial)
@@ -696,6 +700,24 @@ def _drive_in_memory(loop: _Loop, executor, budget: Budget, status) -> None:
         for trial in loop.new_trials:
             executor.submit(trial)
         loop.new_trials.clear()
+        status()
+
+
+def _drive_serial(loop: _Loop, evaluator, status) -> None:
+    """:func:`_drive_in_memory` for a :class:`SerialExecutor`, without its queue: the same
+    trials, evaluated one at a time in the order they are issued (the order the executor
+    would run them in) through the same guard (:func:`safe_evaluate`), so the same run."""
+    evaluate = safe_evaluate(evaluator)
+    loop.top_up()
+    pending = collections.deque(loop.in_flight.values())
+    new_trials = loop.new_trials
+    new_trials.clear()
+    arrive = loop.arrive
+    while pending:
+        arrive(evaluate(pending.popleft()))
+        if new_trials:
+            pending.extend(new_trials)
+            new_trials.clear()
         status()
 
 

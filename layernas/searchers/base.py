@@ -185,6 +185,26 @@ class Draws:
             return float(self._gen.random())
         return (self._word() >> 11) * (1.0 / 9007199254740992.0)
 
+    def uniforms(self, k: int) -> list[float]:
+        """``k`` uniform floats in ``[0, 1)``: ``[self.random() for _ in range(k)]``, in one call.
+
+        Args:
+          k: how many numbers to draw.
+
+        Returns:
+          the numbers, as a list of floats.
+        """
+        if self._gen is not None:
+            random = self._gen.random
+            return [float(random()) for _ in range(k)]
+        pos = self._pos
+        end = pos + k
+        words = self._words
+        if end > len(words):
+            words = self._words = self._stream.extend(end)
+        self._pos = end
+        return [(word >> 11) * (1.0 / 9007199254740992.0) for word in words[pos:end]]
+
     def generator(self) -> np.random.Generator:
         """A numpy Generator at this point of the stream (this object then draws from it)."""
         if self._gen is None:
