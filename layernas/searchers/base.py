@@ -310,6 +310,51 @@ def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bo
     return feasible
 
 
+def feasible_sampler(
+    space: SearchSpace, feasible: Callable[[Arch], bool]
+) -> Callable[..., Arch | None]:
+    """:func:`sample_feasible` for one space and feasibility check, with everything that
+    does not depend on the draw (the layer sizes, which sampler the space has) settled
+    once: for a searcher that samples at every proposal.
+
+    Args:
+      space: the search space.
+      feasible: ``arch -> bool``.
+
+    Returns:
+      ``sample(rng, *, exclude=frozenset(), max_tries=10_000)``, drawing exactly what
+      ``sample_feasible(rng, space, feasible, exclude=..., max_tries=...)`` draws.
+    """
+    default_sampler = type(space).random_arch is SearchSpace.random_arch
+    sizes = space.num_options   # the default sampler, with its sizes read once
+    random_arch = space.random_arch
+
+    def sample(rng: "np.random.Generator | Draws", *, exclude: set | frozenset = frozenset(),
+               max_tries: int = 10_000) -> Arch | None:
+        if default_sampler:
+            integers = rng.integers
+            if type(rng) is Draws:
+                for _ in range(max_tries):
+                    arch = tuple([integers(n) for n in sizes])
+                    if feasible(arch) and arch not in exclude:
+                        return arch
+                return None
+            def draw() -> Arch:
+                return tuple([int(integers(n)) for n in sizes])
+        else:
+            generator = rng.generator() if isinstance(rng, Draws) else rng
+
+            def draw() -> Arch:
+                return random_arch(generator)
+        for _ in range(max_tries):
+            arch = draw()
+            if feasible(arch) and arch not in exclude:
+                return arch
+        return None
+
+    return sample
+
+
 def sample_feasible(
     rng: "np.random.Generator | Draws",
     space: SearchSpace,
@@ -321,23 +366,6 @@ def sample_feasible(
     """A uniformly random feasible architecture not in ``exclude`` (a set of architecture
     tuples), by rejection sampling; None if ``max_tries`` draws find none. Uniform over the
     feasible, non-excluded set (rejection sampling does not bias it). Draws exactly what
-    ``space.random_arch(rng)`` draws. ``rng``: a numpy Generator or :class:`Draws`."""
-    if type(space).random_arch is SearchSpace.random_arch:
-        sizes = space.num_options   # the default sampler, with its sizes read once
-        integers = rng.integers
-        if isinstance(rng, Draws):
-            def draw() -> Arch:
-                return tuple([integers(n) for n in sizes])
-        else:
-            def draw() -> Arch:
-                return tuple([int(integers(n)) for n in sizes])
-    else:
-        generator = rng.generator() if isinstance(rng, Draws) else rng
-
-        def draw() -> Arch:
-            return space.random_arch(generator)
-    for _ in range(max_tries):
-        arch = draw()
-        if feasible(arch) and arch not in exclude:
-            return arch
-    return None
+    ``space.random_arch(rng)`` draws. ``rng``: a numpy Generator or :class:`Draws`.
+    (:func:`feasible_sampler` builds the same sampler once, for repeated use.)"""
+    return feasible_sampler(space, feasible)(rng, exclude=exclude, max_tries=max_tries)

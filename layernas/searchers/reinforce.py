@@ -28,7 +28,8 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, \
+    feasible_sampler
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -61,6 +62,7 @@ def reinforce(
     """
     target.check(space)
     feasible = feasibility_check(space, target)
+    sample_feasible = feasible_sampler(space, feasible)
     sizes = space.num_options
     width = max(sizes)
     # Padded (layers, width) logits; options beyond a layer's count are masked out.
@@ -75,48 +77,18 @@ def reinforce(
         return array
 
     # The state keeps JSON lists; their arrays (and the policy's CDF) are derived once per
-    # list object, so a propose/update pair converts nothing back and forth. Adam's two
-    # moments are one (2, layers, width) array: each elementwise step below is one numpy
-    # call for both (the same operations on the same numbers as a call per moment).
-    logits_of = DerivedValue(frozen)
-    moments_of: list = [None, None, None]   # [adam_m list, adam_v list, their (2, L, W) array]
-
-    def moments(state: State) -> np.ndarray:
-        m_list, v_list = state["adam_m"], state["adam_v"]
-        if m_list is not moments_of[0] or v_list is not moments_of[1]:
-            moments_of[:] = [m_list, v_list, frozen([m_list, v_list])]
-        return moments_of[2]
-
-    shape = (len(sizes), width)
-    decay = np.array([b1, b2]).reshape(2, 1, 1)              # b1 * m, b2 * v
-    keep = np.array([1 - b1, 1 - b2]).reshape(2, 1, 1)       # (1 - b1) * grad, (1 - b2) * grad**2
-    # scratch arrays of one call (a call never keeps them; every searcher has its own)
-    shifted, exps = np.empty(shape), np.empty(shape)
-    row_top, row_total = np.empty((len(sizes), 1)), np.empty((len(sizes), 1))
-    cumulative = np.empty(shape)
-    grads, corrected, bias = np.empty((2,) + shape), np.empty((2,) + shape), np.empty((2, 1, 1))
-    unmasked = ~mask
-
-    def probabilities(logits: np.ndarray) -> np.ndarray:
-        """softmax per layer: ``exp(z - max) / sum(exp(z - max))`` on the masked logits."""
-        z = np.where(mask, logits, -np.inf) if masked else logits
-        # z.max / z.sum are these ufunc methods behind a Python wrapper (which costs about
-        # as much as the arithmetic on a policy this small)
-        row_max(z, 1, None, row_top, True)
-        np.subtract(z, row_top, out=shifted)
-        np.exp(shifted, out=exps)   # input and output contiguous and apart, as np.exp(z - max)
-        row_sum(exps, 1, None, row_total, True)
-        return np.divide(exps, row_total)
+    # list object, so a propose/update pair converts nothing back and forth.
+    logits_of, m_of, v_of = DerivedValue(frozen), DerivedValue(frozen), DerivedValue(frozen)
 
     probs_of = DerivedValue(lambda logits_list: probabilities(logits_of.get(logits_list)))
 
-    def cdf_of_logits(logits_list) -> list:
-        cdf = accumulate(probs_of.get(logits_list), 1, None, cumulative)   # np.cumsum(p, axis=1)
+    def cdf_of_logits(logits_list) -> np.ndarray:
+        cdf = accumulate(probs_of.get(logits_list), axis=1)   # np.cumsum(p, axis=1)
         cdf[:, -1] = 1.0
-        return cdf.tolist()
+        return cdf
 
     # as lists: a sample is a bisection per layer (see propose)
-    cdfs = DerivedValue(cdf_of_logits)
+    cdfs = DerivedValue(lambda logits_list: cdf_of_logits(logits_list).tolist())
     onehots = _ONEHOTS.setdefault((len(sizes), width), {})
 
     def onehot_of(arch: Arch) -> np.ndarray:
@@ -134,6 +106,13 @@ def reinforce(
         return {"searcher": "reinforce", "seed": int(seed), "draws": 0,
                 "logits": zeros, "adam_m": zeros, "adam_v": zeros, "adam_t": 0,
                 "baseline": None}
+
+    def probabilities(logits: np.ndarray) -> np.ndarray:
+        z = np.where(mask, logits, -np.inf) if masked else logits
+        # z.max / z.sum / np.cumsum are these ufunc methods behind a Python wrapper (which
+        # costs about as much as the arithmetic on a policy this small)
+        z = np.exp(z - row_max(z, axis=1, keepdims=True))
+        return z / row_sum(z, axis=1, keepdims=True)
 
     num_layers = len(sizes)
 
@@ -153,19 +132,19 @@ def reinforce(
                     arch = sample
                     break
             if arch is None:
-                arch = sample_feasible(rng, space, feasible)
+                arch = sample_feasible(rng)
                 if arch is None:
                     raise RuntimeError(f"found no architecture of {space.name!r} inside the target")
             out.append(arch)
         return out, state
 
     def update(state: State, results: Sequence[EvalResult]) -> State:
+        logits = logits_of.get(state["logits"])
+        m, v = m_of.get(state["adam_m"]), v_of.get(state["adam_v"])
+        t, baseline = int(state["adam_t"]), state["baseline"]
         if not any(result.ok for result in results):
             return state
-        logits, mv = logits_of.get(state["logits"]), moments(state)
-        t, baseline = int(state["adam_t"]), state["baseline"]
         probs = probs_of.get(state["logits"])   # the policy propose sampled from
-        grad, grad2 = grads[0], grads[1]
         for result in results:
             if not result.ok:
                 continue
@@ -175,31 +154,20 @@ def reinforce(
             if probs is None:
                 probs = probabilities(logits)
             # d/dlogits of -log pi(arch) * advantage; (p - onehot) is -(onehot - p) exactly
-            np.subtract(probs, onehot_of(tuple(result.arch)), out=grad)
-            np.multiply(grad, reward - baseline, out=grad)
+            grad = (probs - onehot_of(tuple(result.arch))) * (reward - baseline)
             probs = None
             if masked:
-                np.copyto(grad, 0.0, where=unmasked)   # np.where(mask, grad, 0.0)
+                grad = np.where(mask, grad, 0.0)
             t += 1
-            np.multiply(grad, grad, out=grad2)         # grad**2
-            np.multiply(grads, keep, out=grads)        # (1 - b1) * grad, (1 - b2) * grad**2
-            mv = np.multiply(decay, mv)                # b1 * m, b2 * v
-            np.add(mv, grads, out=mv)                  # m, v
-            bias[0, 0, 0], bias[1, 0, 0] = 1 - b1**t, 1 - b2**t
-            np.divide(mv, bias, out=corrected)         # m / (1 - b1**t), v / (1 - b2**t)
-            m_hat, v_hat = corrected[0], corrected[1]
-            np.sqrt(v_hat, out=v_hat)
-            np.add(v_hat, eps, out=v_hat)
-            np.multiply(m_hat, learning_rate, out=m_hat)
-            np.divide(m_hat, v_hat, out=m_hat)         # lr * m_hat / (sqrt(v_hat) + eps)
-            logits = np.subtract(logits, m_hat)
-        m_list, v_list = mv.tolist()
-        new = {**state, "logits": logits.tolist(), "adam_m": m_list, "adam_v": v_list,
+            m = b1 * m + (1 - b1) * grad
+            v = b2 * v + (1 - b2) * grad**2
+            step = learning_rate * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+            logits = logits - step
+        new = {**state, "logits": logits.tolist(), "adam_m": m.tolist(), "adam_v": v.tolist(),
                "adam_t": t, "baseline": baseline}
-        logits.flags.writeable = False
-        mv.flags.writeable = False
-        logits_of.put(new["logits"], logits)
-        moments_of[:] = [m_list, v_list, mv]
+        for derived, key, array in ((logits_of, "logits", logits), (m_of, "adam_m", m), (v_of, "adam_v", v)):
+            array.flags.writeable = False
+            derived.put(new[key], array)
         return new
 
     return Searcher("reinforce", init, propose, update)
