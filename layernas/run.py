@@ -569,7 +569,7 @@ class _Loop:
         return self.budget.left(self.issued, self.charged)
 
     def top_up(self) -> None:
-        n = min(self.max_in_flight - (self.issued - len(self.committed)), self.budget_left())
+        n = min(self.max_in_flight - (self.issued - len(self.committed.cum_seconds)), self.budget_left())
         if n <= 0:
             return
         archs, self.state = self.searcher.propose(self.state, n)
@@ -584,9 +584,9 @@ class _Loop:
         """A result for a trial in flight: keep it, commit what is ready, top up."""
         del self.in_flight[result.trial_id]
         self.finished[result.trial_id] = result
-        committed = self.committed
-        while len(committed) in self.finished:
-            ready = self.finished.pop(len(committed))
+        committed, done = self.committed, self.committed.cum_seconds
+        while len(done) in self.finished:
+            ready = self.finished.pop(len(done))
             self.state = self.searcher.update(self.state, [ready])
             self.charged += float(ready.cost_seconds)
             committed.add(ready, self.charged)
