@@ -569,7 +569,8 @@ class _Loop:
         return self.budget.left(self.issued, self.charged)
 
     def top_up(self) -> None:
-        n = min(self.max_in_flight - (self.issued - len(self.committed.cum_seconds)), self.budget_left())
+        n = min(self.max_in_flight - (self.issued - len(self.committed.cum_seconds)),
+                self.budget.left(self.issued, self.charged))
         if n <= 0:
             return
         archs, self.state = self.searcher.propose(self.state, n)

@@ -35,9 +35,15 @@ def test_draws_are_the_numbers_of_rng_from():
         draws, after = base.draws_from(state)
         assert after == after_gen
         for _ in range(r.randrange(1, 120)):   # past the first read of raw words, mixed kinds
-            kind = r.choice("iiirb")
+            kind = r.choice("iiirbeu")
             if kind == "r":
                 a, b = float(gen.random()), draws.random()
+            elif kind == "e":   # one integer per bound, in one call
+                bounds = [r.choice([1, 2, 5, 6, 7, 2**31 + 3, 2**32]) for _ in range(r.randrange(0, 9))]
+                a, b = [int(gen.integers(n)) for n in bounds], draws.integers_each(bounds)
+            elif kind == "u":
+                k = r.randrange(0, 9)
+                a, b = [float(gen.random()) for _ in range(k)], draws.uniforms(k)
             else:
                 n = r.choice([1, 2, 3, 5, 6, 10, 1000, 2**32 - 1, 2**32]) if kind == "i" else r.randrange(1, 2**32)
                 a, b = int(gen.integers(n)), draws.integers(n)

@@ -179,6 +179,44 @@ class Draws:
             if leftover >= n or leftover >= (0x100000000 - n) % n:
                 return m >> 32
 
+    def integers_each(self, bounds: Sequence[int]) -> list[int]:
+        """One uniform integer below each bound, in order:
+        ``[self.integers(n) for n in bounds]``, in one call (a random architecture).
+
+        Args:
+          bounds: the exclusive upper bounds, each in ``[1, 2**32]``.
+
+        Returns:
+          the integers, as a list.
+        """
+        if self._gen is not None or not bounds or min(bounds) < 1 or max(bounds) > 0x100000000:
+            return [self.integers(n) for n in bounds]   # (raises where integers raises)
+        out = []
+        half, pos, words = self._half, self._pos, self._words
+        for n in bounds:
+            if n == 1:
+                out.append(0)   # numpy draws nothing for a range of one
+                continue
+            while True:   # integers(n), with the stream position in locals
+                if half is None:
+                    if pos >= len(words):
+                        words = self._words = self._stream.extend(pos + 1)
+                    word = words[pos]
+                    pos += 1
+                    low, half = word & 0xFFFFFFFF, word >> 32
+                else:
+                    low, half = half, None
+                if n == 0x100000000:
+                    out.append(low)
+                    break
+                m = low * n
+                leftover = m & 0xFFFFFFFF
+                if leftover >= n or leftover >= (0x100000000 - n) % n:
+                    out.append(m >> 32)
+                    break
+        self._half, self._pos = half, pos
+        return out
+
     def random(self) -> float:
         """A uniform float in ``[0, 1)``: ``float(Generator.random())``."""
         if self._gen is not None:
@@ -332,13 +370,14 @@ def feasible_sampler(
     def sample(rng: "np.random.Generator | Draws", *, exclude: set | frozenset = frozenset(),
                max_tries: int = 10_000) -> Arch | None:
         if default_sampler:
-            integers = rng.integers
             if type(rng) is Draws:
+                integers_each = rng.integers_each
                 for _ in range(max_tries):
-                    arch = tuple([integers(n) for n in sizes])
+                    arch = tuple(integers_each(sizes))
                     if feasible(arch) and arch not in exclude:
                         return arch
                 return None
+            integers = rng.integers
             def draw() -> Arch:
                 return tuple([int(integers(n)) for n in sizes])
         else:
