@@ -130,24 +130,23 @@ def run_search(algorithm: str, space, evaluator, target: Target, seed: int, max_
     searcher = make_searcher(algorithm, space, target, **(options or {}))
     budget = Budget(evaluations=int(max_evaluations), seconds=float(max_seconds), until="last")
     record = run_loop(space, searcher, as_executor(evaluator, 1), budget, target, seed=seed)
-    history = record.history
+    committed = record.committed   # the columns: no history rows are built
+    results, feasible = committed.results, committed.feasible
     # one pass: the running answer as results.best_so_far picks it (feasible, strictly
-    # higher reward), with the per-evaluation columns
-    n = len(history)
-    cum, feasible, rows = [0.0] * n, [False] * n, [0] * n
+    # higher reward)
+    n = len(results)
     best_valid, best_test = [math.nan] * n, [math.nan] * n
     row_of = evaluator.row
+    rows = [row_of(result.arch) for result in results]
     best = None
-    for i, h in enumerate(history):
-        cum[i] = h["cum_seconds"]
-        feasible[i] = ok = h["feasible"]
-        rows[i] = row_of(h["arch"])
-        if ok and (best is None or h["reward"] > best["reward"]):
-            best = h
+    for i, (result, ok) in enumerate(zip(results, feasible)):
+        if ok and (best is None or result.reward > best.reward):
+            best = result
         if best is not None:
-            best_valid[i] = best["reward"]
-            test = best["test"]
+            best_valid[i] = best.reward
+            test = best.test
             best_test[i] = math.nan if test is None else test
+    cum = committed.cum_seconds
     return {"cum_seconds": np.array(cum, float),
             "best_valid": np.array(best_valid, float), "best_test": np.array(best_test, float),
             "feasible": np.array(feasible, bool),

@@ -47,6 +47,7 @@ resume from the same state. Process 0's settings must equal every other process'
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -62,16 +63,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from layernas.evaluator import EvalResult, Trial, fast_builder, trial_seed
-from layernas.executors import Executor
+from layernas.executors import Executor, SerialExecutor, safe_evaluate
 from layernas.results import improves
 from layernas.run_dir import RunError, RunLock, fsync_dir, is_bookkeeping, remove_stale_tmp, write_atomic, \
     write_json_atomic
-from layernas.searchers.base import Searcher, State, cost_memo
+from layernas.searchers.base import Searcher, State, cost_memo, feasibility_check
 from layernas.space import SearchSpace
 from layernas.target import Target
 from layernas.units import format_cost
 
-__all__ = ["Budget", "Progress", "RunError", "RunRecord", "Terminated", "run_loop", "finished_results",
+__all__ = ["Budget", "CommittedTrials", "Progress", "RunError", "RunRecord", "Terminated", "run_loop", "finished_results",
            "write_json_atomic", "terminate_like_interrupt", "signals_deferred", "CHECKPOINT_NAME", "JOURNAL_NAME"]
 
 CHECKPOINT_VERSION = 2
@@ -181,21 +182,136 @@ class Progress:
             self._last, self._printed = now, line
 
 
+class CommittedTrials:
+    """The committed trials of a run, in trial order, as columns: each one's result, the
+    simulated seconds charged up to and including it, and whether it may be the answer
+    (it succeeded and satisfies the target). Their history rows (see :class:`RunRecord`)
+    are built when first asked for, so a caller that reads the columns (a benchmark of
+    thousands of table searches) builds none.
+
+    Args:
+      space: the search space (its cost model and arch strings fill the rows).
+      target: the cost target (decides ``feasible``).
+
+    Attributes:
+      results: the committed :class:`~layernas.evaluator.EvalResult` of every trial (for
+        trials restored from a snapshot, rebuilt from their rows).
+      cum_seconds: the budget charged after each trial.
+      feasible: whether each trial may be the answer.
+      best: the index of the answer so far (the first feasible trial of the highest
+        reward, as :func:`layernas.results.improves` picks it), or -1 while there is none.
+    """
+
+    def __init__(self, space: SearchSpace, target: Target):
+        self.space, self.target = space, target
+        self.results: list[EvalResult] = []
+        self.cum_seconds: list[float] = []
+        self.feasible: list[bool] = []
+        self.best = -1
+        self._best_reward = 0.0
+        self._rows: list[dict] = []
+        self._described = _descriptions(space)
+        self._cost = cost_memo(space)   # the searchers' memo of space.cost, shared
+        self._metrics = frozenset(metric for metric, _, _ in target.limits())
+        self._feasible = feasibility_check(space, target)
+
+    def __len__(self) -> int:
+        return len(self.cum_seconds)
+
+    def add(self, result: EvalResult, cum_seconds: float) -> None:
+        """Commit the next trial's result, with the budget charged up to it."""
+        feasible = False
+        if result.ok:
+            space_costs = self._cost(result.arch)
+            if self._metrics <= space_costs.keys():
+                # the space's costs override the result's in the row, so they decide
+                feasible = self._feasible(result.arch)
+            else:
+                costs = dict(result.costs)
+                costs.update(space_costs)
+                feasible = bool(self.target.feasible(costs))
+        if feasible and (self.best < 0 or result.reward > self._best_reward):
+            self.best, self._best_reward = len(self.cum_seconds), result.reward
+        self.results.append(result)
+        self.cum_seconds.append(cum_seconds)
+        self.feasible.append(feasible)
+
+    def rows(self) -> list[dict]:
+        """The history rows of every committed trial (built once each; do not modify)."""
+        rows = self._rows
+        for i in range(len(rows), len(self.results)):
+            rows.append(self._row(i))
+        return rows
+
+    def _row(self, i: int) -> dict:
+        result = self.results[i]
+        described = self._described.get(result.arch)
+        if described is None:
+            described = self._described[result.arch] = (self.space.arch_to_str(result.arch),
+                                                         self._cost(result.arch))
+        costs = dict(result.costs)
+        costs.update(described[1])
+        ok = result.ok
+        return {
+            "trial_id": result.trial_id,
+            "arch": list(result.arch),
+            "arch_str": described[0],
+            "reward": result.reward if ok else None,
+            "test": result.test,
+            "cost_seconds": float(result.cost_seconds),
+            "cum_seconds": self.cum_seconds[i],
+            "costs": costs,
+            "feasible": self.feasible[i],
+            "status": result.status,
+            "error": result.error,
+            "info": result.info,
+        }
+
+    def restore(self, rows: list[dict]) -> None:
+        """Start from the rows of a snapshot (replacing everything committed so far).
+
+        Raises:
+          KeyError, TypeError, ValueError: a row lacks what a row has.
+        """
+        self.results, self.cum_seconds, self.feasible, self.best = [], [], [], -1
+        for i, row in enumerate(rows):
+            cum = float(row["cum_seconds"])
+            if improves(row, rows[self.best] if self.best >= 0 else None):
+                self.best, self._best_reward = i, row["reward"]
+            reward = row.get("reward")
+            self.results.append(EvalResult(
+                row.get("trial_id", i), tuple(row.get("arch", ())), math.nan if reward is None else reward,
+                row.get("cost_seconds", 0.0), row.get("test"), row.get("costs", {}), row.get("status", "ok"),
+                row.get("error", ""), row.get("info", {})))
+            self.cum_seconds.append(cum)
+            self.feasible.append(bool(row["feasible"]))
+        self._rows = rows
+
+
 @dataclasses.dataclass
 class RunRecord:
-    """What the loop returns: the raw committed history and the final searcher state.
+    """What the loop returns: the committed trials and the final searcher state.
+
+    ``history`` is one dict per committed trial, in trial order (``trial_id``, ``arch``,
+    ``arch_str``, ``reward``, ``test``, ``cost_seconds``, ``cum_seconds``, ``costs``,
+    ``feasible``, ``status``, ``error``, ``info``), built on first use from ``committed``,
+    the same trials as columns (:class:`CommittedTrials`).
 
     ``stopped_early`` is true when the searcher had nothing left to propose before the
     budget was spent (LayerNAS ran out of candidates, random search exhausted the space).
     """
 
-    history: list[dict]
+    committed: CommittedTrials
     state: State
     settings: dict
     wall_seconds: float
     finished: bool
     writer: bool = True
     stopped_early: bool = False
+
+    @property
+    def history(self) -> list[dict]:
+        return self.committed.rows()
 
 
 class _Signals:
@@ -434,18 +550,27 @@ class _Loop:
         self.issued = 0
         self.in_flight: dict[int, Trial] = {}
         self.finished: dict[int, EvalResult] = {}
-        self.history: list[dict] = []
+        self.committed = CommittedTrials(space, target)
         self.charged = 0.0
-        self.best: dict | None = None
         self.new_trials: list[Trial] = []
-        self._described = _descriptions(space)
-        self._cost = cost_memo(space)   # the searchers' memo of space.cost, shared
+
+    @property
+    def history(self) -> list[dict]:
+        """The committed history rows (see :class:`RunRecord`)."""
+        return self.committed.rows()
+
+    @property
+    def best(self) -> dict | None:
+        """The history row of the answer so far, None while there is none."""
+        best = self.committed.best
+        return self.history[best] if best >= 0 else None
 
     def budget_left(self) -> int:
         return self.budget.left(self.issued, self.charged)
 
     def top_up(self) -> None:
-        n = min(self.max_in_flight - (self.issued - len(self.history)), self.budget_left())
+        n = min(self.max_in_flight - (self.issued - len(self.committed.cum_seconds)),
+                self.budget.left(self.issued, self.charged))
         if n <= 0:
             return
         archs, self.state = self.searcher.propose(self.state, n)
@@ -460,38 +585,13 @@ class _Loop:
         """A result for a trial in flight: keep it, commit what is ready, top up."""
         del self.in_flight[result.trial_id]
         self.finished[result.trial_id] = result
-        while len(self.history) in self.finished:
-            ready = self.finished.pop(len(self.history))
+        committed, done = self.committed, self.committed.cum_seconds
+        while len(done) in self.finished:
+            ready = self.finished.pop(len(done))
             self.state = self.searcher.update(self.state, [ready])
-            self.add_row(ready)
+            self.charged += float(ready.cost_seconds)
+            committed.add(ready, self.charged)
             self.top_up()
-
-    def add_row(self, result: EvalResult) -> None:
-        described = self._described.get(result.arch)
-        if described is None:
-            described = self._described[result.arch] = (self.space.arch_to_str(result.arch),
-                                                         self._cost(result.arch))
-        costs = dict(result.costs)
-        costs.update(described[1])
-        self.charged += float(result.cost_seconds)
-        ok = result.ok
-        row = {
-            "trial_id": result.trial_id,
-            "arch": list(result.arch),
-            "arch_str": described[0],
-            "reward": result.reward if ok else None,
-            "test": result.test,
-            "cost_seconds": float(result.cost_seconds),
-            "cum_seconds": self.charged,
-            "costs": costs,
-            "feasible": bool(ok and self.target.feasible(costs)),
-            "status": result.status,
-            "error": result.error,
-            "info": result.info,
-        }
-        self.history.append(row)
-        if improves(row, self.best):
-            self.best = row
 
     def replay(self, event: dict) -> None:
         """Apply one journal event, exactly as the live loop applied it."""
@@ -525,11 +625,9 @@ class _Loop:
                 history = snap["history"]
                 if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
                     raise TypeError("history is not a list of rows")
-                for row in history:
-                    self.charged = float(row["cum_seconds"])
-                    if improves(row, self.best):
-                        self.best = row
-                self.history = history
+                self.committed.restore(history)
+                if history:
+                    self.charged = self.committed.cum_seconds[-1]
                 done = sum(1 for end, _ in events if end <= snap["covered"])
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise RunError(f"cannot read checkpoint {saved.get('snapshot_path', CHECKPOINT_NAME)}: "
@@ -549,7 +647,7 @@ class _Loop:
             "tail": tail,
             "state": self.state,
             "issued": self.issued,
-            "committed": len(self.history),
+            "committed": len(self.committed),
             "history": self.history,
             "in_flight": [t.to_dict() for t in self.in_flight.values()],
             "finished": [r.to_dict() for r in self.finished.values()],
@@ -679,7 +777,7 @@ def _run(space, searcher, executor, budget, target, seed, out, saved, settings, 
     def status(final: bool = False) -> None:
         if say is None:
             return
-        line = f"[{space.name}/{searcher.name}] {len(loop.history)} evals"
+        line = f"[{space.name}/{searcher.name}] {len(loop.committed)} evals"
         if budget.evaluations:
             line += f"/{budget.evaluations}"
         line += f" | {loop.charged:,.0f}"
@@ -694,23 +792,26 @@ def _run(space, searcher, executor, budget, target, seed, out, saved, settings, 
             line += " | no feasible architecture yet"
         counts = getattr(say, "evaluations", None)
         if counts is not None:  # a bar (layernas.progress.ProgressBar) also takes the counts
-            counts(len(loop.history), budget.evaluations, loop.charged, budget.seconds)
+            counts(len(loop.committed), budget.evaluations, loop.charged, budget.seconds)
         say(line, final=final)
 
     start_bar = getattr(say, "evaluations", None)
     if start_bar is not None:  # a bar starts (and times) before the first child trains
-        start_bar(len(loop.history), budget.evaluations, loop.charged, budget.seconds)
+        start_bar(len(loop.committed), budget.evaluations, loop.charged, budget.seconds)
     if out is None:
         _drive_in_memory(loop, executor, budget, status)
     else:
         _drive_with_files(loop, executor, budget, out, saved, settings, wall, status)
     status(final=True)
-    return RunRecord(loop.history, loop.state, {**settings, "budget": budget.to_dict()}, wall(),
+    return RunRecord(loop.committed, loop.state, {**settings, "budget": budget.to_dict()}, wall(),
                      not loop.in_flight, stopped_early=not loop.in_flight and loop.budget_left() > 0)
 
 
 def _drive_in_memory(loop: _Loop, executor, budget: Budget, status) -> None:
     loop.budget = budget
+    if type(executor) is SerialExecutor:
+        _drive_serial(loop, executor.evaluator, status)
+        return
     loop.top_up()
     for trial in loop.in_flight.values():
         executor.submit(trial)
@@ -722,6 +823,24 @@ def _drive_in_memory(loop: _Loop, executor, budget: Budget, status) -> None:
         for trial in loop.new_trials:
             executor.submit(trial)
         loop.new_trials.clear()
+        status()
+
+
+def _drive_serial(loop: _Loop, evaluator, status) -> None:
+    """:func:`_drive_in_memory` for a :class:`SerialExecutor`, without its queue: the same
+    trials, evaluated one at a time in the order they are issued (the order the executor
+    would run them in) through the same guard (:func:`safe_evaluate`), so the same run."""
+    evaluate = safe_evaluate(evaluator)
+    loop.top_up()
+    pending = collections.deque(loop.in_flight.values())
+    new_trials = loop.new_trials
+    new_trials.clear()
+    arrive = loop.arrive
+    while pending:
+        arrive(evaluate(pending.popleft()))
+        if new_trials:
+            pending.extend(new_trials)
+            new_trials.clear()
         status()
 
 
@@ -748,7 +867,7 @@ def _drive_with_files(loop: _Loop, executor, budget: Budget, out: Path, saved, s
 
     def due() -> bool:
         return (time.monotonic() - last_end >= SNAPSHOT_OVERHEAD * last_cost
-                or journal.lines_since_snapshot >= max(SNAPSHOT_EVERY, len(loop.history) // 4))
+                or journal.lines_since_snapshot >= max(SNAPSHOT_EVERY, len(loop.committed) // 4))
 
     with signals:
         try:

@@ -35,9 +35,15 @@ def test_draws_are_the_numbers_of_rng_from():
         draws, after = base.draws_from(state)
         assert after == after_gen
         for _ in range(r.randrange(1, 120)):   # past the first read of raw words, mixed kinds
-            kind = r.choice("iiirb")
+            kind = r.choice("iiirbeu")
             if kind == "r":
                 a, b = float(gen.random()), draws.random()
+            elif kind == "e":   # one integer per bound, in one call
+                bounds = [r.choice([1, 2, 5, 6, 7, 2**31 + 3, 2**32]) for _ in range(r.randrange(0, 9))]
+                a, b = [int(gen.integers(n)) for n in bounds], draws.integers_each(bounds)
+            elif kind == "u":
+                k = r.randrange(0, 9)
+                a, b = [float(gen.random()) for _ in range(k)], draws.uniforms(k)
             else:
                 n = r.choice([1, 2, 3, 5, 6, 10, 1000, 2**32 - 1, 2**32]) if kind == "i" else r.randrange(1, 2**32)
                 a, b = int(gen.integers(n)), draws.integers(n)
@@ -132,3 +138,68 @@ def test_comparison_matches_the_committed_runs_for_the_first_seeds(tss):
     want = committed[committed.seed < seeds].sort_values(keys).reset_index(drop=True)
     got = pd.read_csv(io.StringIO(runs.to_csv(index=False))).sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_nats_cost_table_is_the_formula():
+    """NatsTss.cost answers valid tuples from a table built by vectorised sums; every entry
+    must be the formula's numbers (same floats, same keys in the same order)."""
+    import itertools
+
+    from layernas.search_spaces.nats_tss import NatsTss
+
+    for dataset in ("cifar10", "ImageNet16-120"):
+        space = NatsTss(dataset)
+        for arch in itertools.product(range(5), repeat=6):
+            got, want = space.cost(arch), space._cost(arch)
+            assert list(got.items()) == list(want.items()) and got is not space.cost(arch)
+        assert space.cost([1, 2, 3, 4, 0, 1]) == space._cost((1, 2, 3, 4, 0, 1))   # a list: the formula
+        with pytest.raises(Exception, match="option 5"):
+            space.cost((5, 0, 0, 0, 0, 0))
+
+
+def test_serial_table_runs_take_the_fast_path_and_match_a_generic_executor(tss, monkeypatch):
+    """A SerialExecutor run in memory is driven without the executor's queue; an executor
+    of another type (here: a thin wrapper) goes through submit/wait. Both must give the same
+    trials, results, history rows and final state, and the comparison's columns must be
+    the rows' numbers."""
+    from layernas import run as run_module
+    from layernas.executors import SerialExecutor
+    from layernas.run import Budget, run_loop
+    from layernas.searchers import make_searcher
+    from layernas.comparison import flops_target
+    from layernas.results import best_so_far
+
+    class Wrapped:   # the same evaluation, but not a SerialExecutor: the generic path
+        def __init__(self, evaluator):
+            self.inner = SerialExecutor(evaluator)
+            self.max_in_flight = 1
+
+        def submit(self, trial):
+            self.inner.submit(trial)
+
+        def wait(self, timeout=None):
+            return self.inner.wait(timeout)
+
+        def close(self):
+            pass
+
+    _, (space, ev) = tss
+    target = flops_target(space, 0.25)
+    used = []
+    fast = run_module._drive_serial
+    monkeypatch.setattr(run_module, "_drive_serial", lambda *a: (used.append(1), fast(*a)))
+    for algorithm in ("layernas", "random", "rea", "reinforce"):
+        budget = Budget(evaluations=60, seconds=4000.0, until="last")
+        records = []
+        for executor in (SerialExecutor(ev), Wrapped(ev)):
+            searcher = make_searcher(algorithm, space, target)
+            records.append(run_loop(space, searcher, executor, budget, target, seed=5))
+        assert len(used) == 1
+        used.clear()
+        a, b = records
+        assert a.history == b.history and a.state == b.state and len(a.history) >= 60
+        assert a.committed.results == b.committed.results
+        assert a.committed.cum_seconds == [h["cum_seconds"] for h in a.history]
+        assert a.committed.feasible == [h["feasible"] for h in a.history]
+        assert a.committed.best == best_so_far(a.history)[-1]
+        assert all(h["feasible"] == target.feasible(h["costs"]) for h in a.history if h["status"] == "ok")

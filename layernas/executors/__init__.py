@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 
-from layernas.executors.base import Executor, as_executor, check_max_in_flight, evaluate_safely
+from layernas.executors.base import Executor, as_executor, check_max_in_flight, evaluate_safely, safe_evaluate
 from layernas.executors.serial import SerialExecutor
 
 _LAZY = {
@@ -54,4 +54,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Executor", "SerialExecutor", "as_executor", "check_max_in_flight", "evaluate_safely", *_LAZY]
+__all__ = ["Executor", "SerialExecutor", "as_executor", "check_max_in_flight", "evaluate_safely", "safe_evaluate",
+           *_LAZY]

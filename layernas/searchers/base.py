@@ -186,11 +186,69 @@ class Draws:
             if leftover >= n or leftover >= (0x100000000 - n) % n:
                 return m >> 32
 
+    def integers_each(self, bounds: Sequence[int]) -> list[int]:
+        """One uniform integer below each bound, in order:
+        ``[self.integers(n) for n in bounds]``, in one call (a random architecture).
+
+        Args:
+          bounds: the exclusive upper bounds, each in ``[1, 2**32]``.
+
+        Returns:
+          the integers, as a list.
+        """
+        if self._gen is not None or not bounds or min(bounds) < 1 or max(bounds) > 0x100000000:
+            return [self.integers(n) for n in bounds]   # (raises where integers raises)
+        out = []
+        half, pos, words = self._half, self._pos, self._words
+        for n in bounds:
+            if n == 1:
+                out.append(0)   # numpy draws nothing for a range of one
+                continue
+            while True:   # integers(n), with the stream position in locals
+                if half is None:
+                    if pos >= len(words):
+                        words = self._words = self._stream.extend(pos + 1)
+                    word = words[pos]
+                    pos += 1
+                    low, half = word & 0xFFFFFFFF, word >> 32
+                else:
+                    low, half = half, None
+                if n == 0x100000000:
+                    out.append(low)
+                    break
+                m = low * n
+                leftover = m & 0xFFFFFFFF
+                if leftover >= n or leftover >= (0x100000000 - n) % n:
+                    out.append(m >> 32)
+                    break
+        self._half, self._pos = half, pos
+        return out
+
     def random(self) -> float:
         """A uniform float in ``[0, 1)``: ``float(Generator.random())``."""
         if self._gen is not None:
             return float(self._gen.random())
         return (self._word() >> 11) * (1.0 / 9007199254740992.0)
+
+    def uniforms(self, k: int) -> list[float]:
+        """``k`` uniform floats in ``[0, 1)``: ``[self.random() for _ in range(k)]``, in one call.
+
+        Args:
+          k: how many numbers to draw.
+
+        Returns:
+          the numbers, as a list of floats.
+        """
+        if self._gen is not None:
+            random = self._gen.random
+            return [float(random()) for _ in range(k)]
+        pos = self._pos
+        end = pos + k
+        words = self._words
+        if end > len(words):
+            words = self._words = self._stream.extend(end)
+        self._pos = end
+        return [(word >> 11) * (1.0 / 9007199254740992.0) for word in words[pos:end]]
 
     def generator(self) -> np.random.Generator:
         """A numpy Generator at this point of the stream (this object then draws from it)."""
@@ -297,6 +355,52 @@ def feasibility_check(space: SearchSpace, target: Target) -> Callable[[Arch], bo
     return feasible
 
 
+def feasible_sampler(
+    space: SearchSpace, feasible: Callable[[Arch], bool]
+) -> Callable[..., Arch | None]:
+    """:func:`sample_feasible` for one space and feasibility check, with everything that
+    does not depend on the draw (the layer sizes, which sampler the space has) settled
+    once: for a searcher that samples at every proposal.
+
+    Args:
+      space: the search space.
+      feasible: ``arch -> bool``.
+
+    Returns:
+      ``sample(rng, *, exclude=frozenset(), max_tries=10_000)``, drawing exactly what
+      ``sample_feasible(rng, space, feasible, exclude=..., max_tries=...)`` draws.
+    """
+    default_sampler = type(space).random_arch is SearchSpace.random_arch
+    sizes = space.num_options   # the default sampler, with its sizes read once
+    random_arch = space.random_arch
+
+    def sample(rng: "np.random.Generator | Draws", *, exclude: set | frozenset = frozenset(),
+               max_tries: int = 10_000) -> Arch | None:
+        if default_sampler:
+            if type(rng) is Draws:
+                integers_each = rng.integers_each
+                for _ in range(max_tries):
+                    arch = tuple(integers_each(sizes))
+                    if feasible(arch) and arch not in exclude:
+                        return arch
+                return None
+            integers = rng.integers
+            def draw() -> Arch:
+                return tuple([int(integers(n)) for n in sizes])
+        else:
+            generator = rng.generator() if isinstance(rng, Draws) else rng
+
+            def draw() -> Arch:
+                return random_arch(generator)
+        for _ in range(max_tries):
+            arch = draw()
+            if feasible(arch) and arch not in exclude:
+                return arch
+        return None
+
+    return sample
+
+
 def sample_feasible(
     rng: "np.random.Generator | Draws",
     space: SearchSpace,
@@ -308,23 +412,6 @@ def sample_feasible(
     """A uniformly random feasible architecture not in ``exclude`` (a set of architecture
     tuples), by rejection sampling; None if ``max_tries`` draws find none. Uniform over the
     feasible, non-excluded set (rejection sampling does not bias it). Draws exactly what
-    ``space.random_arch(rng)`` draws. ``rng``: a numpy Generator or :class:`Draws`."""
-    if type(space).random_arch is SearchSpace.random_arch:
-        sizes = space.num_options   # the default sampler, with its sizes read once
-        integers = rng.integers
-        if isinstance(rng, Draws):
-            def draw() -> Arch:
-                return tuple([integers(n) for n in sizes])
-        else:
-            def draw() -> Arch:
-                return tuple([int(integers(n)) for n in sizes])
-    else:
-        generator = rng.generator() if isinstance(rng, Draws) else rng
-
-        def draw() -> Arch:
-            return space.random_arch(generator)
-    for _ in range(max_tries):
-        arch = draw()
-        if feasible(arch) and arch not in exclude:
-            return arch
-    return None
+    ``space.random_arch(rng)`` draws. ``rng``: a numpy Generator or :class:`Draws`.
+    (:func:`feasible_sampler` builds the same sampler once, for repeated use.)"""
+    return feasible_sampler(space, feasible)(rng, exclude=exclude, max_tries=max_tries)

@@ -24,8 +24,8 @@ import operator
 from typing import Sequence
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import Searcher, State, draws_from, feasibility_check, key_arch, memo_arch_key, \
-    sample_feasible
+from layernas.searchers.base import Searcher, State, draws_from, feasibility_check, feasible_sampler, \
+    key_arch, memo_arch_key
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -55,6 +55,7 @@ def regularized_evolution(
     if population < 1 or tournament < 1:
         raise ValueError(f"population and tournament must be >= 1, got {population}, {tournament}")
     feasible = feasibility_check(space, target)
+    sample_feasible = feasible_sampler(space, feasible)
     sizes = space.num_options   # read once (a property that builds a tuple)
     mutable = [i for i, k in enumerate(sizes) if k > 1]
     parents: dict[str, Arch] = {}   # arch key -> arch (a population member is a parent many times)
@@ -86,7 +87,7 @@ def regularized_evolution(
                 child = mutate(rng, parent) if mutable else parent
                 if feasible(child):
                     return child
-        arch = sample_feasible(rng, space, feasible)
+        arch = sample_feasible(rng)
         if arch is None:
             raise RuntimeError(f"found no architecture of {space.name!r} inside the target")
         return arch
@@ -97,7 +98,7 @@ def regularized_evolution(
         while len(out) < n:
             rng, state = draws_from(state)   # the numbers of rng_from's Generator, cheaper
             if len(members) + state["pending"] + len(out) < population or not members:
-                arch = sample_feasible(rng, space, feasible)
+                arch = sample_feasible(rng)
                 if arch is None:
                     raise RuntimeError(f"found no architecture of {space.name!r} inside the target")
             else:

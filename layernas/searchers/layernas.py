@@ -79,6 +79,8 @@ Example (a toy space whose default option, 2, is its most expensive):
 from __future__ import annotations
 
 import bisect
+import json
+import weakref
 import zlib
 from typing import Sequence
 
@@ -112,6 +114,34 @@ WARM_LAYERED_TRIES = 100    # layer-by-layer draws per warm-start model before i
 
 def _shard(key: str) -> int:
     return zlib.crc32(key.encode()) % KNOWN_SHARDS
+
+
+# Pure memos shared by the searchers of a process (a table benchmark builds thousands of
+# searchers that key the same architectures): arch -> key, key -> arch, key -> shard.
+_KEY_MEMO: dict = {}
+_ARCH_MEMO: dict = {}
+_SHARD_MEMO: dict = {}
+_MEMO_LIMIT = 1 << 20   # entries; the memos start afresh beyond it
+_REACHABLE_MEMOS: "weakref.WeakKeyDictionary[SearchSpace, dict[str, dict]]" = weakref.WeakKeyDictionary()
+
+
+def _shared_memos() -> tuple[dict, dict, dict]:
+    """The process's (arch -> key, key -> arch, key -> shard) memos, for a new searcher."""
+    if len(_KEY_MEMO) + len(_ARCH_MEMO) > _MEMO_LIMIT:
+        for memo in (_KEY_MEMO, _ARCH_MEMO, _SHARD_MEMO):
+            memo.clear()
+    return _KEY_MEMO, _ARCH_MEMO, _SHARD_MEMO
+
+
+def _reachable_memo(space: SearchSpace, target: Target) -> dict:
+    """The memo ``prefix -> target.reachable(space, prefix)`` shared by the searchers of
+    this space object and an equal target (a private one if the space cannot be weakly
+    referenced)."""
+    try:
+        per_space = _REACHABLE_MEMOS.setdefault(space, {})
+    except TypeError:
+        return {}
+    return per_space.setdefault(json.dumps(target.to_dict(), sort_keys=True), {})
 
 
 def layernas(
@@ -242,10 +272,8 @@ def layernas(
     # pure caches (no state depends on them): the bucket of (arch, layer), the key of an
     # arch and back, the shard of a key, whether a prefix can still reach the target
     bucket_cache: dict[tuple[Arch, int, int], tuple[float, str]] = {}
-    key_cache: dict[Arch, str] = {}
-    arch_cache: dict[str, Arch] = {}
-    shard_cache: dict[str, int] = {}
-    reachable_cache: dict[Arch, bool] = {}
+    key_cache, arch_cache, shard_cache = _shared_memos()   # shared by every searcher
+    reachable_cache = _reachable_memo(space, target)        # ... of this space and target
 
     def key_of(arch: Arch) -> str:
         key = key_cache.get(arch)

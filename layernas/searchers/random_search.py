@@ -29,7 +29,7 @@ from typing import Sequence
 
 from layernas.evaluator import EvalResult
 from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, \
-    key_arch, memo_arch_key, sample_feasible
+    feasible_sampler, key_arch, memo_arch_key
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -54,13 +54,14 @@ def random_search(
     """
     target.check(space)
     feasible = feasibility_check(space, target)
+    sample_feasible = feasible_sampler(space, feasible)
 
     def init(seed: int) -> State:
         return {"searcher": "random", "seed": int(seed), "draws": 0, "seen": [], "done": False}
 
     def draw(state: State, seen: set) -> tuple[Arch | None, State]:
         rng, state = draws_from(state)   # the numbers of rng_from's Generator, cheaper
-        arch = sample_feasible(rng, space, feasible, exclude=seen, max_tries=max_tries)
+        arch = sample_feasible(rng, exclude=seen, max_tries=max_tries)
         if arch is None and space.size <= enumerate_limit:
             left = [a for a in space.all_archs() if feasible(a) and a not in seen]
             arch = left[rng.integers(len(left))] if left else None

@@ -28,7 +28,8 @@ from typing import Sequence
 import numpy as np
 
 from layernas.evaluator import EvalResult
-from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, sample_feasible
+from layernas.searchers.base import DerivedValue, Searcher, State, draws_from, feasibility_check, \
+    feasible_sampler
 from layernas.target import Target
 from layernas.space import Arch, SearchSpace
 
@@ -61,6 +62,7 @@ def reinforce(
     """
     target.check(space)
     feasible = feasibility_check(space, target)
+    sample_feasible = feasible_sampler(space, feasible)
     sizes = space.num_options
     width = max(sizes)
     # Padded (layers, width) logits; options beyond a layer's count are masked out.
@@ -112,23 +114,25 @@ def reinforce(
         z = np.exp(z - row_max(z, axis=1, keepdims=True))
         return z / row_sum(z, axis=1, keepdims=True)
 
+    num_layers = len(sizes)
+
     def propose(state: State, n: int) -> tuple[list[Arch], State]:
         cdf = cdfs.get(state["logits"])
         out: list[Arch] = []
         for _ in range(n):
             rng, state = draws_from(state)   # the numbers of rng_from's Generator, cheaper
-            random = rng.random
+            uniforms = rng.uniforms
             arch = None
             for _ in range(max_tries):
                 # one uniform u per layer, in layer order (as rng.random(layers) draws them);
                 # the option is the number of CDF entries below u, (cdf < u).sum() as a
                 # bisection: a CDF is non-decreasing up to entries >= 1 > u at its end
-                sample = tuple([bisect_left(row, random()) for row in cdf])
+                sample = tuple(map(bisect_left, cdf, uniforms(num_layers)))
                 if feasible(sample):
                     arch = sample
                     break
             if arch is None:
-                arch = sample_feasible(rng, space, feasible)
+                arch = sample_feasible(rng)
                 if arch is None:
                     raise RuntimeError(f"found no architecture of {space.name!r} inside the target")
             out.append(arch)
