@@ -69,6 +69,17 @@ def test_trained_search_quick_writes_every_file(tmp_path, cifar10_dir, nats_tss_
     before = len(pd.read_csv(out / "study_runs.csv"))
     assert mod.main(["--quick", "--out", str(out), "--store", str(tmp_path / "store")]) == 0
     assert len(pd.read_csv(out / "study_runs.csv")) == before
+    # the final-pick parts: a rescore of every feasible child, SynFlow picks, finalists with every seed
+    assert mod.main(["--quick", "--out", str(out), "--store", str(tmp_path / "store"),
+                     "--parts", "rescore", "synflow-pick", "finalists", "--finalists", "2"]) == 0
+    rescore = pd.read_csv(out / "rescore.csv")
+    assert len(rescore) and (rescore.held_out_images == 10 * 500).all()  # disjoint from the proxy's images
+    picks = pd.read_csv(out / "synflow_picks.csv")
+    assert set(picks.algorithm) == {"layernas", "rea", "random"}
+    finalists = pd.read_csv(out / "finalists.csv")
+    assert (finalists.finalists <= 2).all() and set(finalists.algorithm) == {"layernas", "rea", "random"}
+    text = (out / "summary.md").read_text()
+    assert "Picking the answer by SynFlow" in text and "finalists trained with every seed" in text
 
 
 def test_trained_search_recipe_trains_the_reduced_tss_network(tmp_path, cifar10_dir):
