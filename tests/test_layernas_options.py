@@ -44,6 +44,28 @@ def trace_of(searcher, space, seed=0, batch=2, limit=400):
     return proposed, state
 
 
+def resumed_trace(make_searcher, space, seed, stop_at, batch=2):
+    """Drive ``make_searcher()`` for ``stop_at`` proposals (``batch`` at a time), save its state
+    as JSON, load it into a new searcher (a new process: empty caches) and go on to the end;
+    returns every architecture proposed, in order."""
+    searcher = make_searcher()
+    state, proposed = searcher.init(seed), []
+    while len(proposed) < stop_at:
+        archs, state = searcher.propose(state, batch)
+        if not archs:
+            break
+        proposed += archs
+        state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+    state = json.loads(json.dumps(state))
+    fresh = make_searcher()
+    while True:
+        archs, state = fresh.propose(state, 2)
+        if not archs:
+            return proposed
+        proposed += archs
+        state = fresh.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
+
+
 @pytest.mark.parametrize("options", OPTION_GRID, ids=OPTION_IDS)
 @pytest.mark.parametrize("budget", [1, 7, 40])
 def test_every_option_respects_target_and_evaluation_budget(options, budget):
@@ -75,22 +97,7 @@ def test_every_option_is_deterministic_and_resumes_from_a_saved_state(options):
     assert whole == again
     # stop after k proposals, save the state as JSON, load it and go on
     for stop in (1, 5, len(whole) // 2):
-        state, proposed = searcher.init(5), []
-        while len(proposed) < stop:
-            archs, state = searcher.propose(state, 2)
-            if not archs:
-                break
-            proposed += archs
-            state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
-        state = json.loads(json.dumps(state))
-        fresh = make_layernas(space, target, **options)  # a new process: empty caches
-        while True:
-            archs, state = fresh.propose(state, 2)
-            if not archs:
-                break
-            proposed += archs
-            state = fresh.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
-        assert proposed == whole
+        assert resumed_trace(lambda: make_layernas(space, target, **options), space, 5, stop) == whole
 
 
 def test_run_loop_resume_is_exact(tmp_path):
@@ -252,20 +259,7 @@ def test_when_exhausted_is_deterministic_resumes_and_starts_with_the_layerwise_s
     assert len(set(whole)) == len(whole)
     assert final["done"]
     for stop_at in (len(stop) - 1, len(stop) + 1, (len(stop) + len(whole)) // 2, len(whole) - 1):
-        state, proposed = searcher.init(3), []
-        while len(proposed) < stop_at:
-            archs, state = searcher.propose(state, 2)
-            proposed += archs
-            state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
-        state = json.loads(json.dumps(state))
-        fresh = make_layernas(space, target, **options)
-        while True:
-            archs, state = fresh.propose(state, 2)
-            if not archs:
-                break
-            proposed += archs
-            state = fresh.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
-        assert proposed == whole, stop_at
+        assert resumed_trace(lambda: make_layernas(space, target, **options), space, 3, stop_at) == whole, stop_at
 
 
 def test_refine_pass_evaluates_what_finer_wider_tables_keep():
@@ -365,20 +359,9 @@ def test_warm_start_is_deterministic_and_resumes_from_a_saved_state(options):
     assert final["done"] and not final["sampling"] and len(set(whole)) == len(whole)
     k = options["warm_start"]
     for stop_at in sorted({1, k - 1, k, k + 1, len(whole) // 2, len(whole) - 1} - {0}):
-        state, proposed = searcher.init(3), []
-        while len(proposed) < stop_at:
-            archs, state = searcher.propose(state, 1)   # one at a time: stop anywhere
-            proposed += archs
-            state = searcher.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
-        state = json.loads(json.dumps(state))
-        fresh = make_layernas(space, target, **options)
-        while True:
-            archs, state = fresh.propose(state, 2)
-            if not archs:
-                break
-            proposed += archs
-            state = fresh.update(state, [EvalResult(i, a, space.reward(a), 1.0) for i, a in enumerate(archs)])
-        assert proposed == whole, stop_at
+        # one at a time before the stop: it can fall anywhere, inside the warm start too
+        assert resumed_trace(lambda: make_layernas(space, target, **options), space, 3, stop_at, batch=1) == whole, \
+            stop_at
 
 
 def test_warm_start_comes_first_and_leaves_the_layerwise_search_as_it_was():
