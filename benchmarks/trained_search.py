@@ -410,10 +410,7 @@ def synflow_picks(args, space) -> pd.DataFrame:
     syn = pd.read_csv(args.out / "synflow.csv").drop_duplicates("arch_str").set_index("arch_str").synflow
     rows = []
     for a in pd.read_csv(args.out / "answers.csv").itertuples():
-        best = {}
-        for h in run_children(args.out / "runs" / f"{a.algorithm}-{a.seed}", space, lookup, limit):
-            if h["feasible"]:
-                best[h["arch_str"]] = max(best.get(h["arch_str"], -np.inf), h["reward"])
+        best = best_feasible_rewards(args.out / "runs" / f"{a.algorithm}-{a.seed}", space, lookup, limit)
         if not best or not all(k in syn.index for k in best):
             continue
         top = sorted(best, key=lambda k: -best[k])[:SYNFLOW_PICK_TOP]
@@ -447,11 +444,7 @@ def run_finalists(args, space, s, data, deadline: float) -> None:
         if time.time() > deadline:
             print("finalists: deadline reached", flush=True)
             return
-        kids = [h for h in run_children(args.out / "runs" / f"{a.algorithm}-{a.seed}", space, lookup, limit)
-                if h["feasible"]]
-        best = {}
-        for h in kids:
-            best[h["arch_str"]] = max(best.get(h["arch_str"], -np.inf), h["reward"])
+        best = best_feasible_rewards(args.out / "runs" / f"{a.algorithm}-{a.seed}", space, lookup, limit)
         finalists = sorted(best, key=lambda k: -best[k])[:args.finalists]
         means, trained, seconds = {}, 0, 0.0
         for arch_str in finalists:
@@ -484,6 +477,15 @@ def run_children(run: Path, space, lookup: pd.DataFrame, limit: float) -> list[d
         out.append({"arch_str": arch, "reward": r.reward,
                     "feasible": r.status == "ok" and lookup.loc[arch, "flops"] <= limit})
     return out
+
+
+def best_feasible_rewards(run: Path, space, lookup: pd.DataFrame, limit: float) -> dict[str, float]:
+    """Each feasible cell a search folder trained -> its best proxy reward over its queries."""
+    best: dict[str, float] = {}
+    for h in run_children(run, space, lookup, limit):
+        if h["feasible"]:
+            best[h["arch_str"]] = max(best.get(h["arch_str"], -np.inf), h["reward"])
+    return best
 
 
 def in_progress(args, space) -> tuple[pd.DataFrame, pd.DataFrame]:
