@@ -1,4 +1,4 @@
-"""The stride-1 reformulations of strided and transposed convs equal lax's, forward and backward."""
+"""The reformulations of strided, transposed and depthwise convs equal lax's, forward and backward."""
 
 import flax.linen as nn
 import jax
@@ -145,3 +145,92 @@ def test_bad_implementation_names():
         conv_ops.StridedConv(3, (3, 3), 2, implementation="fft").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="conv_impl 'fft' is not one of"):
         CodecConfig(conv_impl="fft")
+
+
+# (batch, h, w, channels, kernel, strides, padding): MobileNet's depthwise layers and edge cases
+DEPTHWISE_CASES = [
+    (2, 16, 16, 8, (3, 3), (1, 1), "SAME"),
+    (2, 16, 16, 8, (3, 3), (2, 2), "SAME"),
+    (1, 9, 9, 6, (5, 5), (2, 2), "SAME"),       # odd size, stride 2: uneven SAME pads
+    (2, 8, 8, 4, (7, 7), (1, 1), "SAME"),       # kernel about the size of the input
+    (1, 11, 7, 3, (3, 5), (2, 1), "SAME"),      # non-square
+    (1, 10, 10, 5, (3, 3), (3, 3), "VALID"),
+    (1, 8, 8, 2, (3, 3), (1, 1), ((2, 0), (1, 3))),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=[str(i) for i in range(len(DEPTHWISE_CASES))])
+def test_depthwise_conv_equals_grouped_lax(case):
+    n, h, w, c, k, strides, padding = case
+    kx, kk, kg = jax.random.split(jax.random.key(10), 3)
+    x = jax.random.normal(kx, (n, h, w, c))
+    kernel = jax.random.normal(kk, k + (1, c)) / np.sqrt(k[0] * k[1])
+    _check_forward_and_grads(
+        lambda a, b: conv_ops.depthwise_conv(a, b, strides, padding),
+        lambda a, b: jax.lax.conv_general_dilated(a, b, strides, padding, dimension_numbers=DN, precision=HI,
+                                                  feature_group_count=c),
+        x, kernel, kg)
+
+
+def test_depthwise_kernel_taps_are_not_interchangeable():
+    """Each tap's weight multiplies its own shift: a flipped kernel gives another output and gradient."""
+    x = jax.random.normal(jax.random.key(11), (1, 8, 8, 3))
+    kernel = jax.random.normal(jax.random.key(12), (3, 3, 1, 3))
+    ref = jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=DN, feature_group_count=3)
+    flipped = conv_ops.depthwise_conv(x, kernel[::-1, ::-1], 2)
+    assert float(jnp.abs(flipped - ref).max()) > 0.1
+    g = jax.grad(lambda k: jnp.sum(conv_ops.depthwise_conv(x, k, 2) * ref))(kernel)
+    g_ref = jax.grad(lambda k: jnp.sum(jax.lax.conv_general_dilated(
+        x, k, (2, 2), "SAME", dimension_numbers=DN, feature_group_count=3) * ref))(kernel)
+    np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-5)
+    assert float(jnp.abs(g[::-1, ::-1] - g_ref).max()) > 0.1
+
+
+@pytest.mark.parametrize("implementation", ["shifted", "lax", "auto"])
+def test_depthwise_module_matches_grouped_flax_conv(implementation):
+    """Same parameter (name, shape, initializer) as nn.Conv with feature_group_count, same output."""
+    x = jax.random.normal(jax.random.key(13), (2, 9, 9, 6))
+    ours = conv_ops.DepthwiseConv((5, 5), 2, implementation=implementation)
+    theirs = nn.Conv(6, (5, 5), 2, padding="SAME", feature_group_count=6, use_bias=False)
+    pa, pb = jax.jit(ours.init)(jax.random.key(14), x), jax.jit(theirs.init)(jax.random.key(14), x)
+    assert jax.tree.structure(pa) == jax.tree.structure(pb)
+    np.testing.assert_array_equal(pa["params"]["kernel"], pb["params"]["kernel"])
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(jax.jit(ours.apply)(pb, x), jax.jit(theirs.apply)(pb, x), atol=TOL, rtol=TOL)
+
+
+def test_depthwise_bad_kernel_and_implementation():
+    x = jnp.zeros((1, 8, 8, 4))
+    with pytest.raises(ValueError, match=r"kernel shape \(3, 3, 2, 4\) is not \(kh, kw, 1, 4\)"):
+        conv_ops.depthwise_conv(x, jnp.zeros((3, 3, 2, 4)))
+    with pytest.raises(ValueError, match="implementation 'fft' is not one of"):
+        conv_ops.DepthwiseConv((3, 3), implementation="fft").init(jax.random.key(0), x)
+
+
+def test_mobilenet_depthwise_implementations_agree():
+    """A whole MobileNetV2-CIFAR child: same parameters, logits and loss gradients either way."""
+    from layernas.search_spaces.mobilenet_v2 import mobilenet_v2_cifar
+    from layernas.trainers import mbconv_model
+
+    space = mobilenet_v2_cifar(width=0.25)
+    arch = tuple(len(layer.options) - 1 if "kernel" in layer.name else layer.default for layer in space.layers)
+    x = jax.random.normal(jax.random.key(15), (2, 32, 32, 3))
+    models = {impl: mbconv_model.MobileNet(space.resolve(arch), depthwise=impl) for impl in ("shifted", "lax")}
+    variables = jax.jit(lambda k: models["lax"].init(k, x, train=False))(jax.random.key(16))
+    shifted_vars = jax.jit(lambda k: models["shifted"].init(k, x, train=False))(jax.random.key(16))
+    for u, v in zip(jax.tree.leaves(variables), jax.tree.leaves(shifted_vars)):
+        np.testing.assert_array_equal(u, v)
+
+    def loss(model, params):  # BatchNorm in inference mode: batch statistics of 2 images amplify rounding
+        logits = model.apply({**variables, "params": params}, x, train=False)
+        return jnp.sum(jax.nn.log_softmax(logits)[:, 3]), logits
+
+    with jax.default_matmul_precision("highest"):
+        out = {impl: jax.jit(jax.value_and_grad(lambda p, m=m: loss(m, p), has_aux=True))(variables["params"])
+               for impl, m in models.items()}
+    (l_s, logits_s), g_s = out["shifted"]
+    (l_l, logits_l), g_l = out["lax"]
+    np.testing.assert_allclose(logits_s, logits_l, atol=1e-4, rtol=1e-4)
+    scale = max(float(jnp.abs(v).max()) for v in jax.tree.leaves(g_l))
+    for (path, u), v in zip(jax.tree_util.tree_leaves_with_path(g_s), jax.tree.leaves(g_l)):
+        assert float(jnp.abs(u - v).max()) <= 1e-4 * scale, jax.tree_util.keystr(path)

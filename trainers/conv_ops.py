@@ -1,21 +1,25 @@
-"""Strided and transposed convolutions rewritten as stride-1 convolutions, exactly.
+"""Convolutions XLA:CPU runs slowly, rewritten exactly as operations it runs fast.
 
 XLA:CPU sends stride-1 convolutions to its fast convolution library, but not strided
 convolutions nor transposed ones (a transposed conv is a conv over an input dilated with
 zeros, so three quarters of its multiply-adds hit zeros at stride 2). This module computes
-the same two operations with stride-1 convolutions:
+the same operations another way:
 
 * :func:`strided_conv` (= ``lax.conv_general_dilated`` with ``window_strides=s``):
   space-to-depth of the input (each ``s x s`` block of pixels becomes ``s*s*C`` channels),
   then a stride-1 conv whose ``ceil(k/s)``-tap kernel holds the original taps, rearranged;
 * :func:`conv_transpose` (= ``lax.conv_transpose`` with ``transpose_kernel=False``, what
   ``flax.linen.ConvTranspose`` computes): a stride-1 conv to ``s*s*C`` channels (one group
-  of ``C`` per output phase), then depth-to-space (sub-pixel).
+  of ``C`` per output phase), then depth-to-space (sub-pixel);
+* :func:`depthwise_conv` (= ``lax.conv_general_dilated`` with ``feature_group_count`` equal
+  to the channels, MobileNet's depthwise conv): a sum of shifted slices times per-channel
+  weights, with a kernel gradient of one reduction per tap (XLA:CPU's grouped
+  convolutions, and their kernel gradients most, run at a small fraction of its dense speed).
 
 The kernels keep their usual ``HWIO`` layout (the rearrangement is a static gather inside
-the function, so gradients reach the original kernel), and :class:`StridedConv` and
-:class:`ConvTranspose` are drop-in flax modules with the parameters of ``nn.Conv`` and
-``nn.ConvTranspose`` (same names, shapes and initializers): saved parameters load into
+the function, so gradients reach the original kernel), and :class:`StridedConv`,
+:class:`ConvTranspose` and :class:`DepthwiseConv` are drop-in flax modules with the
+parameters of ``nn.Conv`` and ``nn.ConvTranspose`` (same names, shapes and initializers): saved parameters load into
 either implementation, and the layer's multiply-adds (the transform) are unchanged.
 
 All tensors are NHWC, kernels HWIO (``(kh, kw, in, out)``).
@@ -31,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -197,6 +202,113 @@ def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: int | Sequence[
     return y[:, :out_h, :out_w]
 
 
+# ----------------------------------------------------------------------------- depthwise conv
+def _depthwise_plan(x_shape, k_shape, strides, padding):
+    """``(pads, out_h, out_w)`` of a depthwise conv, as ``lax`` computes them."""
+    sy, sx = strides
+    (kh, kw), (h, w) = k_shape[:2], x_shape[1:3]
+    if isinstance(padding, str):
+        pads = [tuple(p) for p in jax.lax.padtype_to_pads((h, w), (kh, kw), (sy, sx), padding)]
+    else:
+        pads = [tuple(int(v) for v in p) for p in padding]
+    out_h = (h + sum(pads[0]) - kh) // sy + 1
+    out_w = (w + sum(pads[1]) - kw) // sx + 1
+    return pads, out_h, out_w
+
+
+def _depthwise_forward(x, kernel, strides, pads, out_h, out_w):
+    """The sum over taps of a shifted (strided) slice of the padded input times the tap's
+    per-channel weight: elementwise work XLA fuses into one loop."""
+    sy, sx = strides
+    kh, kw = kernel.shape[:2]
+    n, c = x.shape[0], x.shape[-1]
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    out = None
+    for dy in range(kh):
+        for dx in range(kw):
+            tap = jax.lax.slice(xp, (0, dy, dx, 0), (n, dy + (out_h - 1) * sy + 1, dx + (out_w - 1) * sx + 1, c),
+                                (1, sy, sx, 1))
+            term = tap * kernel[dy, dx, 0]
+            out = term if out is None else out + term
+    return out
+
+
+def _depthwise_kernel_grad(x, g, k_shape, strides, pads):
+    """``d loss / d kernel``: per tap, the (strided) slice of the padded input times the
+    output gradient, summed over batch and space. A ``scan`` over the taps keeps XLA from
+    fusing the slices into the reductions, which it runs several times slower."""
+    sy, sx = strides
+    kh, kw = k_shape[:2]
+    n, c = x.shape[0], x.shape[-1]
+    out_h, out_w = g.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    size = (n, (out_h - 1) * sy + 1, (out_w - 1) * sx + 1, c)
+    offsets = jnp.asarray([(dy, dx) for dy in range(kh) for dx in range(kw)], jnp.int32)
+
+    def tap_grad(carry, offset):
+        tap = jax.lax.dynamic_slice(xp, (0, offset[0], offset[1], 0), size)
+        if (sy, sx) != (1, 1):
+            tap = tap[:, ::sy, ::sx]
+        return carry, jnp.sum(tap * g, axis=(0, 1, 2))
+
+    _, grads = jax.lax.scan(tap_grad, None, offsets)
+    return grads.reshape(kh, kw, 1, c).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise(x, kernel, strides, padding):
+    pads, out_h, out_w = _depthwise_plan(x.shape, kernel.shape, strides, padding)
+    return _depthwise_forward(x, kernel, strides, pads, out_h, out_w)
+
+
+def _depthwise_fwd(x, kernel, strides, padding):
+    return _depthwise(x, kernel, strides, padding), (x, kernel)
+
+
+def _depthwise_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    pads, out_h, out_w = _depthwise_plan(x.shape, kernel.shape, strides, padding)
+    _, x_vjp = jax.vjp(lambda x_: _depthwise_forward(x_, kernel, strides, pads, out_h, out_w), x)
+    return x_vjp(g)[0], _depthwise_kernel_grad(x, g, kernel.shape, strides, pads)
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: int | Sequence[int] = 1,
+                   padding: Padding = "SAME") -> jnp.ndarray:
+    """``lax.conv_general_dilated(x, kernel, strides, padding, feature_group_count=c)``
+    (NHWC, HWIO, one filter per channel) computed as shifted multiply-adds.
+
+    XLA:CPU runs grouped convolutions, and above all their kernel gradient, at a small
+    fraction of its dense speed; this formulation is elementwise work plus one reduction
+    per tap (see ``results/perf/depthwise.md``). The value and both gradients equal the
+    grouped convolution's up to float summation order.
+
+    Args:
+      x: input ``(n, h, w, c)``.
+      kernel: ``(kh, kw, 1, c)``, as ``nn.Conv(c, ..., feature_group_count=c)`` holds it.
+      strides: one int or ``(sy, sx)``.
+      padding: "SAME", "VALID" or ``((lo_y, hi_y), (lo_x, hi_x))``, as in lax.
+    Returns:
+      ``(n, h_out, w_out, c)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+        >>> w = jax.random.normal(jax.random.key(1), (3, 3, 1, 4))
+        >>> ref = jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DIMENSION_NUMBERS,
+        ...                                    feature_group_count=4)
+        >>> bool(jnp.allclose(depthwise_conv(x, w, 2), ref, atol=1e-5))
+        True
+    """
+    if kernel.ndim != 4 or kernel.shape[2] != 1 or kernel.shape[3] != x.shape[-1]:
+        raise ValueError(f"depthwise_conv: kernel shape {kernel.shape} is not (kh, kw, 1, {x.shape[-1]}) "
+                         f"for an input with {x.shape[-1]} channels")
+    pad_spec = padding if isinstance(padding, str) else tuple(tuple(int(v) for v in p) for p in padding)
+    return _depthwise(x, kernel, _pair(strides), pad_spec)
+
+
 # ----------------------------------------------------------------------------- flax modules
 class StridedConv(nn.Module):
     """``nn.Conv(features, kernel_size, strides, padding)`` with the same parameters
@@ -272,3 +384,39 @@ class ConvTranspose(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,))
         return y
+
+
+class DepthwiseConv(nn.Module):
+    """``nn.Conv(c, kernel_size, strides, padding, feature_group_count=c, use_bias=False)``
+    with the same parameter (``kernel`` of shape ``(kh, kw, 1, c)``, same initializer),
+    computed by :func:`depthwise_conv`.
+
+    Args:
+      kernel_size: ``(kh, kw)``.
+      strides: one int or ``(sy, sx)``.
+      padding: "SAME", "VALID" or explicit pads.
+      implementation: "shifted" (this module's formulation), "lax" (the grouped
+        ``lax.conv_general_dilated``) or "auto" (shifted on CPU, where it is several times
+        faster, lax on accelerators, whose libraries have fast grouped convolutions); all
+        are equal.
+    """
+
+    kernel_size: Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: Padding = "SAME"
+    implementation: str = "auto"
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (1, c))
+        implementation = self.implementation
+        if implementation == "auto":
+            implementation = "shifted" if jax.default_backend() == "cpu" else "lax"
+        if implementation == "shifted":
+            return depthwise_conv(x, kernel, self.strides, self.padding)
+        if implementation == "lax":
+            return jax.lax.conv_general_dilated(x, kernel, _pair(self.strides), self.padding,
+                                                dimension_numbers=DIMENSION_NUMBERS, feature_group_count=c)
+        raise ValueError(f"implementation {self.implementation!r} is not one of ('auto', 'shifted', 'lax')")

@@ -30,6 +30,7 @@ import numpy as np
 
 from layernas.search_spaces.layerwise import LayerwiseSpace
 from layernas.search_spaces.mbconv import MBConvLayer, Network
+from layernas.trainers import conv_ops
 from layernas.trainers.models import register_model
 
 ACT_FNS: dict[str, Callable] = {
@@ -44,7 +45,12 @@ ACT_FNS: dict[str, Callable] = {
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias) + BatchNorm + optional activation."""
+    """Conv (no bias) + BatchNorm + optional activation.
+
+    A depthwise conv (``groups`` equal to the input and output channels) runs as
+    :class:`~layernas.trainers.conv_ops.DepthwiseConv` with ``implementation=depthwise``
+    (the same parameter as ``nn.Conv``; "auto" picks the fast one for the backend).
+    """
 
     features: int
     kernel: int = 1
@@ -53,13 +59,18 @@ class ConvBN(nn.Module):
     act: str | None = None
     bn_eps: float = 1e-5
     bn_momentum: float = 0.9
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(
-            self.features, (self.kernel, self.kernel), (self.stride, self.stride), padding="SAME",
-            feature_group_count=self.groups, use_bias=False, name="conv",
-        )(x)
+        if self.groups > 1 and self.groups == self.features == x.shape[-1]:
+            x = conv_ops.DepthwiseConv((self.kernel, self.kernel), self.stride, "SAME",
+                                       implementation=self.depthwise, name="conv")(x)
+        else:
+            x = nn.Conv(
+                self.features, (self.kernel, self.kernel), (self.stride, self.stride), padding="SAME",
+                feature_group_count=self.groups, use_bias=False, name="conv",
+            )(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps, name="bn")(x)
         return ACT_FNS[self.act](x) if self.act else x
 
@@ -85,6 +96,7 @@ class MBConv(nn.Module):
     se_act: str = "relu"
     bn_eps: float = 1e-5
     bn_momentum: float = 0.9
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -92,7 +104,8 @@ class MBConv(nn.Module):
         y = x
         if l.expand:
             y = ConvBN(l.hidden, 1, act=l.act, name="expand", **bn)(y, train)
-        y = ConvBN(l.hidden, l.kernel, l.stride, groups=l.hidden, act=l.act, name="dw", **bn)(y, train)
+        y = ConvBN(l.hidden, l.kernel, l.stride, groups=l.hidden, act=l.act, depthwise=self.depthwise, name="dw",
+                   **bn)(y, train)
         if l.se_ch:
             y = SqueezeExcite(l.se_ch, self.se_act, self.se_gate, name="se")(y)
         y = ConvBN(l.out_ch, 1, act=None, name="project", **bn)(y, train)
@@ -128,17 +141,21 @@ class MobileNet(nn.Module):
 
     Call as ``model.apply(variables, images, train=False)`` with NHWC images of shape
     ``(B, resolution, resolution, in_channels)``; returns logits ``(B, num_classes)``.
-    With ``train=True`` pass ``mutable=["batch_stats"]``.
+    With ``train=True`` pass ``mutable=["batch_stats"]``. ``depthwise`` is how the
+    depthwise convs run (see :class:`~layernas.trainers.conv_ops.DepthwiseConv`; every
+    choice computes the same function with the same parameters).
     """
 
     net: Network
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         n = self.net
         x = Stem(n, name="stem")(x, train)
         for name, layer in zip(n.names, n.layers):
-            x = MBConv(layer, n.se_gate, n.se_act, n.bn_eps, n.bn_momentum, name=name.replace(".", "_"))(x, train)
+            x = MBConv(layer, n.se_gate, n.se_act, n.bn_eps, n.bn_momentum, self.depthwise,
+                       name=name.replace(".", "_"))(x, train)
         return Head(n, name="head")(x, train)
 
 
