@@ -72,17 +72,17 @@ def settings(args) -> dict:
     (``valid`` of them held out for the reward), ``epochs`` epochs, batch ``batch``,
     SGD-Nesterov lr ``lr`` cosine after ``warmup`` warm-up epochs, wd 5e-4, crop+flip.
 
-    Why (measured on the shared 2-core CPU, load average ~10): the trained search's NATS
-    proxy (lr 0.1 constant, batch 64) does not learn MobileNetV2 in the steps a CPU can
-    afford: a 21.4M-MAdds child with 1,000 training images, 2 epochs (30 steps) ended at
-    9.6 % validation accuracy (chance; train loss 2.78 > ln 10) after 965 s (166 s compile,
-    76 s evaluation, almost all compile, 2.7 training images/s); the default 88.0M network,
-    one epoch at lr 0.1, reached training loss 4.7 (1,042 s). So: half the learning rate, a
-    warm-up epoch, batch 32 (3x the steps per image), 3 epochs. LayerNAS: H=1 and 14 / 9
-    children at 0.25x / 0.5x, what ~90 minutes buy on an idle 2-core CPU (estimated ~6.5 /
-    ~10 min a child: training ~4x faster than under that load, compile ~2x). That covers only
-    the first decisions of the 28: a training-free dry run of the whole search needs ~35 / ~50
-    children at H=1 and ~62 / ~100 at H=2 (``--num-buckets 2 --children 62 100``).
+    Why: the trained search's NATS proxy (lr 0.1 constant, batch 64) did not learn
+    MobileNetV2 in the steps a CPU affords (a 21.4M-MAdds child, 1,000 images, 2 epochs,
+    ended at chance, 9.6 % validation), so: half the learning rate, a warm-up epoch, batch
+    32 (3x the steps per image), 3 epochs; it reaches 24-26 % validation accuracy at 0.25x.
+    Cost, measured on an idle 2-core CPU: ~50 s a 22M-MAdds child (15 s of it compile),
+    since depthwise convs run as shifted multiply-adds (``conv_ops.depthwise_conv``; with
+    XLA's grouped convs the same child took ~6.5 min, and 965 s under load). LayerNAS:
+    H=1 and 38 / 57 children at 0.25x / 0.5x, what a training-free dry run of the whole
+    search needs to reach the last of the 28 decisions at H=1 (H=2 needs 65 / 107: give
+    ``--num-buckets 2 --children 65 107``); ~32 min at 0.25x, within the ~90 minutes a
+    search may take.
     """
     if args.quick:
         return {"train": 8, "valid": 4, "epochs": 1, "batch": 32, "lr": 0.05, "warmup": 0,
@@ -174,7 +174,7 @@ def recompute_madds(arch: str, width: float = 1.0) -> float:
 
 
 # ----------------------------------------------------------------------------- searches
-DEFAULT_CHILDREN = {0.25: 14, 0.5: 9}  # ~90 min a search on an idle 2-core CPU (see settings)
+DEFAULT_CHILDREN = {0.25: 38, 0.5: 57}  # a whole H=1 search (see settings)
 
 
 def default_children(targets) -> list[int]:

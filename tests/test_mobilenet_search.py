@@ -67,7 +67,7 @@ def test_search_stays_under_its_madds_target(tmp_path, algo):
 
 
 def test_children_per_target():
-    assert ms.default_children([0.5]) == [9] and ms.default_children([0.25, 0.5]) == [14, 9]
+    assert ms.default_children([0.5]) == [57] and ms.default_children([0.25, 0.5]) == [38, 57]
     with pytest.raises(ValueError, match="give --children"):
         ms.default_children([0.3])
     assert ms.children_for({"children": [50, 32]}, [0.25, 0.5], 0.5) == 32

@@ -161,6 +161,9 @@ def export_onnx(model, variables, path: str | os.PathLike, *, image_shape: tuple
 
     variables = jax.tree_util.tree_map(np.asarray, variables)
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    if getattr(model, "depthwise", None) not in (None, "lax"):
+        # the runtime's own grouped Conv, not the CPU-training formulation (same function)
+        model = model.clone(depthwise="lax")
 
     def logits(images):
         return model.apply(variables, (images / 255.0 - mean) / std, train=False)
