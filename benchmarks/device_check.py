@@ -4,11 +4,14 @@ On whatever JAX's default device is (a GPU when there is one), measures:
 
 1. **classifier train step**: NATS tss C=16 N=5, batch 128 (the trainer's jitted, donated step:
    augmentation, forward, backward, SGD-Nesterov);
-2. **codec train step**: the default scale hyperprior (N=128, M=192), 8 crops of 64x64, with the
+2. **MobileNet train step**: MobileNetV2-CIFAR (88.0M MAdds), batch 128, with the depthwise
+   convs as grouped convolutions (``lax``) and as shifted multiply-adds (``shifted``, the CPU
+   default); which one ``depthwise="auto"`` should pick on this device;
+3. **codec train step**: the default scale hyperprior (N=128, M=192), 8 crops of 64x64, with the
    stride-1 reformulated convs and with lax's strided and transposed convs;
-3. **children per hour**: new tss cells (C=8, N=1, the PROXY recipe) trained and validated end
+4. **children per hour**: new tss cells (C=8, N=1, the PROXY recipe) trained and validated end
    to end through the trainers' evaluator;
-4. **vmap over K children**: ``jax.vmap`` of the train step over K same-shape children (different
+5. **vmap over K children**: ``jax.vmap`` of the train step over K same-shape children (different
    seeds) against K sequential children, K = 1, 4, 16 (tss C=8 N=1, batch 64).
 
 Images are real CIFAR-10 / photos when the data folder is there, else random pixels of the same
@@ -82,6 +85,22 @@ def classifier_rows(tr, C, N, batch, steps, rounds) -> list[dict]:
     return [{"section": "classifier train step", "config": f"tss C={C} N={N} batch {batch}", "K": 1,
              "seconds_per_step": sec, "items_per_second": batch / sec, "speedup": float("nan"),
              "compile_seconds": s.compile_seconds, "notes": f"{s.flops:.3g} XLA FLOPs/step"}]
+
+
+def mobilenet_rows(width: float, batch: int, steps: int, rounds: int) -> list[dict]:
+    from mobilenet_step import JaxStepper as MobileNetStepper, network
+
+    rows = []
+    for impl in ("lax", "shifted"):
+        s = MobileNetStepper(width, batch, impl)
+        sec = timed_steps(s.run, steps, rounds)
+        rows.append({"section": "mobilenet train step", "config": f"mobilenetv2-cifar width {width:g} "
+                     f"({network(width)[1] / 1e6:.1f}M MAdds) batch {batch}, depthwise={impl}", "K": 1,
+                     "seconds_per_step": sec, "items_per_second": batch / sec, "speedup": float("nan"),
+                     "compile_seconds": s.compile_seconds, "notes": ""})
+    for r in rows:
+        r["speedup"] = rows[0]["seconds_per_step"] / r["seconds_per_step"]  # vs the grouped convolution
+    return rows
 
 
 def codec_rows(crops, config, steps, rounds, implementations) -> list[dict]:
@@ -205,6 +224,7 @@ def main(argv=None) -> int:
         codec_cfg = codec_model.CodecConfig()
     sections = [
         ("classifier", lambda: classifier_rows(tr, *((4, 1, 8) if q else (16, 5, 128)), steps, rounds)),
+        ("mobilenet", lambda: mobilenet_rows(*((0.25, 8) if q else (1.0, 128)), steps, rounds)),
         ("codec", lambda: codec_rows(crops, codec_cfg, steps, rounds, ("rearranged",) if q else ("rearranged", "lax"))),
         ("children", lambda: children_rows(tr, va, 1 if q else 3, {"epochs": 1, "batch_size": 16} if q else None,
                                           *((4, 1) if q else (8, 1)))),

@@ -358,6 +358,23 @@ def latency(width: float, arch, s: dict, lut_path: Path) -> tuple[float, float]:
     return float(predicted), float(measured)
 
 
+def export_answer(args, frac: float, log) -> dict:
+    """``layernas export`` of the LayerNAS answer at ``frac`` into ``export/layernas-<frac>/``
+    (once): ``model.json`` (space, architecture, costs, the ONNX check), the proxy-trained
+    variables and ``model.onnx``, checked in onnxruntime on real CIFAR-10 images."""
+    from layernas.trainers.export import MODEL_JSON, export_run
+
+    out = args.out / "export" / f"layernas-{frac:g}"
+    if (out / MODEL_JSON).exists():
+        return json.loads((out / MODEL_JSON).read_text())
+    t = time.perf_counter()
+    meta = export_run(args.out / "runs" / f"layernas-{frac:g}", out, data=CIFAR10)
+    check = meta.get("onnx_check") or {}
+    log(f"export layernas {frac:g}: {meta['arch_str']} -> {out} ({time.perf_counter() - t:.0f} s); ONNX check: "
+        f"max |logit diff| {check.get('max_abs_diff', float('nan')):.3g} over {check.get('images')} images")
+    return meta
+
+
 # ----------------------------------------------------------------------------- driver
 def run_all(args, s: dict, log) -> None:
     searches, models, runs = args.out / "searches.csv", args.out / "models.csv", args.out / "final_runs.csv"
@@ -379,8 +396,11 @@ def run_all(args, s: dict, log) -> None:
             append_row(searches, row)
             log(f"search {algo} {frac:g}: {row['arch']} {row['madds'] / 1e6:.2f}M MAdds, proxy "
                 f"{row['proxy_reward']:.2f}, {row['children']} children, {row['wall_s']:.0f} s")
-    final = FinalTrainer(s, args.store)
     prev = done_searches()
+    for frac in args.targets:
+        if len(prev[(prev.algorithm == "layernas") & np.isclose(prev.target_fraction, frac)]):
+            export_answer(args, frac, log)
+    final = FinalTrainer(s, args.store)
     for frac in args.targets:
         target = target_madds(frac)
         w, sarch, _ = scaled_baseline(target)
@@ -466,6 +486,26 @@ def plot(args, models: pd.DataFrame) -> None:
     plt.close(fig)
 
 
+def export_lines(args) -> list[str]:
+    """The summary's export section: what ``export/`` holds and the ONNX round-trip check."""
+    from layernas.trainers.export import MODEL_JSON
+
+    metas = [(p.parent.name, json.loads(p.read_text())) for p in sorted((args.out / "export").glob(f"*/{MODEL_JSON}"))]
+    if not metas:
+        return []
+    lines = ["## Export", "", "`layernas export RUN_DIR --out DIR` on each LayerNAS run directory: `model.json` "
+             "(space, architecture, costs), the flax variables (`variables.msgpack`, the search proxy's training) and "
+             "`model.onnx` (jax2onnx), run in onnxruntime on real CIFAR-10 images and compared with the JAX model.", "",
+             "| export | arch | MAdds (M) | images | max abs logit diff | largest abs logit | top-1 agreement |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in metas:
+        c = m.get("onnx_check") or {}
+        lines.append(f"| `export/{name}` | `{m['arch_str']}` | {m['costs']['madds'] / 1e6:.2f} | {c.get('images')} "
+                     f"({c.get('source')}) | {c.get('max_abs_diff', float('nan')):.2e} | "
+                     f"{c.get('max_abs_logit', float('nan')):.3g} | {100 * c.get('top1_agreement', float('nan')):.0f}% |")
+    return lines + ["", "The binary files are not committed; the command above writes them again.", ""]
+
+
 def analyze(args, wall: float | None, notes: list[str]) -> None:
     s = settings(args)
     default = make_space().cost(make_space().default_arch())["madds"]
@@ -521,6 +561,7 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
         plot(args, models)
     else:
         lines += ["No final model finished yet.", ""]
+    lines += export_lines(args)
     if wall is not None:
         import platform
 

@@ -20,8 +20,10 @@ def _load():
 def test_device_check_quick_writes_every_section(tmp_path):
     assert _load().main(["--quick", "--out", str(tmp_path)]) == 0
     df = pd.read_csv(tmp_path / "device_check.csv")
-    assert set(df.section) == {"classifier train step", "codec train step", "children per hour",
-                               "vmap over K children"}
+    assert set(df.section) == {"classifier train step", "mobilenet train step", "codec train step",
+                               "children per hour", "vmap over K children"}
+    mb = df[df.section == "mobilenet train step"]
+    assert sorted(mb.config.str.split("depthwise=").str[1]) == ["lax", "shifted"]
     timed = df[df.section != "children per hour"]
     assert (timed.seconds_per_step > 0).all() and np.isfinite(timed.seconds_per_step).all()
     assert (df.items_per_second > 0).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,10 @@ def test_quick_run_writes_every_output(tmp_path):
     assert (searches.madds <= searches.target_madds).all()
     assert searches.children.nunique() == 1  # random search got as many children as LayerNAS
     assert "QUICK" in (out / "summary.md").read_text()
+    exported = json.loads((out / "export" / "layernas-0.25" / "model.json").read_text())
+    assert exported["arch_str"] == searches[searches.algorithm == "layernas"].arch.iloc[0]
+    assert exported["onnx_check"]["max_abs_diff"] < 1e-4
+    assert "## Export" in (out / "summary.md").read_text()
     # the LayerNAS answer's run directory is exportable as `layernas export` reads it
     from layernas.trainers.export import export_run
 
