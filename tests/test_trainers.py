@@ -190,6 +190,36 @@ def test_train_reduces_loss_on_synthetic_and_step_is_cached():
     assert again.history == res.history and again.valid_accuracy == res.valid_accuracy
 
 
+def test_compiled_steps_are_evicted_while_the_process_maps_too_many_regions(monkeypatch):
+    """XLA:CPU maps every compiled kernel's code into regions of its own; a long search in
+    one process must not reach vm.max_map_count (LLVM aborts there). Over the threshold the
+    step cache keeps only the newest shape, and the evicted executables' regions are freed."""
+    from layernas.trainers import loop
+
+    if loop.memory_map_usage() is None:
+        pytest.skip("this system has no /proc/self/maps")
+    ds = data.synthetic_dataset(num_classes=4, per_class=16, size=16)
+    recipe = TINY.replace(epochs=1, batch_size=16)
+    monkeypatch.setattr(loop, "MAP_COUNT_FRACTION", 0.0)  # always over the threshold
+    regions = []
+    for width in (3, 5, 6, 7):  # four shapes: four compiles
+        model = TinyNet(width, 4)
+        steps = train.compiled_steps(model, recipe, 4, 4, 4)
+        assert len(train._STEP_CACHE) == 1 and next(reversed(train._STEP_CACHE.values())) is steps
+        task = train.ClassifierTask.for_recipe(model, ds, recipe)
+        state = loop.initial_state(task.init(0), steps.tx, 0.0, loop.Placer(None))
+        batch = {"images": jnp.asarray(ds.images[:16]), "labels": jnp.asarray(ds.labels[:16])}
+        state, metrics = steps.train_step(state, batch, jax.random.key(0), task.consts(recipe))
+        jax.block_until_ready(metrics)
+        del steps, state, metrics
+        regions.append(loop.memory_map_usage()[0])
+    grown = regions[1] - regions[0]
+    assert regions[-1] - regions[1] < max(2 * grown, 200), regions  # flat, not growing with every shape
+    monkeypatch.setattr(loop, "MAP_COUNT_FRACTION", 0.5)
+    train.compiled_steps(TinyNet(9, 4), recipe, 4, 4, 4)
+    assert len(train._STEP_CACHE) == 2  # under the threshold nothing more is evicted
+
+
 def test_huge_learning_rate_fails_with_reason():
     recipe = TINY.replace(learning_rate=1e5)
     ds = data.synthetic_dataset(num_classes=4, per_class=24, size=8)

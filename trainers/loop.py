@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import math
 import os
 import time
@@ -353,8 +354,40 @@ class CompiledSteps(NamedTuple):
 
 # Compiled steps by shape, least recently used first. A search trains each architecture
 # once, so only a few entries are ever reused; the bound keeps memory flat over long runs.
-MAX_CACHED_SHAPES = 64
+MAX_CACHED_SHAPES = 16
 _STEP_CACHE: "collections.OrderedDict[tuple, CompiledSteps]" = collections.OrderedDict()
+# XLA:CPU maps the code of every compiled kernel into memory regions of its own: one
+# MobileNetV2-CIFAR train step holds ~1,700 of them, and a process past the kernel's
+# vm.max_map_count (65,530 by default) aborts inside LLVM ("Unable to allocate section
+# memory"), which a search of ~40 MobileNet children reached with 64 cached shapes. So
+# compiled steps are also evicted, oldest first, while the process maps more than this
+# fraction of the limit.
+MAP_COUNT_FRACTION = 0.5
+
+
+def memory_map_usage() -> tuple[int, int] | None:
+    """``(memory regions this process maps, the kernel's limit vm.max_map_count)``, or None
+    where ``/proc`` does not say (not Linux)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            regions = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return regions, limit
+
+
+def _evict_compiled_steps() -> None:
+    """Drop the oldest compiled steps beyond :data:`MAX_CACHED_SHAPES`, then while the
+    process maps more than :data:`MAP_COUNT_FRACTION` of its limit (keeping the newest)."""
+    while len(_STEP_CACHE) > MAX_CACHED_SHAPES:
+        _STEP_CACHE.popitem(last=False)
+    usage = memory_map_usage()
+    while usage is not None and len(_STEP_CACHE) > 1 and usage[0] > MAP_COUNT_FRACTION * usage[1]:
+        _STEP_CACHE.popitem(last=False)
+        gc.collect()  # the executables (and their code regions) go with the last reference
+        usage = memory_map_usage()
 
 
 def make_train_step(task, tx: optax.GradientTransformation, ema_decay: float):
@@ -402,8 +435,7 @@ def compiled_steps(task, recipe: Recipe, total_steps: int, steps_per_epoch: int,
         train_jit = jax.jit(step, donate_argnums=0)
         eval_jit = None if eval_metrics is None else jax.jit(eval_metrics)
     _STEP_CACHE[key] = entry = CompiledSteps(tx, train_jit, eval_jit)
-    while len(_STEP_CACHE) > MAX_CACHED_SHAPES:
-        _STEP_CACHE.popitem(last=False)
+    _evict_compiled_steps()
     return entry
 
 
