@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from worker_process import LineWorker  # noqa: E402
+
 OUT = REPO / "results" / "perf"
 TORCH_THREADS = 2
 TORCH_LAYOUTS = {"pytorch eager, 2 threads, NCHW": False, "pytorch eager, 2 threads, channels_last": True}
@@ -97,22 +99,9 @@ def torch_worker() -> None:
         print(time.perf_counter() - t, flush=True)
 
 
-class TorchWorker:
+class TorchWorker(LineWorker):
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--torch-worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        while self.proc.stdout.readline().strip() != "ready":
-            if self.proc.poll() is not None:
-                raise RuntimeError("the PyTorch worker exited before it was ready")
-
-    def ask(self, *fields) -> float:
-        self.proc.stdin.write("\t".join(map(str, fields)) + "\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
+        super().__init__([sys.executable, __file__, "--torch-worker"])
 
 
 # ------------------------------------------------------------------------------ JAX steps

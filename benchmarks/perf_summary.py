@@ -49,6 +49,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import trainer_throughput as tt  # noqa: E402
+from worker_process import LineWorker  # noqa: E402
 
 from layernas.trainers import codec_model  # noqa: E402
 
@@ -157,23 +158,10 @@ def torch_worker(args) -> None:
 TORCH_CODEC_CONFIGS = {"pytorch eager, 2 threads, NCHW": False, "pytorch eager, 2 threads, channels_last": True}
 
 
-class TorchWorker:
+class TorchWorker(LineWorker):
     def __init__(self, args, crops_path: Path):
-        cmd = [sys.executable, __file__, "--torch-worker", "--crops", str(crops_path),
-               "--codec-n", str(args.codec_n), "--codec-m", str(args.codec_m)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        while self.proc.stdout.readline().strip() != "ready":
-            if self.proc.poll() is not None:
-                raise RuntimeError("the PyTorch worker exited before it was ready")
-
-    def ask(self, *fields) -> float:
-        self.proc.stdin.write("\t".join(map(str, fields)) + "\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
+        super().__init__([sys.executable, __file__, "--torch-worker", "--crops", str(crops_path),
+                          "--codec-n", str(args.codec_n), "--codec-m", str(args.codec_m)])
 
 
 # ------------------------------------------------------------------------------ codec step
