@@ -37,7 +37,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from worker_process import LineWorker  # noqa: E402
+from worker_process import LineWorker, interleaved_medians  # noqa: E402
 
 OUT = REPO / "results" / "perf"
 TORCH_THREADS = 2
@@ -212,14 +212,8 @@ def main(argv=None) -> int:
                              "config": f"jax, depthwise {impl}", "seconds": st.compile_seconds})
             for layout in TORCH_LAYOUTS:
                 runners[layout] = lambda n, layout=layout: worker.ask(width, batch, layout, n)
-            for run in runners.values():
-                run(1)
-            times = {k: [] for k in runners}
-            for r in range(rounds):
-                for k, run in runners.items():
-                    times[k].append(run(steps) / steps)
-                print(f"width {width} batch {batch} round {r}", {k: round(v[-1], 3) for k, v in times.items()},
-                      flush=True)
+            print(f"width {width} batch {batch}:", flush=True)
+            times = interleaved_medians(runners, rounds, steps)
             med = {k: float(np.median(v)) for k, v in times.items()}
             torch_best = min(med[k] for k in TORCH_LAYOUTS)
             for k, sec in med.items():

@@ -49,7 +49,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import trainer_throughput as tt  # noqa: E402
-from worker_process import LineWorker  # noqa: E402
+from worker_process import LineWorker, interleaved_medians  # noqa: E402
 
 from layernas.trainers import codec_model  # noqa: E402
 
@@ -210,19 +210,6 @@ class JaxCodecStepper:
             self.state, self.key, loss = self.compiled(self.state, self.x, self.key)
         jax.block_until_ready(loss)
         return time.perf_counter() - t
-
-
-def interleaved_medians(runners: dict, rounds: int, steps: int) -> dict:
-    """``{name: [seconds per step, one per round]}``, configurations interleaved per round
-    (the machine is shared), after one warm-up step each."""
-    for run in runners.values():
-        run(1)
-    times = {k: [] for k in runners}
-    for r in range(rounds):
-        for k, run in runners.items():
-            times[k].append(run(steps) / steps)
-        print("  round", r, {k: round(v[-1], 3) for k, v in times.items()}, flush=True)
-    return times
 
 
 # ------------------------------------------------------------------------ children per hour

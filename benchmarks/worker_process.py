@@ -1,7 +1,10 @@
-"""A benchmark's helper process (PyTorch, without JAX's thread pool), driven line by line.
+"""Same-run comparisons: a helper process driven line by line, and interleaved timing rounds.
 
-The child prints ``ready`` once set up, then answers each tab-separated request line with
-one number (seconds, GFLOP/s, ...). Used by ``perf_summary.py`` and ``mobilenet_step.py``.
+:class:`LineWorker` runs a benchmark's other side (PyTorch, without JAX's thread pool): the
+child prints ``ready`` once set up, then answers each tab-separated request line with one
+number (seconds, GFLOP/s, ...). :func:`interleaved_medians` times several configurations in
+alternating rounds, so that a shared machine's load falls on all of them alike. Used by
+``perf_summary.py`` and ``mobilenet_step.py``.
 """
 
 from __future__ import annotations
@@ -34,3 +37,16 @@ class LineWorker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+
+
+def interleaved_medians(runners: dict, rounds: int, steps: int) -> dict:
+    """``{name: [seconds per step, one per round]}``, configurations interleaved per round
+    (the machine is shared), after one warm-up step each."""
+    for run in runners.values():
+        run(1)
+    times = {k: [] for k in runners}
+    for r in range(rounds):
+        for k, run in runners.items():
+            times[k].append(run(steps) / steps)
+        print("  round", r, {k: round(v[-1], 3) for k, v in times.items()}, flush=True)
+    return times
