@@ -61,7 +61,7 @@ MODEL_COLUMNS = ["kind", "target_madds", "arch", "madds", "params", "latency_ms_
                  "test_acc_mean", "test_acc_std", "seeds", "train_wall_s"]
 LATENCY_BATCH = 8
 
-from trained_search import append_row  # noqa: E402  (the filelocked append-as-you-go CSV writer)
+from trained_search import append_row, drop_rows  # noqa: E402  (filelocked CSV rows, written as they go)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -413,14 +413,17 @@ def run_all(args, s: dict, log) -> None:
             if kind not in todo:
                 continue
             have = pd.read_csv(models) if models.exists() else pd.DataFrame(columns=["kind", "target_fraction"])
-            if len(have[(have.kind == kind) & np.isclose(have.target_fraction, frac)]):
+            mine = lambda f: (f.kind == kind) & np.isclose(f.target_fraction, frac)  # noqa: E731
+            if len(have[mine(have)]) and int(have[mine(have)].seeds.max()) >= args.final_seeds:
                 continue
+            drop_rows(models, mine)  # a row with fewer seeds is redone (its finished seeds come from the store)
             width, arch = todo[kind]
             space = make_space(width)
             accs, walls = [], []
             for seed in range(args.final_seeds):
                 log(f"final {kind} {frac:g} seed {seed} ...")
                 r = final.run(width, arch, seed)
+                drop_rows(runs, lambda f, seed=seed: mine(f) & (f.seed == seed))
                 append_row(runs, {"kind": kind, "target_fraction": frac, "width": width,
                                   "arch": space.arch_to_str(arch), "seed": seed, **r})
                 accs.append(r["test_acc"])

@@ -132,6 +132,19 @@ def append_row(path: Path, row: dict) -> None:
         os.replace(tmp, path)
 
 
+def drop_rows(path: Path, where) -> None:
+    """Remove the rows for which ``where(frame)`` is True from a CSV written by :func:`append_row`."""
+    from filelock import FileLock
+
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            return
+        frame = pd.read_csv(path)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        frame[~where(frame)].to_csv(tmp, index=False)
+        os.replace(tmp, path)
+
+
 # ----------------------------------------------------------------------------- study
 def run_study(args, space, s, data, deadline: float) -> None:
     from layernas.evaluator import Trial
