@@ -75,10 +75,10 @@ def settings(args) -> dict:
     Why: the trained search's NATS proxy (lr 0.1 constant, batch 64) did not learn
     MobileNetV2 in the steps a CPU affords (a 21.4M-MAdds child, 1,000 images, 2 epochs,
     ended at chance, 9.6 % validation), so: half the learning rate, a warm-up epoch, batch
-    32 (3x the steps per image), 3 epochs; it reaches 24-26 % validation accuracy at 0.25x.
-    Cost, measured on an idle 2-core CPU: ~50 s a 22M-MAdds child (15 s of it compile),
-    since depthwise convs run as shifted multiply-adds (``conv_ops.depthwise_conv``; with
-    XLA's grouped convs the same child took ~6.5 min, and 965 s under load). LayerNAS:
+    32 (3x the steps per image), 3 epochs; its children reach 21-31 % validation accuracy at 0.25x.
+    Cost on a 2-core CPU: ~55 s a 22M-MAdds child (the committed searches' ``cost_seconds``;
+    ~15 s of it compile), since depthwise convs run as shifted multiply-adds
+    (``conv_ops.depthwise_conv``; with XLA's grouped convs a child took 965 s under load). LayerNAS:
     H=1 and 38 / 57 children at 0.25x / 0.5x, what a training-free dry run of the whole
     search needs to reach the last of the 28 decisions at H=1 (H=2 needs 65 / 107: give
     ``--num-buckets 2 --children 65 107``); ~32 min at 0.25x, within the ~90 minutes a

@@ -282,7 +282,7 @@ def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: int | Sequence[
 
     XLA:CPU runs grouped convolutions, and above all their kernel gradient, at a small
     fraction of its dense speed; this formulation is elementwise work plus one reduction
-    per tap (see ``results/perf/depthwise.md``). The value and both gradients equal the
+    per tap (see ``results/perf/mobilenet_step.md``). The value and both gradients equal the
     grouped convolution's up to float summation order.
 
     Args:
