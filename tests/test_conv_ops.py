@@ -207,6 +207,7 @@ def test_depthwise_bad_kernel_and_implementation():
         conv_ops.DepthwiseConv((3, 3), implementation="fft").init(jax.random.key(0), x)
 
 
+@pytest.mark.slow  # ~30 s: two whole-network gradient compiles (the layer tests above run by default)
 def test_mobilenet_depthwise_implementations_agree():
     """A whole MobileNetV2-CIFAR child: same parameters, logits and loss gradients either way."""
     from layernas.search_spaces.mobilenet_v2 import mobilenet_v2_cifar

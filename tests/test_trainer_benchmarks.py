@@ -117,7 +117,7 @@ def _load_flax_into_torch(torch, net, model, variables):
     dense(net.classifier, params["head"]["classifier"])
 
 
-@pytest.mark.parametrize("space_name", ["mobilenetv2-cifar", "mobilenetv3-small-cifar"])
+@pytest.mark.parametrize("space_name", ["mobilenetv2-cifar", pytest.param("mobilenetv3-small-cifar", marks=pytest.mark.slow)])
 def test_torch_mobilenet_twin_computes_the_flax_network(space_name):
     """Same parameter count and, with the flax weights copied in, the same logits (eval mode):
     the PyTorch side of benchmarks/mobilenet_step.py trains the same network."""
