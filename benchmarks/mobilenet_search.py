@@ -81,7 +81,7 @@ def settings(args) -> dict:
     (``conv_ops.depthwise_conv``; with XLA's grouped convs a child took 965 s under load). LayerNAS:
     H=1 and 38 / 57 children at 0.25x / 0.5x, what a training-free dry run of the whole
     search needs to reach the last of the 28 decisions at H=1 (H=2 needs 65 / 107: give
-    ``--num-buckets 2 --children 65 107``); ~32 min at 0.25x, within the ~90 minutes a
+    ``--num-buckets 2 --children 65 107``); ~35 min at 0.25x, within the ~90 minutes a
     search may take.
     """
     if args.quick:
@@ -414,7 +414,8 @@ def run_all(args, s: dict, log) -> None:
                 continue
             have = pd.read_csv(models) if models.exists() else pd.DataFrame(columns=["kind", "target_fraction"])
             mine = lambda f: (f.kind == kind) & np.isclose(f.target_fraction, frac)  # noqa: E731
-            if len(have[mine(have)]) and int(have[mine(have)].seeds.max()) >= args.final_seeds:
+            done = have[mine(have)]
+            if len(done) and int(done.seeds.max()) >= args.final_seeds:
                 continue
             drop_rows(models, mine)  # a row with fewer seeds is redone (its finished seeds come from the store)
             width, arch = todo[kind]

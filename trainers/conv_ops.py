@@ -99,6 +99,13 @@ def _rearranged_kernel(kernel: jnp.ndarray, taps_y: np.ndarray, taps_x: np.ndarr
     return padded[ty[:, :, None, None], tx[None, None, :, :]]
 
 
+def _conv_pads(spatial, kernel, strides, padding: Padding) -> list[tuple[int, int]]:
+    """``[(lo_y, hi_y), (lo_x, hi_x)]`` of "SAME"/"VALID" (as lax computes them) or of explicit pads."""
+    if isinstance(padding, str):
+        return [tuple(p) for p in jax.lax.padtype_to_pads(spatial, kernel, strides, padding)]
+    return [tuple(int(v) for v in p) for p in padding]
+
+
 def _stride1_conv(x, kernel, pads, precision):
     x, pads = _crop_or_pad_spec(x, pads)
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS,
@@ -136,10 +143,7 @@ def strided_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: int | Sequence[in
     sy, sx = _pair(strides)
     kh, kw = kernel.shape[:2]
     n, h, w, _ = x.shape
-    if isinstance(padding, str):
-        pads = jax.lax.padtype_to_pads((h, w), (kh, kw), (sy, sx), padding)
-    else:
-        pads = [tuple(p) for p in padding]
+    pads = _conv_pads((h, w), (kh, kw), (sy, sx), padding)
     ty, h_full, (ply, phy), out_h = _strided_axis_plan(h, kh, sy, *pads[0])
     tx, w_full, (plx, phx), out_w = _strided_axis_plan(w, kw, sx, *pads[1])
     if (sy, sx) == (1, 1):
@@ -207,10 +211,7 @@ def _depthwise_plan(x_shape, k_shape, strides, padding):
     """``(pads, out_h, out_w)`` of a depthwise conv, as ``lax`` computes them."""
     sy, sx = strides
     (kh, kw), (h, w) = k_shape[:2], x_shape[1:3]
-    if isinstance(padding, str):
-        pads = [tuple(p) for p in jax.lax.padtype_to_pads((h, w), (kh, kw), (sy, sx), padding)]
-    else:
-        pads = [tuple(int(v) for v in p) for p in padding]
+    pads = _conv_pads((h, w), (kh, kw), strides, padding)
     out_h = (h + sum(pads[0]) - kh) // sy + 1
     out_w = (w + sum(pads[1]) - kw) // sx + 1
     return pads, out_h, out_w
@@ -268,8 +269,9 @@ def _depthwise_fwd(x, kernel, strides, padding):
 def _depthwise_bwd(strides, padding, residuals, g):
     x, kernel = residuals
     pads, out_h, out_w = _depthwise_plan(x.shape, kernel.shape, strides, padding)
-    _, x_vjp = jax.vjp(lambda x_: _depthwise_forward(x_, kernel, strides, pads, out_h, out_w), x)
-    return x_vjp(g)[0], _depthwise_kernel_grad(x, g, kernel.shape, strides, pads)
+    # the forward is linear in x: its input gradient is its transpose (pads and strided slices)
+    x_grad = jax.linear_transpose(lambda x_: _depthwise_forward(x_, kernel, strides, pads, out_h, out_w), x)
+    return x_grad(g)[0], _depthwise_kernel_grad(x, g, kernel.shape, strides, pads)
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
