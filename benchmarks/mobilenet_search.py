@@ -203,11 +203,13 @@ def make_evaluator(space, s, store, seed: int = 0):
 
 def search_options(algo: str, s: dict, target: float) -> dict:
     """LayerNAS: H buckets, equal-width over [0.75, 1] x target on every layer (children
-    are repaired to fit the target, so they land just under it; lower buckets stay empty)."""
+    are repaired to fit the target, so they land just under it; lower buckets stay empty).
+    No dive, as the committed searches ran (with H=1 the layerwise search already is one
+    dive, so it is the same search, and their run folders resume)."""
     if algo != "layernas":
         return {}
     edges = [float(e) for e in np.linspace(0.75 * target, target, s["num_buckets"] + 1)]
-    return {"num_buckets": s["num_buckets"], "bucket_edges": edges}
+    return {"num_buckets": s["num_buckets"], "bucket_edges": edges, "dives": 0}
 
 
 def reachable_random(space, target):

@@ -44,19 +44,21 @@ from layernas.searchers.layernas import PRESETS
 SELECTION_PANEL = ("cifar10", 0.5)
 # the default chosen by the first ablation (before when_exhausted existed), shown beside the current one
 FIRST_DEFAULT = "space+repair/model/reward"
-# the default chosen by the second ablation (before warm_start existed): a new variant replaces it
+# the default chosen by the second ablation (before warm_start existed)
+SECOND_DEFAULT = "space+repair/model/reward+mutate"
+# the default chosen by the third ablation (before dives existed): a new variant replaces it
 # only if it beats it on the selection panel by more than twice the standard error of the
 # run-by-run difference
-SECOND_DEFAULT = "space+repair/model/reward+mutate"
+PREVIOUS_DEFAULT = "space+repair/model/reward+mutate/W3"
 NOISE = 2.0   # how many standard errors of the paired difference count as more than noise
 GRID = np.linspace(0.0, 1.0, 41)  # fractions of the time budget for the curves
 REFERENCE = "rea"
 
 
 def variant_name(options: dict) -> str:
-    """``fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>][/W<warm_start>]``,
+    """``fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>][/W<warm_start>][/D<dives>]``,
     e.g. ``space/model/reward`` (the paper) or ``space+repair/model/reward+refine/H25``; the
-    suffixes are left out at their defaults (``"stop"``, 100 buckets, no warm start)."""
+    suffixes are left out at their defaults (``"stop"``, 100 buckets, no warm start, no dive)."""
     repair = "+repair" if options["repair"] else ""
     name = f"{options['fill']}{repair}/{options['bucket_by']}/{options['candidate_order']}"
     if options.get("when_exhausted", "stop") != "stop":
@@ -65,6 +67,8 @@ def variant_name(options: dict) -> str:
         name += f"/H{options['num_buckets']}"
     if options.get("warm_start", 0):
         name += f"/W{options['warm_start']}"
+    if options.get("dives", 0):
+        name += f"/D{options['dives']}"
     return name
 
 
@@ -82,10 +86,14 @@ def variants() -> dict[str, dict]:
     varied on the second default (``space+repair/model/reward+mutate``): 3, 5, 10 and 20
     models, with ``"stop"`` and with 25 buckets; and with ``fill="sampled"`` (the best of
     them is the all-default architecture), with and without repair.
+    ``dives`` (greedy passes through the layers before the layer-by-layer rounds) is varied
+    on the third default (``space+repair/model/reward+mutate/W3``): 1, 2 and 3 dives; one
+    dive with 0 and 5 warm-start models, with 25 and 50 buckets, without repair, and with
+    ``fill="in_target"``.
 
-    Every variant names all the options a preset bundles (``when_exhausted="stop"`` and
-    ``warm_start=0`` where its name has no suffix), so a change of the library's default
-    preset cannot change what a variant runs.
+    Every variant names all the options a preset bundles (``when_exhausted="stop"``,
+    ``warm_start=0`` and ``dives=0`` where its name has no suffix), so a change of the
+    library's default preset cannot change what a variant runs.
     """
     out = {}
     orders = [("model", "reward"), ("model", "cost"), ("min_completion", "reward"),
@@ -94,13 +102,13 @@ def variants() -> dict[str, dict]:
         for repair in ((False, True) if fill != "cheapest" else (False,)):
             for bucket_by, order in orders:
                 options = {"fill": fill, "repair": repair, "bucket_by": bucket_by,
-                           "candidate_order": order, "when_exhausted": "stop", "warm_start": 0}
+                           "candidate_order": order, "when_exhausted": "stop", "warm_start": 0, "dives": 0}
                 out[variant_name(options)] = options
     for fill, repair in (("space", False), ("space", True), ("in_target", False)):
         for when in ("refine", "mutate"):
             for buckets in (100, 25):
                 options = {"fill": fill, "repair": repair, "bucket_by": "model",
-                           "candidate_order": "reward", "when_exhausted": when, "warm_start": 0}
+                           "candidate_order": "reward", "when_exhausted": when, "warm_start": 0, "dives": 0}
                 if buckets != 100:
                     options["num_buckets"] = buckets
                 out[variant_name(options)] = options
@@ -111,7 +119,16 @@ def variants() -> dict[str, dict]:
             ("sampled", False, "mutate", 100, 10)]
     for fill, repair, when, buckets, samples in warm:
         options = {"fill": fill, "repair": repair, "bucket_by": "model", "candidate_order": "reward",
-                   "when_exhausted": when, "warm_start": samples}
+                   "when_exhausted": when, "warm_start": samples, "dives": 0}
+        if buckets != 100:
+            options["num_buckets"] = buckets
+        out[variant_name(options)] = options
+    dive = [("space", True, 100, 3, 1), ("space", True, 100, 3, 2), ("space", True, 100, 3, 3),
+            ("space", True, 100, 0, 1), ("space", True, 100, 5, 1), ("space", True, 25, 3, 1),
+            ("space", True, 50, 3, 1), ("space", False, 100, 3, 1), ("in_target", False, 100, 3, 1)]
+    for fill, repair, buckets, samples, dives in dive:
+        options = {"fill": fill, "repair": repair, "bucket_by": "model", "candidate_order": "reward",
+                   "when_exhausted": "mutate", "warm_start": samples, "dives": dives}
         if buckets != 100:
             options["num_buckets"] = buckets
         out[variant_name(options)] = options
@@ -379,16 +396,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sel = table[(table.dataset == SELECTION_PANEL[0]) & (table.flops_fraction == SELECTION_PANEL[1])
                 & (table.option != REFERENCE)].sort_values("auc_valid", ascending=False)
     chosen = sel.iloc[0].option
-    gain, gain_se = paired_difference(cells, chosen, SECOND_DEFAULT, SELECTION_PANEL)
-    beats = chosen != SECOND_DEFAULT and gain > NOISE * gain_se
-    rule_default = chosen if beats else SECOND_DEFAULT
+    gain, gain_se = paired_difference(cells, chosen, PREVIOUS_DEFAULT, SELECTION_PANEL)
+    beats = chosen != PREVIOUS_DEFAULT and gain > NOISE * gain_se
+    rule_default = chosen if beats else PREVIOUS_DEFAULT
     paper = variant_name(PRESETS["paper"])
     default = variant_name(PRESETS["efficient"])
-    previous = [n for n in (SECOND_DEFAULT, FIRST_DEFAULT) if n != default]
-    shown = list(dict.fromkeys([paper, chosen, default, *previous, *sel.option.iloc[1:4], REFERENCE]))
+    previous = [n for n in (PREVIOUS_DEFAULT, SECOND_DEFAULT, FIRST_DEFAULT) if n != default]
+    shown = list(dict.fromkeys([paper, chosen, default, PREVIOUS_DEFAULT, FIRST_DEFAULT,
+                                *sel.option.iloc[1:3], REFERENCE]))
     plot(cells, shown, out / "ablation_curves.png",
          {paper: " (paper)", FIRST_DEFAULT: " (first default)", SECOND_DEFAULT: " (second default)",
-          chosen: " (selected)", default: " (default)"})
+          PREVIOUS_DEFAULT: " (third default)", chosen: " (selected)", default: " (default)"})
     wall = time.perf_counter() - start
     worker = sum(c["worker_seconds"] for c in cells)
 
@@ -434,20 +452,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Selection used one panel ({SELECTION_PANEL[0]}, {SELECTION_PANEL[1]:.0%}) and one number, "
         "`auc_valid`. Top five there:",
         "",
-        f"| option | auc_valid (± standard error over the runs) | minus `{SECOND_DEFAULT}`'s, run by run "
+        f"| option | auc_valid (± standard error over the runs) | minus `{PREVIOUS_DEFAULT}`'s, run by run "
         f"(same seed; ± standard error) | minus `{FIRST_DEFAULT}`'s, run by run |", "|---|---|---|---|",
         *[f"| {r.option} | {r.auc_valid:.3f} ± {r.auc_valid_se:.3f} | "
-          "{:+.4f} ± {:.4f} | ".format(*paired_difference(cells, r.option, SECOND_DEFAULT, SELECTION_PANEL))
+          "{:+.4f} ± {:.4f} | ".format(*paired_difference(cells, r.option, PREVIOUS_DEFAULT, SELECTION_PANEL))
           + "{:+.4f} ± {:.4f} |".format(*paired_difference(cells, r.option, FIRST_DEFAULT, SELECTION_PANEL))
           for _, r in sel.head(5).iterrows()],
         "",
         f"The rule: the variant with the highest `auc_valid` there becomes the default if it beats the "
-        f"previous default (`{SECOND_DEFAULT}`, chosen by the ablation before `warm_start` existed) by "
+        f"previous default (`{PREVIOUS_DEFAULT}`, chosen by the ablation before `dives` existed) by "
         f"more than {NOISE:g} standard errors of their run-by-run difference; otherwise the previous "
         f"default stays. Highest: `{chosen}`, "
         + (f"{gain:+.4f} ± {gain_se:.4f} against the previous default: "
            + ("more than noise, so it is the new default." if beats else "not more than noise, so the "
-              "previous default stays.") if chosen != SECOND_DEFAULT else "the previous default itself.")
+              "previous default stays.") if chosen != PREVIOUS_DEFAULT else "the previous default itself.")
         + f" The library's default preset `efficient` is `{default}`"
         + (" (what the rule gives)." if rule_default == default else
            f" -- NOT what the rule gives (`{rule_default}`): update PRESETS in layernas/searchers/layernas.py."),
@@ -464,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         *goal_lines(table, default, paper),
         "",
+        *([f"And for the third default (`{PREVIOUS_DEFAULT}`, no dive):", "",
+           *goal_lines(table, PREVIOUS_DEFAULT, paper), ""] if PREVIOUS_DEFAULT != default else []),
         *([f"And for the second default (`{SECOND_DEFAULT}`, no warm start):", "",
            *goal_lines(table, SECOND_DEFAULT, paper), ""] if SECOND_DEFAULT != default else []),
         *([f"And for the first default (`{FIRST_DEFAULT}`, which stops when the layerwise search is "
@@ -473,8 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "## Every variant",
         "",
-        "Names are `fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>][/W<warm_start>]` "
-        "(see docs/searchers.md; no suffix: `when_exhausted=\"stop\"`, 100 buckets, no warm start).",
+        "Names are `fill[+repair]/bucket_by/candidate_order[+when_exhausted][/H<num_buckets>][/W<warm_start>]"
+        "[/D<dives>]` (see docs/searchers.md; no suffix: `when_exhausted=\"stop\"`, 100 buckets, no warm "
+        "start, no dive).",
         "",
         markdown(table, list(all_variants) + [REFERENCE]),
         "",

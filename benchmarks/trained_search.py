@@ -272,8 +272,10 @@ def run_searches(args, space, s, data, deadline: float) -> None:
         done = set(zip(*pd.read_csv(answers)[["algorithm", "seed"]].T.values))
     # LayerNAS ends by itself once its layerwise search is exhausted (when_exhausted="stop"):
     # REA and random then get as many children as it used.
-    # LayerNAS as the first searches ran: no warm start, stopping when the layerwise search is done
-    options = {"layernas": {"num_buckets": args.num_buckets, "when_exhausted": "stop", "warm_start": 0},
+    # LayerNAS as the first searches ran: no warm start, no dive, stopping when the layerwise
+    # search is done
+    options = {"layernas": {"num_buckets": args.num_buckets, "when_exhausted": "stop", "warm_start": 0,
+                            "dives": 0},
                "rea": {}, "random": {},
                # the paper's LayerNAS (unsearched layers at their most expensive option): what the
                # default preset saves in trained children that can never be the answer

@@ -728,7 +728,7 @@ def run_loop(
         elif error:
             raise RunError(error)
         if saved is not None:
-            _check_resumed_settings(out, saved["settings"], settings)
+            _check_resumed_settings(out, saved["settings"], settings, searcher.added_options)
         files = writer and out is not None
         record = _run(space, searcher, executor, budget, target, int(seed), out if files else None,
                       saved, settings, (progress if writer else None))
@@ -736,19 +736,24 @@ def run_loop(
         return record
 
 
-def _check_resumed_settings(out: Path | None, old: dict, new: dict) -> None:
+def _check_resumed_settings(out: Path | None, old: dict, new: dict,
+                            added_options: Mapping[str, Any] | None = None) -> None:
     """RunError unless a resume's ``new`` settings are those the run was started with.
 
     ``searcher_config`` (the searcher's resolved options) is compared option by option,
     in place of the options as typed, so a changed default names the option and how to
     keep the run's value, and typing a default is the same run as leaving it out. A run
     written before it was recorded (or by a searcher without one) is checked on the
-    options as typed.
+    options as typed. An option of ``added_options`` (see
+    :class:`~layernas.searchers.base.Searcher`) that the recorded config lacks is read as
+    the value given there.
     """
     # the resolved options decide; the options as typed only where they were not recorded
     ignored = "searcher_options" if old.get("searcher_config") else "searcher_config"
     old = {k: v for k, v in old.items() if k != ignored}
     new = {k: v for k, v in new.items() if k != ignored}
+    if old.get("searcher_config") and added_options:
+        old["searcher_config"] = {**added_options, **old["searcher_config"]}
     if old == new:
         return
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"

@@ -1,4 +1,4 @@
-"""LayerNAS's options (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start, presets): every one respects
+"""LayerNAS's options (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start, dives, presets): every one respects
 the target and the evaluation budget, is deterministic with a seed and resumes exactly from a
 saved state; the paper's preset reproduces the committed NATS comparison."""
 
@@ -330,21 +330,31 @@ WARM_IDS = [f"W{o['warm_start']}-{o['fill']}{'+repair' if o['repair'] else ''}-{
             for o in WARM_GRID]
 
 
-@pytest.mark.parametrize("options", WARM_GRID, ids=WARM_IDS)
-@pytest.mark.parametrize("budget", [1, 3, 7, 40, 300])
-def test_warm_start_respects_target_and_evaluation_budget(options, budget):
-    space = toy(seed=8, layers=5, options=4)
+def checked_toy_search(options: dict, budget: int, space_seed: int):
+    """A search of a 5-layer toy space, three trials in flight, checked for what every option
+    promises: within the budget, no architecture twice, only feasible models when repairing.
+    Returns the result and the target."""
+    space = toy(seed=space_seed, layers=5, options=4)
     target = toy_target(space)
     result = layernas.search(space, AdditiveEvaluator(space), budget=budget, target=target,
                              searcher_options=options, max_in_flight=3)
     history = result.history
     assert len(history) <= budget
     assert history.arch_str.is_unique, "an architecture was evaluated twice"
+    assert (history[history.feasible].cost_cost <= target.max).all()
+    if options["repair"]:
+        assert history.feasible.all()
+    return result, target
+
+
+@pytest.mark.parametrize("options", WARM_GRID, ids=WARM_IDS)
+@pytest.mark.parametrize("budget", [1, 3, 7, 40, 300])
+def test_warm_start_respects_target_and_evaluation_budget(options, budget):
+    result, target = checked_toy_search(options, budget, space_seed=8)
+    history = result.history
     # the warm start is feasible: an answer from the first evaluation on
     assert history.feasible.iloc[: options["warm_start"]].all()
     assert result.best is not None and result.best["costs"]["cost"] <= target.max
-    if options["repair"]:
-        assert history.feasible.all()
 
 
 @pytest.mark.parametrize("options", WARM_GRID, ids=WARM_IDS)
@@ -416,6 +426,106 @@ def test_sampled_fill_starts_the_layerwise_search_from_the_best_warm_start_model
         # was evaluated in the warm start and is not proposed again)
         children = [best[:0] + (o,) + best[1:] for o in range(space.num_options[0])]
         assert proposed[6: 6 + space.num_options[0] - 1] == [c for c in children if c != best]
+
+
+# --- dives: greedy passes through the layers before the layer-by-layer rounds ---------------
+
+DIVE_GRID = [dict(dives=d, warm_start=k, fill=f, repair=r, when_exhausted=w)
+             for d in (1, 2) for k in (0, 3) for f, r in (("space", True), ("space", False), ("in_target", False))
+             for w in ("stop", "mutate")]
+DIVE_IDS = [f"D{o['dives']}-W{o['warm_start']}-{o['fill']}{'+repair' if o['repair'] else ''}-{o['when_exhausted']}"
+            for o in DIVE_GRID]
+
+
+@pytest.mark.parametrize("options", DIVE_GRID, ids=DIVE_IDS)
+@pytest.mark.parametrize("budget", [1, 6, 40, 300])
+def test_dives_respect_target_and_evaluation_budget(options, budget):
+    result, target = checked_toy_search(options, budget, space_seed=9)
+    if budget >= 6 and options["repair"]:
+        assert result.best is not None
+
+
+@pytest.mark.parametrize("options", DIVE_GRID, ids=DIVE_IDS)
+def test_dives_are_deterministic_and_resume_from_a_saved_state(options):
+    space = toy(seed=13, layers=4, options=4)
+    target = toy_target(space, 0.5)
+    whole, final = trace_of(make_layernas(space, target, **options), space, seed=2, limit=2000)
+    assert whole == trace_of(make_layernas(space, target, **options), space, seed=2, limit=2000)[0]
+    assert final["done"] and final["diving"] == 0
+    for stop_at in sorted({1, 3, 6, 10, len(whole) // 2, len(whole) - 1}):
+        # one at a time before the stop, so it falls inside the dive too
+        assert resumed_trace(lambda: make_layernas(space, target, **options), space, 2, stop_at,
+                             batch=1) == whole, stop_at
+
+
+def test_a_dive_expands_the_best_candidate_of_each_layer_first():
+    """Without warm start or repair: layer 0's children (of the root), then the children at
+    layer 1 of the best of them, at layer 2 of the best of those, and so on to the last
+    layer; only then the layer-by-layer rounds."""
+    space = toy(seed=4, layers=5, options=4)
+    target = toy_target(space, 0.6)
+    searcher = make_layernas(space, target, dives=1, warm_start=0, repair=False, fill="in_target",
+                             when_exhausted="stop")
+    proposed, _ = trace_of(searcher, space, batch=1)
+    parent, i = tuple(Completion(space, target).default_arch("in_target")), 0
+    for layer in range(space.num_layers):
+        children = [parent[:layer] + (o,) + parent[layer + 1:] for o in range(space.num_options[layer])]
+        children = [c for c in children if target.reachable(space, c[: layer + 1])]
+        fresh = [c for c in children if c not in proposed[:i]]
+        assert proposed[i: i + len(fresh)] == fresh, layer
+        i += len(fresh)
+        parent = max(children, key=lambda a: (space.reward(a), -space.cost(a)["cost"]))
+    plain, _ = trace_of(make_layernas(space, target, dives=0, warm_start=0, repair=False, fill="in_target",
+                                      when_exhausted="stop"), space, batch=1)
+    assert proposed != plain and proposed[:space.num_options[0]] == plain[:space.num_options[0]]
+
+
+def test_with_one_bucket_a_dive_is_the_layerwise_search_itself():
+    """With one bucket per layer the layerwise search already expands one candidate per layer,
+    the best: one dive changes nothing (the MobileNet benchmark's H=1 searches)."""
+    for seed in range(4):
+        space = toy(seed=seed, layers=6, options=3)
+        target = toy_target(space, 0.5)
+        runs = [trace_of(make_layernas(space, target, num_buckets=1, dives=d), space, seed=seed)[0] for d in (0, 1)]
+        assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(dives=-1), "dives must be an integer >= 0, got -1"),
+    (dict(dives=True), "dives must be an integer >= 0, got True"),
+    (dict(dives="1"), "dives must be an integer >= 0, got '1'"),
+])
+def test_bad_dives_name_the_value(bad, message):
+    with pytest.raises(ValueError, match=message):
+        make_layernas(toy(), Target("cost", max=20), **bad)
+
+
+def test_a_run_recorded_before_dives_resumes_without_them_and_a_dive_is_refused(tmp_path, monkeypatch):
+    """A run folder written before ``dives`` existed records a config without it; resuming
+    reads it as ``dives=0``: the new default (a dive) is refused, naming the option to pass,
+    and passing it continues the run exactly."""
+    import layernas.api
+
+    space = toy(seed=6, layers=5, options=4)
+    target = toy_target(space)
+    ev = AdditiveEvaluator(space)
+    whole = layernas.search(space, ev, budget=30, target=target, searcher_options={"dives": 0})
+    out = tmp_path / "run"
+    real = layernas.api.make_searcher
+
+    def before_dives(*a, **k):
+        searcher = real(*a, **k)
+        return searcher._replace(config={n: v for n, v in searcher.config.items() if n != "dives"})
+
+    monkeypatch.setattr(layernas.api, "make_searcher", before_dives)
+    layernas.search(space, ev, budget=12, target=target, searcher_options={"dives": 0}, out_dir=out)
+    monkeypatch.setattr(layernas.api, "make_searcher", real)
+    assert PRESETS["efficient"]["dives"] == 1
+    with pytest.raises(layernas.RunError, match="dives: 0 -> 1.*pass the searcher option.*dives=0"):
+        layernas.search(space, ev, budget=30, target=target, out_dir=out, resume=True)
+    resumed = layernas.search(space, ev, budget=30, target=target, out_dir=out, resume=True,
+                              searcher_options={"dives": 0})
+    assert list(resumed.history.arch_str) == list(whole.history.arch_str)
 
 
 # --- NATS-Bench tss (needs the shared table) ------------------------------------------------

@@ -41,6 +41,9 @@ class Searcher(NamedTuple):
     ``config`` is the searcher's options as resolved, every default and preset filled in
     (JSON-able). A run records it, and a resume refuses a searcher whose resolved options
     differ, so a changed default never silently changes a resumed search.
+    ``added_options`` names the options added after runs began recording ``config``, each
+    with the value the searcher had before the option existed: a recorded config without
+    one of them is read as having that value.
     """
 
     name: str
@@ -48,6 +51,7 @@ class Searcher(NamedTuple):
     propose: Callable[[State, int], tuple[list[Arch], State]]
     update: Callable[[State, Sequence[EvalResult]], State]
     config: Mapping[str, Any] = types.MappingProxyType({})
+    added_options: Mapping[str, Any] = types.MappingProxyType({})
 
 
 def arch_key(arch: Sequence[int]) -> str:

@@ -17,9 +17,9 @@ Open choices of the sources, with their defaults here (docs/searchers.md has the
 effect of each on NATS-Bench):
 
 * ``preset`` = ``"efficient"``: ``fill="space"``, ``repair=True``, ``bucket_by="model"``,
-  ``candidate_order="reward"``, ``when_exhausted="mutate"``, ``warm_start=3``.
+  ``candidate_order="reward"``, ``when_exhausted="mutate"``, ``warm_start=3``, ``dives=1``.
   ``preset="paper"`` is the paper's behaviour: the same with ``repair=False``,
-  ``when_exhausted="stop"`` and ``warm_start=0``.
+  ``when_exhausted="stop"``, ``warm_start=0`` and ``dives=0``.
 * ``fill`` = ``"space"``: layers not yet searched take the space's ``Layer.default`` (the
   NATS and MobileNet spaces use the most expensive option, as the paper does). Also
   ``"dearest"``, ``"cheapest"``, ``"in_target"`` (the dearest all-default model inside
@@ -28,6 +28,13 @@ effect of each on NATS-Bench):
   layerwise search (0, the paper: none). They give the search feasible answers from its
   first evaluation, and are centres of ``when_exhausted="mutate"``'s local search; the
   layerwise search itself is unchanged (it reuses their rewards if it builds one of them).
+* ``dives`` = 1: the layerwise search starts with one *dive*: at each layer in turn it
+  expands only the best kept candidate of the previous layer, waits for its children, and
+  goes on to the next layer, down to the last (a greedy coordinate descent through the
+  layers, about ``L * |S|`` evaluations). Then the layer-by-layer rounds go on from layer 0
+  with everything the dive evaluated in the tables. Every model a dive evaluates is a child
+  of a kept candidate, as the rounds' are, so the layerwise argument is unchanged; the dive
+  brings the first searched-through models forward. 0 (the paper): no dive.
 * ``repair`` = True: a child over the target whose searched prefix can still reach it has
   its unsearched layers stepped down until it is feasible, so no evaluation is spent on a
   model that can never be the answer. False (the paper) evaluates the child as it is; with
@@ -96,16 +103,19 @@ FILLS = ("space", "dearest", "cheapest", "in_target", "sampled")
 BUCKET_BYS = ("model", "min_completion")
 CANDIDATE_ORDERS = ("reward", "cost")
 WHEN_EXHAUSTED = ("stop", "refine", "mutate")
-# Named bundles of (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start).
+# Named bundles of (fill, repair, bucket_by, candidate_order, when_exhausted, warm_start, dives).
 # "paper" is the LayerNAS paper's behaviour (with the NATS and MobileNet spaces, whose
 # default option is the most expensive one); "efficient" is the library default, chosen by
 # benchmarks/nats_ablation.py on validation accuracy only (see docs/searchers.md).
 PRESETS = {
     "paper": {"fill": "space", "repair": False, "bucket_by": "model", "candidate_order": "reward",
-              "when_exhausted": "stop", "warm_start": 0},
+              "when_exhausted": "stop", "warm_start": 0, "dives": 0},
     "efficient": {"fill": "space", "repair": True, "bucket_by": "model", "candidate_order": "reward",
-                  "when_exhausted": "mutate", "warm_start": 3},
+                  "when_exhausted": "mutate", "warm_start": 3, "dives": 1},
 }
+# the options added after runs began recording their resolved options, with the value the
+# searcher had before each existed (a resume reads a recorded config without one as that)
+ADDED_OPTIONS = {"dives": 0}
 DEFAULT_PRESET = "efficient"
 KNOWN_SHARDS = 64  # the evaluated-architecture map is split into this many dicts
 WARM_UNIFORM_TRIES = 1000   # uniform draws per warm-start model before the layer-by-layer draw
@@ -159,6 +169,7 @@ def layernas(
     bucket_range: tuple[float, float] | None = None,
     bucket_edges: Sequence[float] | Sequence[Sequence[float]] | None = None,
     warm_start: int | None = None,
+    dives: int | None = None,
 ) -> Searcher:
     """Build the LayerNAS searcher for ``space`` aiming at ``target``.
 
@@ -166,7 +177,7 @@ def layernas(
       space: the search space.
       target: the cost range of the answer; its metric is the one bucketed on.
       preset: a named bundle of ``fill``, ``repair``, ``bucket_by``, ``candidate_order``,
-        ``when_exhausted`` and ``warm_start`` (see :data:`PRESETS`): ``"paper"`` (the
+        ``when_exhausted``, ``warm_start`` and ``dives`` (see :data:`PRESETS`): ``"paper"`` (the
         LayerNAS paper) or ``"efficient"``. Those parameters, when given, override the preset.
       fill: the option of layers not yet searched: ``"space"`` (each layer's
         ``Layer.default``; the NATS and MobileNet spaces use the most expensive option,
@@ -214,6 +225,16 @@ def layernas(
         reward). Default: the preset's (``"efficient"``: 3, ``"paper"``: 0).
     Returns:
       A :class:`Searcher`.
+      dives: how many dives the layerwise search starts with (after the warm start). A
+        dive goes through the layers in order and at each one expands only the best
+        unexpanded kept candidate of the previous layer (the root at layer 0), waits for
+        its children, and moves on; after the last layer the next dive, or the ordinary
+        layer-by-layer rounds, start again from layer 0, the tables holding everything
+        evaluated so far. The rounds then expand every kept candidate, as without dives.
+        A dive evaluates children of kept candidates only, so every table still ends up
+        with the best evaluated child of each bucket and the layerwise argument is the same;
+        what a dive adds is the children of a candidate that a better one may later push
+        out of its bucket. Default: the preset's (``"efficient"``: 1, ``"paper"``: 0).
     Raises:
       ValueError: naming the bad option value and the expected ones.
     """
@@ -240,6 +261,12 @@ def layernas(
         raise ValueError(f"per_bucket must be >= 1, got {per_bucket}")
     if warm_start is not None:
         chosen["warm_start"] = warm_start
+    if dives is not None:
+        chosen["dives"] = dives
+    dives = chosen["dives"]
+    if not isinstance(dives, (int, np.integer)) or isinstance(dives, bool) or dives < 0:
+        raise ValueError(f"dives must be an integer >= 0, got {dives!r}")
+    dives = int(dives)
     warm_start = chosen.get("warm_start", 0)
     if not isinstance(warm_start, (int, np.integer)) or isinstance(warm_start, bool) or warm_start < 0:
         raise ValueError(f"warm_start must be an integer >= 0, got {warm_start!r}")
@@ -369,6 +396,7 @@ def layernas(
             "done": False,
             **({"samples": [], "sample_target": warm_start, "sampling": True} if warm_start else {}),
             **({"root": None} if fill == "sampled" else {}),
+            **({"diving": dives, "dove": False} if dives else {}),
         }
 
     def lookup(known: list, key: str):
@@ -552,12 +580,21 @@ def layernas(
                 state = {**state, "queue": state["queue"][len(take):]}
                 continue
             layer = state["layer"]
-            parent = next_candidate(state, layer)
+            diving = state.get("diving", 0)
+            parent = None if diving and state["dove"] else next_candidate(state, layer)
             if parent is not None:
                 state = expand(state, layer, parent)
+                if diving:
+                    state = {**state, "dove": True}
                 continue
             if state["waiting"]:
                 break  # this layer's children are still training: finish the layer first
+            if diving:
+                # a dive: one candidate per layer, the best unexpanded one, down to the last layer
+                last = layer == num_layers - 1
+                state = {**state, "layer": 0 if last else layer + 1, "idle_layers": state["idle_layers"] + 1,
+                         "dove": False, "diving": diving - 1 if last else diving}
+                continue
             idle = state["idle_layers"] + 1
             state = {**state, "layer": (layer + 1) % num_layers, "idle_layers": idle}
             if idle > num_layers:
@@ -592,7 +629,7 @@ def layernas(
     config = {"preset": preset, **chosen, "num_buckets": int(num_buckets), "per_bucket": int(per_bucket),
               "bucket_range": None if bucket_edges is not None else [float(lo), float(hi)],
               "bucket_edges": None if bucket_edges is None else [[float(e) for e in edges] for edges in layer_edges]}
-    return Searcher("layernas", init, propose, update, config)
+    return Searcher("layernas", init, propose, update, config, ADDED_OPTIONS)
 
 
 def _upgrade(state: State) -> State:
