@@ -402,8 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     paper = variant_name(PRESETS["paper"])
     default = variant_name(PRESETS["efficient"])
     previous = [n for n in (PREVIOUS_DEFAULT, SECOND_DEFAULT, FIRST_DEFAULT) if n != default]
-    shown = list(dict.fromkeys([paper, chosen, default, PREVIOUS_DEFAULT, FIRST_DEFAULT,
-                                *sel.option.iloc[1:3], REFERENCE]))
+    # drawn in this order: the selected variant and the default last, on top
+    shown = list(dict.fromkeys([paper, FIRST_DEFAULT, PREVIOUS_DEFAULT, chosen, default, REFERENCE]))
     plot(cells, shown, out / "ablation_curves.png",
          {paper: " (paper)", FIRST_DEFAULT: " (first default)", SECOND_DEFAULT: " (second default)",
           PREVIOUS_DEFAULT: " (third default)", chosen: " (selected)", default: " (default)"})
