@@ -1,20 +1,18 @@
 """benchmarks/device_check.py runs end to end (its tiny --quick mode, on whatever device JAX has)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from benchmark_modules import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("device_check", REPO / "benchmarks" / "device_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("device_check")
 
 
 def test_device_check_quick_writes_every_section(tmp_path):

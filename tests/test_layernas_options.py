@@ -18,6 +18,7 @@ from layernas.searchers.base import arch_key
 from layernas.searchers.layernas import (BUCKET_BYS, CANDIDATE_ORDERS, FILLS, PRESETS, WHEN_EXHAUSTED,
                                          Completion, layernas as make_layernas)
 from layernas.target import Target
+from benchmark_modules import load_benchmark
 from toy_spaces import AdditiveEvaluator, AdditiveSpace, brute_force_best
 
 REPO = Path(__file__).resolve().parents[1]
@@ -589,12 +590,7 @@ def test_nats_options_spend_as_documented(nats, fraction):
 # --- the ablation benchmark's measures ----------------------------------------------------
 
 def ablation_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("nats_ablation", REPO / "benchmarks" / "nats_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("nats_ablation")
 
 
 def test_area_is_the_mean_of_the_step_curve_with_zero_before_the_first_answer():

@@ -4,7 +4,6 @@ of models.csv has the MAdds its architecture recomputes to."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,15 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark_modules import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "mobilenet_search" / "models.csv"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("mobilenet_search", REPO / "benchmarks" / "mobilenet_search.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("mobilenet_search")
 
 
 ms = _load()

@@ -1,23 +1,19 @@
 """benchmarks/perf_summary.py: its peak helpers, and (slow) the whole --quick run."""
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from benchmark_modules import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LAYERNAS_SHARED", REPO.parent / "shared"))
 
 
 def _load():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("perf_summary", REPO / "benchmarks" / "perf_summary.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("perf_summary")
 
 
 def test_theoretical_fma_peak_from_cpuinfo():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from benchmark_modules import load_benchmark
 from layernas.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,9 +51,7 @@ def test_cli_store_flags_are_checked(capsys, tmp_path):
 @pytest.mark.slow
 def test_trained_search_quick_writes_every_file(tmp_path, cifar10_dir, nats_tss_csv):
     # 130 s on the shared 2-core machine at load ~15 (each new cell compiles its own train step)
-    spec = importlib.util.spec_from_file_location("trained_search", REPO / "benchmarks" / "trained_search.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("trained_search")
     out = tmp_path / "ts"
     assert mod.main(["--quick", "--out", str(out), "--store", str(tmp_path / "store")]) == 0
     answers = pd.read_csv(out / "answers.csv")
@@ -90,9 +88,7 @@ def test_trained_search_recipe_trains_the_reduced_tss_network(tmp_path, cifar10_
     from layernas.trainers import train
     from layernas.trainers.evaluator import make_trainer_evaluator
 
-    spec = importlib.util.spec_from_file_location("trained_search", REPO / "benchmarks" / "trained_search.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("trained_search")
     settings = bench.settings(type("Args", (), {"quick": False})())
     assert bench.base_recipe(settings) == train.TRAINED_SEARCH
     assert {"C": settings["C"], "N": settings["N"]} == train.RECIPE_NETWORKS["trained-search"]
@@ -106,3 +102,35 @@ def test_trained_search_recipe_trains_the_reduced_tss_network(tmp_path, cifar10_
     ev = make_trainer_evaluator(NatsSss("cifar10"), cifar10_dir, "trained-search", devices="single",
                                 compilation_cache=None)
     assert ev.model_kwargs == {}
+
+
+def test_simulated_proxy_is_the_line_plus_noise_fixed_per_architecture_and_training_seed():
+    from layernas.evaluator import Trial
+    from layernas.search_spaces.nats_tss import NatsTss
+    from layernas.table_evaluator import seed_index
+
+    sim = load_benchmark("proxy_noise_sim")
+    space = NatsTss("cifar10")
+    archs = [space.default_arch(), (0,) * 6, (1, 2, 3, 4, 0, 1)]
+    table = pd.DataFrame({"arch_str": [space.arch_to_str(a) for a in archs], sim.REFERENCE: [90.0, 10.0, 60.0],
+                          "cifar10_test_mean": [93.0, 10.0, 65.0]})
+    line = lambda v: 15.0 + 0.15 * v  # noqa: E731
+    exact = sim.SimulatedProxy(space, table, line, 0.0, noise_seed=0)
+    for i, a in enumerate(archs):
+        r = exact.evaluate(Trial(i, a, 1234))
+        assert r.reward == pytest.approx(line(table[sim.REFERENCE][i])) and r.test == table.cifar10_test_mean[i]
+    noisy, again, other = (sim.SimulatedProxy(space, table, line, 1.0, noise_seed=s) for s in (0, 0, 1))
+    # the training seed a query reads: one of three, from the trial seed
+    seeds = {k: next(s for s in range(100) if seed_index(s, sim.SEEDS_PER_QUERY) == k) for k in range(3)}
+    a = archs[0]
+    rewards = [noisy.evaluate(Trial(0, a, seeds[k])).reward for k in range(3)]
+    assert len(set(rewards)) == 3                                       # each training seed has its own noise
+    assert [again.evaluate(Trial(5, a, seeds[k])).reward for k in range(3)] == rewards   # fixed per (arch, seed)
+    assert other.evaluate(Trial(0, a, seeds[0])).reward != rewards[0]   # another simulation, other noise
+
+
+def test_noise_sim_calibrates_from_the_committed_study():
+    cal = load_benchmark("proxy_noise_sim").calibrate(REPO / "results" / "trained_search")
+    assert cal["study_cells"] >= 60 and cal["rescore_cells"] >= 10
+    assert 0 < cal["top_slope"] < cal["slope"]     # the proxy flattens among the best cells
+    assert cal["seed_spread"] > 1.0                # seeds of one cell differ by points, not tenths
