@@ -1,8 +1,8 @@
-"""MobileNetV2 search on real CIFAR-10 under a MAdds budget, end to end.
+"""MobileNet search on real CIFAR-10 under a MAdds budget, end to end.
 
 LayerNAS searches the ``mobilenetv2-cifar`` space (the all-default network has 88.0M
-MAdds) at MAdds targets given as fractions of the default network (``--targets``, default
-0.25 and 0.5). Every child is trained on real CIFAR-10 (``../shared/data/cifar10``, train
+MAdds), or with ``--space mobilenetv3-small-cifar`` MobileNetV3-Small (17.5M), at MAdds
+targets given as fractions of the default network (``--targets``, default 0.25 and 0.5). Every child is trained on real CIFAR-10 (``../shared/data/cifar10``, train
 split only, with a validation split held out of it) through the child store
 (:mod:`layernas.trainers.stored_evaluator`), K=3 seeded training draws per query, with the
 trained-search proxy recipe (see ``settings``). Baselines at the same MAdds:
@@ -10,7 +10,8 @@ trained-search proxy recipe (see ``settings``). Baselines at the same MAdds:
 * ``random``: random search over the same space with as many trained children as the
   LayerNAS search of that target used;
 * ``scaled``: the default network scaled by hand to the target: the widest width multiplier
-  (``mobilenet_v2_cifar(width=w)``, channels rounded to multiples of 8) whose network fits,
+  (``mobilenet_v2_cifar(width=w)`` or ``mobilenet_v3_small_cifar(width=w)``, channels
+  rounded to multiples of 8) whose network fits,
   at full depth or with every block one layer shallower, whichever lands closer to the
   target (never over it).
 
@@ -19,7 +20,8 @@ Final training: the three answers of each target are trained with one recipe
 evaluated once on the test split, which nothing else reads. Finished models are kept in
 the child store (their own family), so an interrupted run resumes where it stopped.
 
-Outputs in ``--out`` (default ``results/mobilenet_search/``): ``searches.csv`` (one row per
+Outputs in ``--out`` (default ``results/mobilenet_search/``, for MobileNetV3-Small
+``results/mobilenet_search_v3small/``): ``searches.csv`` (one row per
 finished search), ``models.csv`` (one row per finished final model: ``kind, target_madds,
 arch, madds, params, latency_ms_lut, latency_ms_measured, test_acc_mean, test_acc_std,
 seeds, train_wall_s`` and the width of the space its ``arch`` is written in), ``final_runs.csv``
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -54,8 +57,49 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 SHARED = Path(os.environ.get("LAYERNAS_SHARED", REPO.parent / "shared"))
 CIFAR10 = SHARED / "data" / "cifar10"
-OUT = REPO / "results" / "mobilenet_search"
-SPACE = "mobilenetv2-cifar"
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A MobileNet space this benchmark searches.
+
+    Attributes:
+      space: its registry name (the width-1 network).
+      label: its name in titles.
+      width_factory: ``"module:function"`` whose ``function(width=w)`` is the width-``w``
+        space (the scaled baseline's networks).
+      children: the default LayerNAS child budget per target fraction: what
+        :func:`first_round_children` gives (a test checks it).
+      out: the default output folder.
+    """
+
+    space: str
+    label: str
+    width_factory: str
+    children: dict
+    out: Path
+
+    def make(self, width: float = 1.0):
+        """The space, or its width-``width`` version."""
+        import importlib
+
+        from layernas import registry
+
+        if float(width) == 1.0:
+            return registry.make_space(self.space, "cifar10")
+        module, function = self.width_factory.split(":")
+        return getattr(importlib.import_module(module), function)(width=float(width))
+
+
+FAMILIES = {
+    "mobilenetv2-cifar": Family("mobilenetv2-cifar", "MobileNetV2", "layernas.search_spaces.mobilenet_v2:mobilenet_v2_cifar",
+                                {0.25: 38, 0.5: 57}, REPO / "results" / "mobilenet_search"),
+    "mobilenetv3-small-cifar": Family("mobilenetv3-small-cifar", "MobileNetV3-Small",
+                                      "layernas.search_spaces.mobilenet_v3:mobilenet_v3_small_cifar",
+                                      {0.25: 37, 0.5: 43}, REPO / "results" / "mobilenet_search_v3small"),
+}
+DEFAULT_SPACE = "mobilenetv2-cifar"
+FAMILY = FAMILIES[DEFAULT_SPACE]   # the space of this run (main sets it from --space)
+OUT = FAMILY.out
 KINDS = ("layernas", "random", "scaled")
 MODEL_COLUMNS = ["kind", "target_madds", "arch", "madds", "params", "latency_ms_lut", "latency_ms_measured",
                  "test_acc_mean", "test_acc_std", "seeds", "train_wall_s"]
@@ -121,11 +165,8 @@ def final_recipe(s: dict):
 
 
 def make_space(width: float = 1.0):
-    """``mobilenetv2-cifar`` (width 1.0, the registry's space) or its width-``w`` version."""
-    from layernas import registry
-    from layernas.search_spaces.mobilenet_v2 import mobilenet_v2_cifar
-
-    return registry.make_space(SPACE, "cifar10") if float(width) == 1.0 else mobilenet_v2_cifar(width=float(width))
+    """The searched space (width 1.0, the registry's) or its width-``w`` version."""
+    return FAMILY.make(width)
 
 
 def target_madds(frac: float) -> float:
@@ -174,14 +215,35 @@ def recompute_madds(arch: str, width: float = 1.0) -> float:
 
 
 # ----------------------------------------------------------------------------- searches
-DEFAULT_CHILDREN = {0.25: 38, 0.5: 57}  # a whole H=1 search (see settings)
-
-
 def default_children(targets) -> list[int]:
-    missing = [f for f in targets if f not in DEFAULT_CHILDREN]
+    missing = [f for f in targets if f not in FAMILY.children]
     if missing:
         raise ValueError(f"no default child budget for targets {missing}; give --children")
-    return [DEFAULT_CHILDREN[f] for f in targets]
+    return [FAMILY.children[f] for f in targets]
+
+
+def first_round_children(frac: float, num_buckets: int = 1, seed: int = 0) -> int:
+    """How many children LayerNAS (H=``num_buckets``, this benchmark's options) trains
+    before its first round through the layers ends, from a training-free dry run
+    (``ProxyScoreEvaluator`` rewards): at H=1 the default child budget, so that a search
+    decides every layer once (H=2 on mobilenetv2-cifar: 65 at 0.25x, 107 at 0.5x)."""
+    import layernas
+    from layernas.dry_run import ProxyScoreEvaluator
+    from layernas.evaluator import Trial, trial_seed
+    from layernas.searchers.layernas import layernas as make_layernas
+
+    space, target = make_space(), target_madds(frac)
+    opts = search_options("layernas", {"num_buckets": num_buckets}, target)
+    searcher = make_layernas(space, layernas.Target("madds", max=target), **opts)
+    evaluator = ProxyScoreEvaluator(space)
+    state, n, deepest = searcher.init(seed), 0, 0
+    while True:
+        archs, state = searcher.propose(state, 1)
+        deepest = max(deepest, state["layer"])
+        if not archs or (deepest > 0 and state["layer"] == 0 and not state.get("sampling")):
+            return n
+        state = searcher.update(state, [evaluator.evaluate(Trial(n, archs[0], trial_seed(seed, n)))])
+        n += 1
 
 
 def children_for(s: dict, targets, frac: float) -> int:
@@ -515,7 +577,7 @@ def export_lines(args) -> list[str]:
 def analyze(args, wall: float | None, notes: list[str]) -> None:
     s = settings(args)
     default = make_space().cost(make_space().default_arch())["madds"]
-    lines = [f"# MobileNetV2 search on CIFAR-10 under a MAdds budget{' (QUICK SMOKE RUN)' if args.quick else ''}", ""]
+    lines = [f"# {FAMILY.label} search on CIFAR-10 under a MAdds budget{' (QUICK SMOKE RUN)' if args.quick else ''}", ""]
     searches = pd.read_csv(args.out / "searches.csv") if (args.out / "searches.csv").exists() else pd.DataFrame()
     models = pd.read_csv(args.out / "models.csv") if (args.out / "models.csv").exists() else pd.DataFrame()
     running = in_progress(args)
@@ -528,7 +590,7 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
             + ([f"Models not finished: {', '.join(f'{k} at {f:g}x' for k, f in missing)}."] if missing else [])), ""]
     rec = final_recipe(s)
     test_split = "whole" if s["test_per_class"] is None else f"{10 * s['test_per_class']}-image"
-    lines += [f"Space `{SPACE}` (28 decisions; the default network has {default / 1e6:.1f}M MAdds). Targets: "
+    lines += [f"Space `{FAMILY.space}` ({make_space().num_layers} decisions; the default network has {default / 1e6:.1f}M MAdds). Targets: "
               + ", ".join(f"{f:g} x default = {target_madds(f) / 1e6:.2f}M MAdds" for f in args.targets) + ".", "",
               f"Search proxy: {10 * s['train']} CIFAR-10 training images ({10 * s['valid']} more held out of the "
               f"train split for the reward), {s['epochs']} epochs, batch {s['batch']}, SGD-Nesterov lr {s['lr']:g} cosine "
@@ -562,8 +624,8 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
             lines.append(f"| {r.kind} | {r.target_madds / 1e6:.2f} | `{r.arch}` | {r.width:g} | {r.madds / 1e6:.2f} | "
                          f"{r.params / 1e6:.3f} | {r.latency_ms_lut:.1f} | {r.latency_ms_measured:.1f} | "
                          f"{r.test_acc_mean:.2f}{std} | {r.seeds} | {r.train_wall_s:.0f} |")
-        lines += ["", "`arch` is written in the space of its `width` (`mobilenet_v2_cifar(width=w)`; 1 = the searched "
-                  "space). ", "", "![accuracy vs MAdds](accuracy_vs_madds.png)", ""]
+        lines += ["", f"`arch` is written in the space of its `width` (`{FAMILY.width_factory.split(':')[1]}(width=w)`; "
+                  "1 = the searched space). ", "", "![accuracy vs MAdds](accuracy_vs_madds.png)", ""]
         plot(args, models)
     else:
         lines += ["No final model finished yet.", ""]
@@ -585,13 +647,15 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke run (tiny data, few children)")
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--space", choices=sorted(FAMILIES), default=DEFAULT_SPACE, help="the MobileNet space to search")
+    p.add_argument("--out", type=Path, default=None, help="default: results/mobilenet_search/ (V2), "
+                   "results/mobilenet_search_v3small/ (V3-Small)")
     p.add_argument("--store", type=Path, help="child store (default: the user cache's children store)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5],
                    help="MAdds targets as fractions of the default network's")
     p.add_argument("--children", type=int, nargs="+", default=None,
                    help="most children per LayerNAS search: one number, or one per target "
-                        f"(default {DEFAULT_CHILDREN} by target)"),
+                        "(default: by space and target, FAMILIES)"),
     p.add_argument("--num-buckets", type=int, default=1, help="LayerNAS cost buckets per layer (H)")
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--final-epochs", type=int, default=30)
@@ -601,6 +665,9 @@ def main(argv=None) -> int:
     p.add_argument("--partial-note", default="", help="a note printed at the top of summary.md")
     p.add_argument("--analyze-only", action="store_true")
     args = p.parse_args(argv)
+    global FAMILY
+    FAMILY = FAMILIES[args.space]
+    args.out = args.out or FAMILY.out
     if not (CIFAR10 / "train").is_dir():
         print(f"mobilenet_search: needs {CIFAR10}/train", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 from layernas.search_spaces.layerwise import BackboneSpec, BlockSpec, LayerwiseSpace
+from layernas.search_spaces.mbconv import make_divisible
 
 # (filters, depth, stride, kernel, per-layer expanded channels, se, act), torchvision's table.
 V3_LARGE = (
@@ -44,7 +45,7 @@ V3_HEADS = {"large": (16, 960, 1280), "small": (16, 576, 1024)}
 
 
 def mobilenet_v3_spec(size: str = "large", resolution: int = 224, num_classes: int = 1000, cifar: bool = False,
-                      **block_options) -> BackboneSpec:
+                      width: float = 1.0, **block_options) -> BackboneSpec:
     """The MobileNetV3 backbone spec.
 
     Args:
@@ -53,18 +54,33 @@ def mobilenet_v3_spec(size: str = "large", resolution: int = 224, num_classes: i
       num_classes: classifier outputs.
       cifar: the CIFAR variant: stem stride 1 and the first stride-2 block at stride 1,
         so a 32x32 input ends at 4x4.
+      width: the width multiplier, as torchvision's ``width_mult``: every block's input,
+        expanded and output channels, the stem and the FC become ``make_divisible(c *
+        width, 8)``, and the last conv is 6 times the last block's output channels.
       **block_options: overrides of :class:`BlockSpec` option fields for every block.
+
+    Example:
+        >>> spec = mobilenet_v3_spec("small", 32, 10, cifar=True, width=0.5)
+        >>> spec.stem_channels, spec.blocks[0].filters, spec.head_channels, spec.fc_channels
+        (8, 8, 288, (512,))
     """
     if size not in V3_HEADS:
         raise ValueError(f"MobileNetV3 size {size!r} is not 'large' or 'small'")
+    if not (isinstance(width, (int, float)) and not isinstance(width, bool) and width > 0):
+        raise ValueError(f"MobileNetV3 width {width!r} is not a positive number")
+
+    def scaled(c: int) -> int:
+        return c if width == 1.0 else make_divisible(c * width, 8)
+
     table = V3_LARGE if size == "large" else V3_SMALL
-    blocks, in_ch, first_s2 = [], V3_HEADS[size][0], True
+    blocks, in_ch, first_s2 = [], scaled(V3_HEADS[size][0]), True
     for filters, depth, stride, kernel, expanded, se, act in table:
+        filters = scaled(filters)
         if cifar and stride == 2 and first_s2:
             stride, first_s2 = 1, False
         ratios, c = [], in_ch
         for e in expanded:
-            ratios.append(e / c)
+            ratios.append(scaled(e) / c)
             c = filters
         opts = dict(expansion_options=(1.0, 3.0, 6.0) if ratios == [1.0] else (0.5, 0.75, 1.0),
                     se_options=(False, True), act_options=("relu", "hswish"))
@@ -73,8 +89,11 @@ def mobilenet_v3_spec(size: str = "large", resolution: int = 224, num_classes: i
                                 se=se, act=act, **opts))
         in_ch = filters
     stem, last, fc = V3_HEADS[size]
+    if width != 1.0:   # torchvision: the last conv is 6x the last block's channels
+        stem, last, fc = scaled(stem), 6 * in_ch, scaled(fc)
+    name = f"mobilenetv3-{size}" + ("" if width == 1.0 else f"-{width:g}") + ("-cifar" if cifar else "")
     return BackboneSpec(
-        name=f"mobilenetv3-{size}" + ("-cifar" if cifar else ""), resolution=resolution, num_classes=num_classes,
+        name=name, resolution=resolution, num_classes=num_classes,
         stem_channels=stem, stem_stride=1 if cifar else 2, stem_act="hswish", blocks=tuple(blocks),
         head_channels=last, head_act="hswish", fc_channels=(fc,), fc_act="hswish",
         se_ratio=0.25, se_from="expanded", se_divisor=8, se_gate="hsigmoid", se_act="relu",
@@ -97,9 +116,12 @@ def mobilenet_v3_large_cifar(resolution: int = 32, num_classes: int = 10, latenc
     return LayerwiseSpace(mobilenet_v3_spec("large", resolution, num_classes, True, **block_options), latency_lut)
 
 
-def mobilenet_v3_small_cifar(resolution: int = 32, num_classes: int = 10, latency_lut=None, **block_options):
-    """CIFAR-size MobileNetV3-Small (registry name ``mobilenetv3-small-cifar``)."""
-    return LayerwiseSpace(mobilenet_v3_spec("small", resolution, num_classes, True, **block_options), latency_lut)
+def mobilenet_v3_small_cifar(resolution: int = 32, num_classes: int = 10, latency_lut=None, width: float = 1.0,
+                             **block_options):
+    """CIFAR-size MobileNetV3-Small (registry name ``mobilenetv3-small-cifar``); ``width``
+    scales its channels as torchvision's ``width_mult`` does."""
+    return LayerwiseSpace(mobilenet_v3_spec("small", resolution, num_classes, True, width, **block_options),
+                          latency_lut)
 
 
 SPACES = {

@@ -11,9 +11,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """``benchmarks/<name>.py``, freshly executed as the module ``name`` (the benchmarks
-    folder is put on ``sys.path`` first, as running the script does, so its imports of
-    sibling scripts work).
+    """``benchmarks/<name>.py``, freshly executed as the module ``name`` and registered
+    under that name in ``sys.modules`` (the benchmarks folder is put on ``sys.path`` first,
+    as running the script does, so its imports of sibling scripts work).
 
     Example:
         >>> load_benchmark("nats_ablation").SELECTION_PANEL
@@ -23,5 +23,6 @@ def load_benchmark(name: str) -> ModuleType:
         sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # as an import does (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module

@@ -223,3 +223,23 @@ def test_dry_run_layernas_search_respects_madds_target_and_params_cap():
     costs = space.cost(tuple(result.best["arch"]))
     assert costs["madds"] <= 60e6 and costs["params"] <= 2.6e6
     assert len(result.history) <= 120
+
+
+def test_mobilenet_v3_width_scales_channels_as_torchvision_width_mult():
+    from layernas.search_spaces.mobilenet_v3 import mobilenet_v3_small_cifar, mobilenet_v3_spec
+
+    base = mobilenet_v3_spec("small", 32, 10, cifar=True)
+    assert mobilenet_v3_spec("small", 32, 10, cifar=True, width=1.0) == base
+    half = mobilenet_v3_spec("small", 32, 10, cifar=True, width=0.5)
+    assert half.stem_channels == make_divisible(16 * 0.5) == 8
+    assert [b.filters for b in half.blocks] == [make_divisible(b.filters * 0.5) for b in base.blocks] == [8, 16, 24, 24, 48]
+    assert half.head_channels == 6 * half.blocks[-1].filters and half.fc_channels == (512,)
+    # expanded channels: make_divisible(expanded * width), as ratios of each layer's (scaled) input
+    second = half.blocks[1]
+    inputs = [half.blocks[0].filters, second.filters]
+    assert [round(r * c) for r, c in zip(second.expansion, inputs)] == [make_divisible(72 * 0.5), make_divisible(88 * 0.5)]
+    madds = [mobilenet_v3_small_cifar(width=w).cost(mobilenet_v3_small_cifar(width=w).default_arch())["madds"]
+             for w in (0.5, 0.75, 1.0, 1.25)]
+    assert madds == sorted(madds) and len(set(madds)) == 4
+    with pytest.raises(ValueError, match="width -1 is not a positive number"):
+        mobilenet_v3_spec("small", width=-1)

@@ -24,6 +24,13 @@ def _load():
 ms = _load()
 
 
+@pytest.fixture(params=sorted(ms.FAMILIES))
+def family(request, monkeypatch):
+    """Each space the benchmark searches (``--space``), set as the run's."""
+    monkeypatch.setattr(ms, "FAMILY", ms.FAMILIES[request.param])
+    return ms.FAMILY
+
+
 def check_models_csv(path: Path) -> pd.DataFrame:
     models = pd.read_csv(path)
     assert list(models.columns[:len(ms.MODEL_COLUMNS)]) == ms.MODEL_COLUMNS
@@ -36,7 +43,7 @@ def check_models_csv(path: Path) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("frac", [0.25, 0.5])
-def test_scaled_baseline_is_under_and_near_the_target(frac):
+def test_scaled_baseline_is_under_and_near_the_target(frac, family):
     target = ms.target_madds(frac)
     width, arch, madds = ms.scaled_baseline(target)
     assert madds == ms.make_space(width).cost(arch)["madds"] <= target
@@ -48,7 +55,7 @@ def test_scaled_baseline_is_under_and_near_the_target(frac):
 
 
 @pytest.mark.parametrize("algo", ["layernas", "random"])
-def test_search_stays_under_its_madds_target(tmp_path, algo):
+def test_search_stays_under_its_madds_target(tmp_path, algo, family):
     """The script's searches (LayerNAS with its H and bucket edges; the reachable-option
     random search), with a training-free evaluator."""
     from layernas.dry_run import ProxyScoreEvaluator
@@ -63,6 +70,13 @@ def test_search_stays_under_its_madds_target(tmp_path, algo):
     assert ms.recompute_madds(row["arch"]) == row["madds"]
     assert hist.feasible.all() and (hist.cost_madds <= ms.target_madds(0.25)).all()
     assert hist.arch_str.nunique() == len(hist)
+
+
+def test_default_child_budgets_are_one_dry_run_round_through_the_layers(family):
+    """The default budgets are what a training-free dry run of the H=1 search needs to
+    decide every layer once (so they follow the searcher, not a guess)."""
+    for frac, children in family.children.items():
+        assert ms.first_round_children(frac) == children, (family.space, frac)
 
 
 def test_children_per_target():
