@@ -223,8 +223,6 @@ def layernas(
         search of ``when_exhausted="mutate"``; the layerwise search starts once they are
         all back, and is otherwise the same (a child that is one of them reuses its
         reward). Default: the preset's (``"efficient"``: 3, ``"paper"``: 0).
-    Returns:
-      A :class:`Searcher`.
       dives: how many dives the layerwise search starts with (after the warm start). A
         dive goes through the layers in order and at each one expands only the best
         unexpanded kept candidate of the previous layer (the root at layer 0), waits for
@@ -235,6 +233,8 @@ def layernas(
         with the best evaluated child of each bucket and the layerwise argument is the same;
         what a dive adds is the children of a candidate that a better one may later push
         out of its bucket. Default: the preset's (``"efficient"``: 1, ``"paper"``: 0).
+    Returns:
+      A :class:`Searcher`.
     Raises:
       ValueError: naming the bad option value and the expected ones.
     """
@@ -266,11 +266,11 @@ def layernas(
     dives = chosen["dives"]
     if not isinstance(dives, (int, np.integer)) or isinstance(dives, bool) or dives < 0:
         raise ValueError(f"dives must be an integer >= 0, got {dives!r}")
-    dives = int(dives)
+    dives = chosen["dives"] = int(dives)
     warm_start = chosen.get("warm_start", 0)
     if not isinstance(warm_start, (int, np.integer)) or isinstance(warm_start, bool) or warm_start < 0:
         raise ValueError(f"warm_start must be an integer >= 0, got {warm_start!r}")
-    warm_start = int(warm_start)
+    warm_start = chosen["warm_start"] = int(warm_start)
     if fill == "sampled" and warm_start < 1:
         raise ValueError("fill='sampled' takes the best of the warm_start models: warm_start must be "
                          f">= 1, got {warm_start}")
