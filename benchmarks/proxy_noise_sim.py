@@ -17,8 +17,10 @@ over a grid; the row whose simulated answers come closest to the measured traine
 (the sum of squared differences of the three algorithms' means) is the calibrated one. For
 reference the raw spread of the proxy across training seeds of one cell is also given
 (pooled over the children of ``results/trained_search/rescore.csv`` trained with 2-3
-seeds); it is larger than the calibrated ``sigma`` because the real proxy is not a line plus
-Gaussian noise (heavy tails, a steeper response between poor and fair cells).
+seeds); it is larger than the calibrated ``sigma``, presumably because the real proxy is not
+a line plus Gaussian noise (its spread across seeds is heavy-tailed, and it may rise more
+steeply between poor and fair cells than the line says): the calibrated ``sigma`` is the
+noise of a line-plus-Gaussian proxy that searches as the real one did.
 
 Searches, as in the trained search: tss on cifar10 under 50% of the largest FLOPs; LayerNAS
 with 5 buckets, ``when_exhausted="stop"``, no warm start or dive; REA and random search get as
