@@ -28,7 +28,8 @@ many children as LayerNAS used with the same seed; also LayerNAS's library defau
 (``preset="efficient"``) at that count. The answer (best simulated reward inside the target)
 is scored by its table test accuracy. The test accuracy is read only for that score.
 
-Writes ``noise_sim.csv`` (one row per ``sigma`` and algorithm) and ``noise_sim.md`` into
+Writes ``noise_sim.csv`` (one row per ``sigma`` and algorithm), ``noise_sim.md`` and
+``noise_sim.png`` (the answer's accuracy against the noise) into
 ``--out`` (default ``results/trained_search``). Table lookups only: a few minutes on a
 2-core CPU.
 
@@ -133,6 +134,33 @@ def simulate(space, table: pd.DataFrame, target, response, sigma: float, sims: i
     return rows
 
 
+def plot(summary: pd.DataFrame, cal: dict, path: Path) -> None:
+    """The answer's mean table test accuracy against the proxy's noise, one line per
+    algorithm, with the goal, the measured trained search and the calibrated noise marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for algo, g in summary.groupby("algorithm", sort=False):
+        ax.plot(g.noise_valid_points, g.answer_test_mean, marker="o", label=algo)
+        if algo in MEASURED:
+            calibrated = g[g.calibrated].noise_valid_points
+            ax.scatter(calibrated, [MEASURED[algo]] * len(calibrated), marker="x", color="black", zorder=5)
+    ax.axhline(GOAL, color="grey", ls="--", lw=1, label=f"goal {GOAL}")
+    ax.set_xscale("symlog", linthresh=0.5)
+    ax.set_xlim(0, 1.15 * summary.noise_valid_points.max())
+    ax.set_xlabel("proxy noise, in points of table validation accuracy (sigma / b)")
+    ax.set_ylabel("table test accuracy of the answer (%)")
+    ax.set_title("Trained search with a simulated proxy (x: the measured searches)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sims", type=int, default=100, help="simulated searches per setting and algorithm")
@@ -194,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "start, no dive); `layernas-efficient` the library's default preset; REA, random and the default "
               "get as many children as `layernas` used in the same simulation. sigma = 0 is a noiseless proxy that "
               "ranks children exactly as the table's validation accuracy does.", ""]
+    plot(summary, cal, args.out / "noise_sim.png")
+    lines += ["![answer accuracy against proxy noise](noise_sim.png)", ""]
     (args.out / "noise_sim.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
