@@ -327,7 +327,7 @@ def run_search(args, algo: str, frac: float, s: dict, evaluator=None, children: 
     res = layernas.search(space, ev, int(children or children_for(s, [frac], frac)), tgt,
                           seed=args.seed, searcher=algo if algo == "layernas" else reachable_random(space, tgt),
                           searcher_options=search_options(algo, s, target) if algo == "layernas" else None,
-                          out_dir=out, resume=out.exists(), settings=settings_extra)
+                          out_dir=out, resume=out.exists(), settings=settings_extra, progress=True)
     wall = time.perf_counter() - t0
     # the run's whole history from its folder (a resumed run's in-memory history can be shorter)
     h, b = pd.read_csv(out / "history.csv"), res.best

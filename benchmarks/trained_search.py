@@ -301,7 +301,8 @@ def run_searches(args, space, s, data, deadline: float) -> None:
             t0 = time.perf_counter()
             try:
                 res = layernas.search(space, ev, children, target, seed=seed, searcher=algo.split("-")[0],
-                                      searcher_options=options[algo], out_dir=out, resume=out.exists())
+                                      searcher_options=options[algo], out_dir=out, resume=out.exists(),
+                                      progress=True)
             except RunError as e:
                 print(f"search {algo} seed {seed}: {e}", flush=True)
                 continue
