@@ -432,8 +432,9 @@ def test_sampled_fill_starts_the_layerwise_search_from_the_best_warm_start_model
 # --- dives: greedy passes through the layers before the layer-by-layer rounds ---------------
 
 DIVE_GRID = [dict(dives=d, warm_start=k, fill=f, repair=r, when_exhausted=w)
-             for d in (1, 2) for k in (0, 3) for f, r in (("space", True), ("space", False), ("in_target", False))
-             for w in ("stop", "mutate")]
+             for d in (1, 2) for k in (0, 3)
+             for f, r in (("space", True), ("space", False), ("in_target", False), ("sampled", True))
+             for w in ("stop", "mutate") if k or f != "sampled"]   # "sampled" needs a warm start
 DIVE_IDS = [f"D{o['dives']}-W{o['warm_start']}-{o['fill']}{'+repair' if o['repair'] else ''}-{o['when_exhausted']}"
             for o in DIVE_GRID]
 
