@@ -25,7 +25,8 @@ noise of a line-plus-Gaussian proxy that searches as the real one did.
 Searches, as in the trained search: tss on cifar10 under 50% of the largest FLOPs; LayerNAS
 with 5 buckets, ``when_exhausted="stop"``, no warm start or dive; REA and random search get as
 many children as LayerNAS used with the same seed; also LayerNAS's library default
-(``preset="efficient"``) at that count. The answer (best simulated reward inside the target)
+(``preset="efficient"``: warm start, a dive, the local search once the layers are done) with
+the same 5 buckets, at that count. The answer (best simulated reward inside the target)
 is scored by its table test accuracy. The test accuracy is read only for that score.
 
 Writes ``noise_sim.csv`` (one row per ``sigma`` and algorithm), ``noise_sim.md`` and
@@ -124,7 +125,7 @@ def simulate(space, table: pd.DataFrame, target, response, sigma: float, sims: i
                                                 "dives": 0})
         n = lay.evaluations
         runs = {"layernas": lay}
-        for algo, options in (("rea", None), ("random", None), ("layernas-efficient", {"preset": "efficient"})):
+        for algo, options in (("rea", None), ("random", None), ("layernas-efficient", {"preset": "efficient", "num_buckets": 5})):
             runs[algo] = layernas.search(space, ev, n, target, seed=sim, searcher=algo.split("-")[0],
                                          searcher_options=options)
         for algo, res in runs.items():
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      + " | ".join(f"{wide.loc[sigma, a]:.2f}" for a in algos)
                      + f" | {lay.reach_goal:.0%} | {lay.children_mean:.1f} |")
     lines += ["", "`layernas` is the trained search's configuration (5 buckets, `when_exhausted=\"stop\"`, no warm "
-              "start, no dive); `layernas-efficient` the library's default preset; REA, random and the default "
+              "start, no dive); `layernas-efficient` the library's default preset with the same 5 buckets; REA, random and the default "
               "get as many children as `layernas` used in the same simulation. sigma = 0 is a noiseless proxy that "
               "ranks children exactly as the table's validation accuracy does.", ""]
     plot(summary, cal, args.out / "noise_sim.png")
