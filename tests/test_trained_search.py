@@ -134,3 +134,10 @@ def test_noise_sim_calibrates_from_the_committed_study():
     assert cal["study_cells"] >= 60 and cal["rescore_cells"] >= 10
     assert 0 < cal["top_slope"] < cal["slope"]     # the proxy flattens among the best cells
     assert cal["seed_spread"] > 1.0                # seeds of one cell differ by points, not tenths
+
+
+def test_noise_sim_compares_with_the_committed_answers():
+    means = load_benchmark("proxy_noise_sim").measured_means(REPO / "results" / "trained_search")
+    answers = pd.read_csv(REPO / "results" / "trained_search" / "answers.csv")
+    assert set(means) == {"layernas", "rea", "random"}
+    assert means["layernas"] == pytest.approx(answers[answers.algorithm == "layernas"].table_test_mean.mean())
