@@ -693,8 +693,10 @@ def main(argv=None) -> int:
         try:
             run_all(args, settings(args), log)
         except KeyboardInterrupt:
-            notes.append(f"The run was stopped at its deadline ({args.minutes:g} min) or by an interrupt; "
-                         "what is listed is what had finished (finished children are in the store, so a rerun resumes).")
+            why = f"at its deadline ({args.minutes:g} min) or by an interrupt" if args.minutes is not None \
+                else "by an interrupt"
+            notes.append(f"The run was stopped {why}; what is listed is what had finished (finished children "
+                         "are in the store, so a rerun resumes).")
             log("interrupted: writing the partial summary")
         finally:
             if timer is not None:

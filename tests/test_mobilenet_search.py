@@ -121,3 +121,17 @@ def test_quick_run_writes_every_output(tmp_path):
     meta = export_run(out / "runs" / "layernas-0.25", tmp_path / "exported", onnx=False)
     assert meta["arch_str"] == searches[searches.algorithm == "layernas"].arch.iloc[0]
     assert np.isfinite(meta["costs"]["madds"])
+
+
+def test_an_interrupt_without_a_deadline_still_writes_the_partial_summary(tmp_path, monkeypatch, cifar10_dir):
+    """Ctrl-C or SIGTERM (no --minutes): the summary says the run was interrupted, no traceback."""
+    from layernas.run import Terminated
+
+    def interrupted(*args, **kwargs):
+        raise Terminated("terminated (SIGTERM)")
+
+    monkeypatch.setattr(ms, "CIFAR10", cifar10_dir)
+    monkeypatch.setattr(ms, "run_all", interrupted)
+    assert ms.main(["--quick", "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store")]) == 0
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "The run was stopped by an interrupt" in summary and "Partial results" in summary
