@@ -70,6 +70,10 @@ def test_search_stays_under_its_madds_target(tmp_path, algo, family):
     assert ms.recompute_madds(row["arch"]) == row["madds"]
     assert hist.feasible.all() and (hist.cost_madds <= ms.target_madds(0.25)).all()
     assert hist.arch_str.nunique() == len(hist)
+    # a search without its searches.csv row is reported as in progress, with its best child so far
+    (running,) = ms.in_progress(args).itertuples()
+    assert (running.algorithm, running.children, running.feasible) == (algo, 12, 12)
+    assert running.proxy_reward == hist.reward.max() and running.arch in set(hist.arch_str)
 
 
 def test_default_child_budgets_are_one_dry_run_round_through_the_layers(family):
