@@ -112,23 +112,20 @@ def variants() -> dict[str, dict]:
                 if buckets != 100:
                     options["num_buckets"] = buckets
                 out[variant_name(options)] = options
-    warm = [("space", True, "mutate", 100, 3), ("space", True, "mutate", 100, 5),
-            ("space", True, "mutate", 100, 10), ("space", True, "mutate", 100, 20),
-            ("space", True, "stop", 100, 5), ("space", True, "mutate", 25, 5),
-            ("sampled", True, "mutate", 100, 5), ("sampled", True, "mutate", 100, 10),
-            ("sampled", False, "mutate", 100, 10)]
-    for fill, repair, when, buckets, samples in warm:
+    # (fill, repair, when_exhausted, buckets, warm_start, dives): the warm starts, then the dives
+    later = [("space", True, "mutate", 100, 3, 0), ("space", True, "mutate", 100, 5, 0),
+             ("space", True, "mutate", 100, 10, 0), ("space", True, "mutate", 100, 20, 0),
+             ("space", True, "stop", 100, 5, 0), ("space", True, "mutate", 25, 5, 0),
+             ("sampled", True, "mutate", 100, 5, 0), ("sampled", True, "mutate", 100, 10, 0),
+             ("sampled", False, "mutate", 100, 10, 0),
+             ("space", True, "mutate", 100, 3, 1), ("space", True, "mutate", 100, 3, 2),
+             ("space", True, "mutate", 100, 3, 3), ("space", True, "mutate", 100, 0, 1),
+             ("space", True, "mutate", 100, 5, 1), ("space", True, "mutate", 25, 3, 1),
+             ("space", True, "mutate", 50, 3, 1), ("space", False, "mutate", 100, 3, 1),
+             ("in_target", False, "mutate", 100, 3, 1)]
+    for fill, repair, when, buckets, samples, dives in later:
         options = {"fill": fill, "repair": repair, "bucket_by": "model", "candidate_order": "reward",
-                   "when_exhausted": when, "warm_start": samples, "dives": 0}
-        if buckets != 100:
-            options["num_buckets"] = buckets
-        out[variant_name(options)] = options
-    dive = [("space", True, 100, 3, 1), ("space", True, 100, 3, 2), ("space", True, 100, 3, 3),
-            ("space", True, 100, 0, 1), ("space", True, 100, 5, 1), ("space", True, 25, 3, 1),
-            ("space", True, 50, 3, 1), ("space", False, 100, 3, 1), ("in_target", False, 100, 3, 1)]
-    for fill, repair, buckets, samples, dives in dive:
-        options = {"fill": fill, "repair": repair, "bucket_by": "model", "candidate_order": "reward",
-                   "when_exhausted": "mutate", "warm_start": samples, "dives": dives}
+                   "when_exhausted": when, "warm_start": samples, "dives": dives}
         if buckets != 100:
             options["num_buckets"] = buckets
         out[variant_name(options)] = options
