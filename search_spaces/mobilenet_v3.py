@@ -69,8 +69,8 @@ def mobilenet_v3_spec(size: str = "large", resolution: int = 224, num_classes: i
     if not (isinstance(width, (int, float)) and not isinstance(width, bool) and width > 0):
         raise ValueError(f"MobileNetV3 width {width!r} is not a positive number")
 
-    def scaled(c: int) -> int:
-        return c if width == 1.0 else make_divisible(c * width, 8)
+    def scaled(c: int) -> int:   # torchvision's table is in multiples of 8: width 1 keeps it
+        return make_divisible(c * width, 8)
 
     table = V3_LARGE if size == "large" else V3_SMALL
     blocks, in_ch, first_s2 = [], scaled(V3_HEADS[size][0]), True
@@ -88,9 +88,9 @@ def mobilenet_v3_spec(size: str = "large", resolution: int = 224, num_classes: i
         blocks.append(BlockSpec(filters=filters, depth=depth, stride=stride, kernel=kernel, expansion=tuple(ratios),
                                 se=se, act=act, **opts))
         in_ch = filters
-    stem, last, fc = V3_HEADS[size]
-    if width != 1.0:   # torchvision: the last conv is 6x the last block's channels
-        stem, last, fc = scaled(stem), 6 * in_ch, scaled(fc)
+    stem, _, fc = V3_HEADS[size]
+    # torchvision: the last conv is 6x the last block's channels (960 / 576 at width 1)
+    stem, last, fc = scaled(stem), 6 * in_ch, scaled(fc)
     name = f"mobilenetv3-{size}" + ("" if width == 1.0 else f"-{width:g}") + ("-cifar" if cifar else "")
     return BackboneSpec(
         name=name, resolution=resolution, num_classes=num_classes,
