@@ -31,7 +31,7 @@ is scored by its table test accuracy. The test accuracy is read only for that sc
 
 Writes ``noise_sim.csv`` (one row per ``sigma`` and algorithm), ``noise_sim.md`` and
 ``noise_sim.png`` (the answer's accuracy against the noise) into
-``--out`` (default ``results/trained_search``). Table lookups only: a few minutes on a
+``--out`` (default ``results/trained_search``). Table lookups only: under a minute on a
 2-core CPU.
 
 Usage:
@@ -89,19 +89,15 @@ class SimulatedProxy:
     """A table evaluator whose reward is the simulated proxy ``response(v) + e`` (see the module).
 
     Args:
-      space: the tss space.
-      table: the NATS table rows (``arch_str``, ``REFERENCE``, ``cifar10_test_mean``).
-      response: ``v -> mean proxy reward``, vectorised.
+      mean: architecture -> its mean simulated reward, ``response(v)`` (see :func:`table_maps`).
+      test: architecture -> its table test accuracy.
       sigma: the per-(architecture, training seed) noise's standard deviation.
       noise_seed: seeds the noise (one stream per simulation).
     """
 
-    def __init__(self, space, table: pd.DataFrame, response, sigma: float, noise_seed: int):
-        self.space, self.sigma, self.noise_seed = space, float(sigma), int(noise_seed)
-        archs = [space.str_to_arch(s) for s in table.arch_str]
-        mean = response(table[REFERENCE].to_numpy())
-        self._mean = dict(zip(archs, mean.tolist()))
-        self._test = dict(zip(archs, table.cifar10_test_mean.astype(float).tolist()))
+    def __init__(self, mean: dict, test: dict, sigma: float, noise_seed: int):
+        self._mean, self._test = mean, test
+        self.sigma, self.noise_seed = float(sigma), int(noise_seed)
 
     def test_of(self, arch) -> float:
         return self._test[tuple(arch)]
@@ -117,6 +113,14 @@ class SimulatedProxy:
         return EvalResult(trial.trial_id, arch, self._mean[arch] + noise, 1.0, self._test[arch])
 
 
+def table_maps(space, table: pd.DataFrame, response) -> tuple[dict, dict]:
+    """(architecture -> ``response(v)``, architecture -> table test accuracy) for the table's
+    rows (``arch_str``, ``REFERENCE``, ``cifar10_test_mean``): what every simulation reads."""
+    archs = [space.str_to_arch(s) for s in table.arch_str]
+    mean = response(table[REFERENCE].to_numpy())
+    return dict(zip(archs, mean.tolist())), dict(zip(archs, table.cifar10_test_mean.astype(float).tolist()))
+
+
 SIGMAS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
@@ -124,9 +128,9 @@ def simulate(space, table: pd.DataFrame, target, response, sigma: float, sims: i
     """``sims`` simulated trained searches per algorithm; one row per (simulation, algorithm)."""
     import layernas
 
-    rows = []
+    rows, (mean, test) = [], table_maps(space, table, response)
     for sim in range(sims):
-        ev = SimulatedProxy(space, table, response, sigma, noise_seed=sim)
+        ev = SimulatedProxy(mean, test, sigma, noise_seed=sim)
         lay = layernas.search(space, ev, max_children, target, seed=sim, searcher="layernas",
                               searcher_options={"num_buckets": 5, "when_exhausted": "stop", "warm_start": 0,
                                                 "dives": 0})

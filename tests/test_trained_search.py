@@ -115,11 +115,12 @@ def test_simulated_proxy_is_the_line_plus_noise_fixed_per_architecture_and_train
     table = pd.DataFrame({"arch_str": [space.arch_to_str(a) for a in archs], sim.REFERENCE: [90.0, 10.0, 60.0],
                           "cifar10_test_mean": [93.0, 10.0, 65.0]})
     line = lambda v: 15.0 + 0.15 * v  # noqa: E731
-    exact = sim.SimulatedProxy(space, table, line, 0.0, noise_seed=0)
+    mean, test = sim.table_maps(space, table, line)
+    exact = sim.SimulatedProxy(mean, test, 0.0, noise_seed=0)
     for i, a in enumerate(archs):
         r = exact.evaluate(Trial(i, a, 1234))
         assert r.reward == pytest.approx(line(table[sim.REFERENCE][i])) and r.test == table.cifar10_test_mean[i]
-    noisy, again, other = (sim.SimulatedProxy(space, table, line, 1.0, noise_seed=s) for s in (0, 0, 1))
+    noisy, again, other = (sim.SimulatedProxy(mean, test, 1.0, noise_seed=s) for s in (0, 0, 1))
     # the training seed a query reads: one of three, from the trial seed
     seeds = {k: next(s for s in range(100) if seed_index(s, sim.SEEDS_PER_QUERY) == k) for k in range(3)}
     a = archs[0]
