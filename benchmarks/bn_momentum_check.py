@@ -1,4 +1,5 @@
-"""Does a MobileNetV3-Small child learn under the MobileNet search proxy? BatchNorm momentum.
+"""Does a MobileNetV3-Small child learn under the MobileNet search proxy? BatchNorm momentum,
+and precise BatchNorm.
 
 The MobileNetV3 spaces keep torchvision's BatchNorm momentum (0.99 in flax's convention).
 The MobileNet search proxy trains a child for about 90 steps, and evaluation uses the running
@@ -6,10 +7,13 @@ statistics. This script trains one MobileNetV3-Small-CIFAR child with that proxy
 (``mobilenet_search.proxy_recipe``, same data split, seed 0) once per ``--momenta`` value and
 writes its validation accuracy and training loss to ``--out`` (default
 ``results/mobilenet_search/bn_momentum.csv``). Training is identical across momenta (the
-momentum only moves the running statistics), so any difference is in evaluation.
+momentum only moves the running statistics), so any difference is in evaluation. Each
+``--precise-bn`` value adds a run at momentum 0.99 whose running statistics are recomputed
+over that many training batches before evaluation (``Recipe.bn_recalibration_batches``,
+what the benchmark's MobileNetV3 family uses).
 
 Usage:
-    python benchmarks/bn_momentum_check.py [--momenta 0.99 0.9]
+    python benchmarks/bn_momentum_check.py [--momenta 0.99 0.9] [--precise-bn 32]
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ ARCH = (1, 0, 1, 2, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--momenta", type=float, nargs="+", default=[0.99, 0.9])
+    p.add_argument("--precise-bn", type=int, nargs="*", default=[32], metavar="BATCHES",
+                   help="runs at momentum 0.99 with precise BatchNorm over this many batches")
     p.add_argument("--out", type=Path, default=REPO / "results" / "mobilenet_search" / "bn_momentum.csv")
     args = p.parse_args(argv)
     from layernas.provenance import machine_info
@@ -48,11 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = ms.proxy_recipe(settings)
     data, valid = train.prepare_data(ms.CIFAR10, recipe, seed=0)
     rows, start = [], time.perf_counter()
-    for momentum in args.momenta:
+    runs = [(m, 0) for m in args.momenta] + [(0.99, b) for b in args.precise_bn]
+    for momentum, batches in runs:
         spec = dataclasses.replace(mobilenet_v3_spec("small", 32, 10, cifar=True), bn_momentum=momentum)
-        res = train.train_model(build_model(LayerwiseSpace(spec), ARCH), data, valid, recipe, 0)
+        res = train.train_model(build_model(LayerwiseSpace(spec), ARCH), data, valid,
+                                recipe.replace(bn_recalibration_batches=batches), 0)
         m = res.summary()
         rows.append({"space": "mobilenetv3-small-cifar", "arch": "-".join(map(str, ARCH)), "bn_momentum": momentum,
+                     "bn_recalibration_batches": batches,
                      "steps": m["steps"], "train_loss": m["train_loss"], "valid_accuracy": m["valid_accuracy"],
                      "seconds": m["seconds"]})
         print(rows[-1], flush=True)

@@ -70,6 +70,10 @@ class Family:
       children: the default LayerNAS child budget per target fraction: what
         :func:`first_round_children` gives (a test checks it).
       out: the default output folder.
+      recipe: recipe fields this space's proxy and final recipe set beyond the common
+        ones (MobileNetV3's BatchNorm momentum of 0.99 needs precise BatchNorm after the
+        proxy's ~90 steps: its running statistics are far from converged, and without it
+        every child evaluates at chance; ``benchmarks/bn_momentum_check.py``).
     """
 
     space: str
@@ -77,6 +81,7 @@ class Family:
     width_factory: str
     children: dict
     out: Path
+    recipe: dict = dataclasses.field(default_factory=dict)
 
     def make(self, width: float = 1.0):
         """The space, or its width-``width`` version."""
@@ -95,7 +100,8 @@ FAMILIES = {
                                 {0.25: 38, 0.5: 57}, REPO / "results" / "mobilenet_search"),
     "mobilenetv3-small-cifar": Family("mobilenetv3-small-cifar", "MobileNetV3-Small",
                                       "layernas.search_spaces.mobilenet_v3:mobilenet_v3_small_cifar",
-                                      {0.25: 37, 0.5: 43}, REPO / "results" / "mobilenet_search_v3small"),
+                                      {0.25: 37, 0.5: 43}, REPO / "results" / "mobilenet_search_v3small",
+                                      {"bn_recalibration_batches": 32}),
 }
 DEFAULT_SPACE = "mobilenetv2-cifar"
 FAMILY = FAMILIES[DEFAULT_SPACE]   # the space of this run (main sets it from --space)
@@ -149,7 +155,8 @@ def proxy_recipe(s: dict):
 def proxy_overrides(s: dict) -> dict:
     """The proxy as overrides of the registry's ``proxy`` recipe (what ``layernas export`` rebuilds)."""
     return {"epochs": s["epochs"], "batch_size": s["batch"], "learning_rate": s["lr"], "schedule": "cosine",
-            "warmup_epochs": s["warmup"], "train_per_class": s["train"] + s["valid"], "valid_per_class": s["valid"]}
+            "warmup_epochs": s["warmup"], "train_per_class": s["train"] + s["valid"], "valid_per_class": s["valid"],
+            **FAMILY.recipe}
 
 
 def final_recipe(s: dict):
@@ -161,7 +168,7 @@ def final_recipe(s: dict):
     return train.PROXY.replace(name="mobilenet-search-final", epochs=s["final_epochs"],
                                batch_size=s["final_batch"], schedule="cosine", warmup_epochs=1 if
                                s["final_epochs"] > 2 else 0, train_per_class=s["final_train"],
-                               valid_per_class=None)
+                               valid_per_class=None, **FAMILY.recipe)
 
 
 def make_space(width: float = 1.0):
@@ -382,11 +389,9 @@ class FinalTrainer:
                                                subsample_seed=None if s["test_per_class"] is None else 0)
 
     def family(self, width: float) -> str:
-        import dataclasses
-
         from layernas.trainers.child_store import family_key
 
-        recipe = {k: v for k, v in dataclasses.asdict(self.recipe).items() if k not in ("name", "check_every")}
+        recipe = self.recipe.identity()
         return family_key({"space": make_space(width).name, "recipe": recipe, "purpose": "final",
                            "train_per_class": self.s["final_train"], "test_per_class": self.s["test_per_class"]})
 
@@ -446,7 +451,7 @@ def run_all(args, s: dict, log) -> None:
     def done_searches():
         return pd.read_csv(searches) if searches.exists() else pd.DataFrame(columns=["algorithm", "target_fraction"])
 
-    for frac in args.targets:
+    for frac in [] if args.only_finals else args.targets:
         for algo in ("layernas", "random"):
             prev = done_searches()
             if len(prev[(prev.algorithm == algo) & np.isclose(prev.target_fraction, frac)]):
@@ -461,7 +466,7 @@ def run_all(args, s: dict, log) -> None:
             log(f"search {algo} {frac:g}: {row['arch']} {row['madds'] / 1e6:.2f}M MAdds, proxy "
                 f"{row['proxy_reward']:.2f}, {row['children']} children, {row['wall_s']:.0f} s")
     prev = done_searches()
-    for frac in args.targets:
+    for frac in [] if args.only_finals else args.targets:
         if len(prev[(prev.algorithm == "layernas") & np.isclose(prev.target_fraction, frac)]):
             export_answer(args, frac, log)
     final = FinalTrainer(s, args.store)
@@ -475,6 +480,8 @@ def run_all(args, s: dict, log) -> None:
                 todo[algo] = (1.0, make_space().str_to_arch(r.arch.iloc[0]))
         for kind in KINDS:
             if kind not in todo:
+                continue
+            if args.only_finals and kind not in args.only_finals:
                 continue
             have = pd.read_csv(models) if models.exists() else pd.DataFrame(columns=["kind", "target_fraction"])
             mine = lambda f: (f.kind == kind) & np.isclose(f.target_fraction, frac)  # noqa: E731
@@ -665,6 +672,10 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=None, help="deadline: interrupt the work after this")
     p.add_argument("--partial-note", default="", help="a note printed at the top of summary.md")
     p.add_argument("--analyze-only", action="store_true")
+    p.add_argument("--only-finals", nargs="+", choices=KINDS, default=None, metavar="KIND",
+                   help="skip the searches and train only these kinds' final models (of finished "
+                        "searches; 'scaled' needs none): a second process can train them while the full run "
+                        "searches (the store trains each model once; rows are written under a file lock)")
     args = p.parse_args(argv)
     global FAMILY
     FAMILY = FAMILIES[args.space]

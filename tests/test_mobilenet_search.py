@@ -83,6 +83,17 @@ def test_default_child_budgets_are_one_dry_run_round_through_the_layers(family):
         assert ms.first_round_children(frac) == children, (family.space, frac)
 
 
+def test_proxy_and_final_recipes_per_family(family):
+    """MobileNetV3's slow BatchNorm momentum gets precise BatchNorm in both recipes; the
+    MobileNetV2 recipes are the ones its stored children were trained with (same keys)."""
+    s = ms.settings(argparse.Namespace(quick=False, children=[57], targets=[0.5], num_buckets=1,
+                                       final_train_per_class=1000, final_epochs=4))
+    proxy, final = ms.proxy_recipe(s), ms.final_recipe(s)
+    want = 32 if family.space.startswith("mobilenetv3") else 0
+    assert proxy.bn_recalibration_batches == final.bn_recalibration_batches == want
+    assert ("bn_recalibration_batches" in proxy.identity()) == bool(want)
+
+
 def test_children_per_target():
     assert ms.default_children([0.5]) == [57] and ms.default_children([0.25, 0.5]) == [38, 57]
     with pytest.raises(ValueError, match="give --children"):

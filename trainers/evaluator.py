@@ -111,7 +111,7 @@ class TrainerEvaluator:
         return to_str(arch) if to_str else json.dumps(list(arch))
 
     def child_key(self, trial: Trial) -> str:
-        recipe = json.dumps(dataclasses.asdict(self.recipe), sort_keys=True)
+        recipe = json.dumps(self.recipe.identity(label=True), sort_keys=True)
         text = (f"{getattr(self.space, 'name', 'space')}|{list(trial.arch)}|{trial.seed}|{self.data_seed}|{recipe}"
                 + (f"|{sorted(self.model_kwargs.items())}" if self.model_kwargs else ""))
         return hashlib.sha256(text.encode()).hexdigest()[:20]

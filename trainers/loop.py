@@ -107,6 +107,11 @@ class Recipe:
         validation (None: all).
       valid_per_class: images per class held out from train as the validation split.
       eval_batch_size: batch for evaluation.
+      bn_recalibration_batches: before evaluation, replace BatchNorm's running statistics
+        by the mean of the per-batch statistics over this many training batches (at most
+        one pass, unaugmented), computed with the final parameters ("precise BatchNorm").
+        For short runs of networks with a slow BatchNorm momentum (0.99 in MobileNetV3's
+        convention), whose running statistics have not converged; 0 keeps them.
 
     Codec data (:mod:`layernas.trainers.codec_train`, :mod:`~layernas.trainers.sandwich_train`):
       lmbda: the rate-distortion trade-off (loss = lmbda * 255^2 * MSE + bpp).
@@ -139,6 +144,7 @@ class Recipe:
     train_per_class: int | None = None
     valid_per_class: int | None = None
     eval_batch_size: int = 500
+    bn_recalibration_batches: int = 0
     lmbda: float = 0.0130
     crop_size: int = 64
     check_every: int = 20
@@ -170,9 +176,37 @@ class Recipe:
             raise ValueError(f"final_lr_fraction {self.final_lr_fraction}: expected a number in [0, 1]")
         if self.check_every < 1:
             raise ValueError(f"check_every={self.check_every}; expected a positive integer")
+        if self.bn_recalibration_batches < 0:
+            raise ValueError(f"bn_recalibration_batches={self.bn_recalibration_batches}; expected an integer >= 0")
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
+
+    def identity(self, *, label: bool = False) -> dict:
+        """The fields that decide what a training run produces, as a dict: what stored
+        children are keyed by. Fields added after children were first stored
+        (``ADDED_FIELDS``) are left out while at their default, so those children keep
+        their keys.
+
+        Args:
+          label: keep ``name`` and ``check_every`` (which change nothing trained).
+
+        Example:
+            >>> Recipe(name="a").identity() == Recipe(name="b").identity()
+            True
+            >>> "bn_recalibration_batches" in Recipe(bn_recalibration_batches=4).identity()
+            True
+        """
+        fields = dataclasses.asdict(self)
+        for name, default in ADDED_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        if not label:
+            del fields["name"], fields["check_every"]
+        return fields
+
+
+ADDED_FIELDS = {"bn_recalibration_batches": 0}   # Recipe fields newer than stored children
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -93,7 +93,7 @@ class StoredTrainerEvaluator(TrainerEvaluator):
     def family(self) -> str:
         """The family key: space, recipe (less its label), the training and validation images
         and labels (their SHA-256), network overrides and init method."""
-        recipe = {k: v for k, v in dataclasses.asdict(self.recipe).items() if k not in ("name", "check_every")}
+        recipe = self.recipe.identity()
         h = hashlib.sha256()  # the images themselves: a changed or moved data folder is handled right
         for a in (self.datasets[0].images, self.datasets[0].labels,
                   self.datasets[1].images, self.datasets[1].labels):

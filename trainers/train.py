@@ -41,7 +41,7 @@ from layernas.trainers.loop import (
 __all__ = ["DEFAULT_COMPILATION_CACHE", "NATS_12", "NATS_200", "PROXY", "RECIPES", "RECIPE_NETWORKS", "TRAINED_SEARCH",
            "ClassifierTask", "Recipe",
            "TrainResult", "compiled_steps", "configure_compilation_cache", "evaluate_model", "init_variables",
-           "make_optimizer", "prepare_data", "train_model"]
+           "make_optimizer", "prepare_data", "recalibrate_batch_norm", "train_model"]
 
 # The compiled-step cache of the training loop (shared by every task).
 _STEP_CACHE = loop._STEP_CACHE
@@ -182,6 +182,26 @@ class ClassifierTask:
         acc = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
         return loss, (dict(updates), {"loss": loss, "accuracy": acc})
 
+    def batch_statistics(self, variables, batch, consts):
+        """The BatchNorm statistics of one unaugmented batch, in training mode: the tree of
+        ``variables["batch_stats"]``, each entry that batch's mean or variance.
+
+        flax's update is ``new = m * old + (1 - m) * batch`` with the layer's momentum
+        ``m``; from ``old = 0`` it gives ``(1 - m) * batch`` and from ``old = 1`` it gives
+        ``m + (1 - m) * batch``, so both together give ``batch`` for any momentum (the two
+        forward passes are the same computation, which XLA computes once).
+        """
+        x = data_lib.normalize(batch["images"], *consts)
+
+        def updated(start):
+            _, new = self.model.apply({**variables, "batch_stats": start}, x, train=True, mutable=["batch_stats"])
+            return new["batch_stats"]
+
+        stats = variables["batch_stats"]
+        from_zero = updated(jax.tree_util.tree_map(jnp.zeros_like, stats))
+        from_one = updated(jax.tree_util.tree_map(jnp.ones_like, stats))
+        return jax.tree_util.tree_map(lambda z, o: z / (1.0 - (o - z)), from_zero, from_one)
+
     def eval_metrics(self, variables, batch, consts):
         """``(loss_sum, correct_sum)`` over the batch's unmasked images."""
         logits = self.model.apply(variables, data_lib.normalize(batch["images"], *consts), train=False)
@@ -208,6 +228,49 @@ def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, st
 
 
 # ------------------------------------------------------------------------------- training
+_BATCH_STATISTICS: dict = {}   # (task cache key, placement key) -> jitted ClassifierTask.batch_statistics
+
+
+def recalibrate_batch_norm(task: ClassifierTask, variables, consts, batches: int, batch_size: int, seed: int,
+                           epoch: int, placer: loop.Placer):
+    """``variables`` with BatchNorm's running statistics replaced by the mean of the
+    per-batch statistics over ``batches`` unaugmented training batches (at most one pass
+    over ``task.train``, in the shuffled order of ``(seed, epoch)``): "precise BatchNorm".
+
+    Args:
+      task: the classifier task (its model and training set).
+      variables: the trained ``{"params", "batch_stats", ...}``; returned unchanged if it
+        has no ``batch_stats``.
+      consts: the task's normalisation statistics (on the placement).
+      batches, batch_size: how many batches of what size.
+      seed, epoch: the batch order (training uses epochs ``0 .. epochs - 1``; pass
+        ``epochs`` for an order training has not seen).
+      placer: where the batches go (as in training).
+
+    Returns:
+      the variables, with new ``batch_stats``.
+    """
+    if "batch_stats" not in variables or batches < 1:
+        return variables
+    key = (task.cache_key, placer.key)
+    stats_fn = _BATCH_STATISTICS.get(key)
+    if stats_fn is None:
+        stats_fn = _BATCH_STATISTICS[key] = jax.jit(task.batch_statistics)
+        if len(_BATCH_STATISTICS) > 64:
+            _BATCH_STATISTICS.pop(next(iter(_BATCH_STATISTICS)))
+    total, n = None, 0
+    for idx in data_lib.epoch_batches(len(task.train), batch_size, seed, epoch):
+        if n == batches:
+            break
+        batch = placer.put_batch({"images": task.train.images[idx]})
+        stats = stats_fn(variables, batch, consts)
+        total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
+        n += 1
+    if n == 0:
+        return variables
+    return {**variables, "batch_stats": jax.tree_util.tree_map(lambda s: s / n, total)}
+
+
 def evaluate_model(eval_step, variables, ds: data_lib.ImageDataset, consts, batch_size: int,
                    placer: loop.Placer, timings: dict | None = None) -> tuple[float, float]:
     """(accuracy in percent, mean loss) of ``variables`` on ``ds``. The last batch is padded
@@ -274,6 +337,10 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
         res.seconds = time.perf_counter() - t0
         return res
     variables = out.variables if not recipe.ema_decay else {**out.variables, "params": out.ema}
+    if recipe.bn_recalibration_batches:
+        plan = task.plan(recipe, out.placer.size)
+        variables = recalibrate_batch_norm(task, variables, out.consts, recipe.bn_recalibration_batches,
+                                           plan.batch, seed, plan.epochs, out.placer)
     timings: dict = {}
     acc, loss = evaluate_model(out.compiled.eval_step, variables, valid, out.consts, recipe.eval_batch_size,
                                out.placer, timings)
