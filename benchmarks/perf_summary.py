@@ -25,7 +25,9 @@ Rows of ``results/perf/summary.csv`` (columns ``measure, ours, baseline, unit, r
   lookup floor (the runs' evaluations times one table lookup, measured in this run).
 
 Writes ``results/perf/{summary.csv, summary.md, provenance.json}``.
-Usage: ``python benchmarks/perf_summary.py [--quick]`` (``--quick``: tiny sizes, a smoke test).
+Usage: ``python benchmarks/perf_summary.py [--quick] [--skip GROUP ...]`` (``--quick``: tiny
+sizes, a smoke test; ``--skip classifier codec children table``: not measured this run, their
+rows are kept from the previous ``summary.csv`` and marked so).
 """
 
 from __future__ import annotations
@@ -474,7 +476,9 @@ def main(argv=None) -> int:
         save_partial()
 
     wall_all = time.perf_counter() - t_all
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    previous = args.out / "summary.csv"
+    df = with_skipped_rows(pd.DataFrame(rows, columns=COLUMNS),
+                           pd.read_csv(previous) if previous.exists() else None, args.skip)
     df.to_csv(args.out / "summary.csv", index=False)
     (args.out / "summary.partial.csv").unlink(missing_ok=True)
     write_markdown(df, args, wall_all, theo)
@@ -486,6 +490,33 @@ def main(argv=None) -> int:
     print(df.to_string(index=False), flush=True)
     print(f"wall {wall_all:.0f} s", flush=True)
     return 0
+
+
+SKIP_GROUPS = {"classifier": "classifier", "codec": "codec", "children": "children per hour",
+               "table": "table comparison"}   # --skip name -> the prefix of its rows' measure
+
+
+def with_skipped_rows(measured: pd.DataFrame, previous: pd.DataFrame | None, skipped) -> pd.DataFrame:
+    """This run's rows, plus the previous ``summary.csv``'s rows of the ``--skip`` groups
+    (their notes say so), in the previous file's order: so one group can be refreshed alone.
+
+    Args:
+      measured: the rows this run measured.
+      previous: the summary.csv this run replaces (None: there is none).
+      skipped: the ``--skip`` group names.
+
+    Returns:
+      the table to write.
+    """
+    prefixes = tuple(SKIP_GROUPS[g] for g in skipped)
+    if previous is None or not prefixes:
+        return measured
+    kept = previous[previous.measure.str.startswith(prefixes) & ~previous.measure.isin(measured.measure)].copy()
+    kept["notes"] = kept.notes.fillna("").astype(str) + "; kept from the previous run (--skip)"
+    order = {m: i for i, m in enumerate(previous.measure)}
+    out = pd.concat([measured, kept], ignore_index=True)
+    rank = out.measure.map(lambda m: order.get(m, len(order)))
+    return out.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)[COLUMNS]
 
 
 def write_markdown(df: pd.DataFrame, args, wall: float, theo: dict) -> None:

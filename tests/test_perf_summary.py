@@ -31,6 +31,22 @@ def test_numpy_gemm_runs_in_a_subprocess_without_openblas_coretype(monkeypatch):
     assert mod.numpy_gemm_gflops((128,), 1, unset_coretype=True) > 0
 
 
+def test_skipped_groups_keep_their_previous_rows():
+    mod = _load()
+    row = lambda measure, ours, notes="n": {"measure": measure, "ours": ours, "baseline": 1.0, "unit": "s",  # noqa: E731
+                                           "ratio": 1.0, "notes": notes}
+    previous = pd.DataFrame([row("classifier train step (x)", 1.0), row("codec train step (y)", 2.0),
+                             row("table comparison, 2400 runs", 3.0), row("children per hour, small", 4.0)])
+    measured = pd.DataFrame([row("codec train step (y)", 2.5), row("children per hour, small", 4.5)],
+                            columns=mod.COLUMNS)
+    out = mod.with_skipped_rows(measured, previous, ["table", "classifier"])
+    assert list(out.measure) == list(previous.measure)        # the previous order
+    assert list(out.ours) == [1.0, 2.5, 3.0, 4.5]              # measured rows replace, skipped ones stay
+    assert out.notes.iloc[0].endswith("kept from the previous run (--skip)") and out.notes.iloc[1] == "n"
+    assert mod.with_skipped_rows(measured, previous, []).equals(measured)   # nothing skipped: this run only
+    assert mod.with_skipped_rows(measured, None, ["table"]).equals(measured)
+
+
 @pytest.mark.slow  # ~4 min on the shared 2-core machine
 def test_perf_summary_quick(tmp_path):
     if not (SHARED / "data" / "cifar10").is_dir() or not (SHARED / "data" / "photos").is_dir():
