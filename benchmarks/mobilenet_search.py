@@ -582,6 +582,43 @@ def export_lines(args) -> list[str]:
     return lines + ["", "The binary files are not committed; the command above writes them again.", ""]
 
 
+GOAL_MARGIN = 1.0   # test-accuracy points LayerNAS must gain over the width-scaled network
+
+
+def goal_lines(models: pd.DataFrame, final_seeds: int) -> list[str]:
+    """The goal, per target, from ``models.csv``: within the same MAdds target, the LayerNAS
+    answer beats the width-scaled network by ``GOAL_MARGIN`` points or more and beats
+    random search (differences of seed means; a target missing a model says so). Each
+    model's MAdds are shown: the scaled network is the widest one within the target, and
+    widths come in steps, so it can sit a little below the LayerNAS answer."""
+    lines = ["## The goal", "", f"Within the same MAdds target, LayerNAS's answer beats the width-scaled network by "
+             f"{GOAL_MARGIN:g} point or more and beats random search (test accuracy, mean of {final_seeds} seeds).", "",
+             f"| target | LayerNAS − scaled | ≥ {GOAL_MARGIN:g}, both within the target | LayerNAS − random | beats random |",
+             "|---|---|---|---|---|"]
+    for frac, g in models.groupby("target_fraction"):
+        by = {r.kind: r for r in g.itertuples()}
+        lay = by.get("layernas")
+        cells = []
+        for kind, margin in (("scaled", GOAL_MARGIN), ("random", 0.0)):
+            other = by.get(kind)
+            if lay is None or other is None:
+                cells += ["not finished", "–"]
+                continue
+            diff = lay.test_acc_mean - other.test_acc_mean
+            ok = diff >= margin if margin else diff > 0
+            ok = ok and max(lay.madds, other.madds) <= lay.target_madds * (1 + 1e-12)
+            cells += [f"{diff:+.2f} ({lay.test_acc_mean:.2f} vs {other.test_acc_mean:.2f}; "
+                      f"{lay.madds / 1e6:.2f}M vs {other.madds / 1e6:.2f}M)", "yes" if ok else "NO"]
+        lines.append(f"| {frac:g}x | " + " | ".join(cells) + " |")
+    best = models.groupby("target_fraction").test_acc_mean.max()
+    if len(best) > 1 and not best.is_monotonic_increasing:
+        lines += ["", "The best final model of a larger target is *less* accurate than the best of a smaller one "
+                  f"({', '.join(f'{f:g}x: {a:.2f} %' for f, a in best.items())}): with this final recipe the larger "
+                  "networks are further from trained, so at those targets the comparison measures how fast a "
+                  "network trains in the recipe's steps more than what it can reach."]
+    return lines + [""]
+
+
 def analyze(args, wall: float | None, notes: list[str]) -> None:
     s = settings(args)
     default = make_space().cost(make_space().default_arch())["madds"]
@@ -634,6 +671,7 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
                          f"{r.test_acc_mean:.2f}{std} | {r.seeds} | {r.train_wall_s:.0f} |")
         lines += ["", f"`arch` is written in the space of its `width` (`{FAMILY.width_factory.split(':')[1]}(width=w)`; "
                   "1 = the searched space). ", "", "![accuracy vs MAdds](accuracy_vs_madds.png)", ""]
+        lines += goal_lines(models, args.final_seeds)
         plot(args, models)
     else:
         lines += ["No final model finished yet.", ""]

@@ -94,6 +94,23 @@ def test_proxy_and_final_recipes_per_family(family):
     assert ("bn_recalibration_batches" in proxy.identity()) == bool(want)
 
 
+def test_goal_lines_judge_each_target_from_models_csv():
+    row = lambda kind, frac, acc, madds: {"kind": kind, "target_fraction": frac, "target_madds": frac * 88e6,  # noqa: E731
+                                         "test_acc_mean": acc, "madds": madds}
+    models = pd.DataFrame([row("layernas", 0.25, 52.6, 21.2e6), row("scaled", 0.25, 50.8, 21.0e6),
+                           row("random", 0.25, 45.3, 21.9e6), row("layernas", 0.5, 48.9, 35e6),
+                           row("scaled", 0.5, 48.4, 43.9e6)])
+    text = "\n".join(ms.goal_lines(models, 2))
+    lines = {line.split(" |")[0]: line for line in text.splitlines() if line.startswith("| 0.")}
+    assert "+1.80" in lines["| 0.25x"] and lines["| 0.25x"].count("yes") == 2
+    assert "+0.50" in lines["| 0.5x"] and "NO" in lines["| 0.5x"] and "not finished" in lines["| 0.5x"]
+    assert "*less* accurate" in text      # the 0.5x best is below the 0.25x best
+    over = models.copy()
+    over.loc[0, "madds"] = 23e6          # over its target: not a win, however accurate
+    assert "| 0.25x | +1.80" in "\n".join(ms.goal_lines(over, 2))
+    assert "NO" in [line for line in ms.goal_lines(over, 2) if line.startswith("| 0.25x")][0]
+
+
 def test_children_per_target():
     assert ms.default_children([0.5]) == [57] and ms.default_children([0.25, 0.5]) == [38, 57]
     with pytest.raises(ValueError, match="give --children"):
