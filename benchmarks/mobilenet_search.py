@@ -619,6 +619,24 @@ def goal_lines(models: pd.DataFrame, final_seeds: int) -> list[str]:
     return lines + [""]
 
 
+def proxy_check_lines(path: Path) -> list[str]:
+    """The final models scored by the search proxy with every training seed
+    (``benchmarks/mobilenet_proxy_check.py``), if that has run."""
+    if not path.exists():
+        return []
+    check = pd.read_csv(path)
+    lines = ["## The final models under the search proxy", "",
+             "Each final model trained with the search's proxy and every one of its 3 training seeds "
+             "(`python benchmarks/mobilenet_proxy_check.py`; a search scores a child with one seed): "
+             "does the search's own signal tell the models apart?", "",
+             "| target | kind | MAdds (M) | proxy valid % (mean ± std) | per seed | final test % |", "|---|---|---|---|---|---|"]
+    for r in check.sort_values(["target_fraction", "kind"]).itertuples():
+        lines.append(f"| {r.target_fraction:g}x | {r.kind} | {r.madds / 1e6:.2f} | {r.proxy_valid_mean:.2f} ± "
+                     f"{r.proxy_valid_std:.2f} | {str(r.proxy_valid_per_seed).replace(';', ', ')} | "
+                     f"{r.final_test_mean:.2f} |")
+    return lines + ["", f"{check.machine.iloc[0]}, {check.script_wall_s.iloc[0]:.0f} s wall.", ""]
+
+
 def analyze(args, wall: float | None, notes: list[str]) -> None:
     s = settings(args)
     default = make_space().cost(make_space().default_arch())["madds"]
@@ -672,6 +690,7 @@ def analyze(args, wall: float | None, notes: list[str]) -> None:
         lines += ["", f"`arch` is written in the space of its `width` (`{FAMILY.width_factory.split(':')[1]}(width=w)`; "
                   "1 = the searched space). ", "", "![accuracy vs MAdds](accuracy_vs_madds.png)", ""]
         lines += goal_lines(models, args.final_seeds)
+        lines += proxy_check_lines(args.out / "proxy_check.csv")
         plot(args, models)
     else:
         lines += ["No final model finished yet.", ""]

@@ -167,3 +167,18 @@ def test_an_interrupt_without_a_deadline_still_writes_the_partial_summary(tmp_pa
     assert ms.main(["--quick", "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store")]) == 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "The run was stopped by an interrupt" in summary and "Partial results" in summary
+
+
+def test_proxy_check_needs_the_models_table(tmp_path, capsys):
+    check = load_benchmark("mobilenet_proxy_check")
+    assert check.main(["--store", str(tmp_path / "store"), "--out", str(tmp_path)]) == 2
+    assert "models.csv does not exist" in capsys.readouterr().err
+
+
+def test_summary_lists_the_proxy_check_when_it_has_run(tmp_path):
+    assert ms.proxy_check_lines(tmp_path / "proxy_check.csv") == []
+    pd.DataFrame([{"kind": "scaled", "target_fraction": 0.5, "madds": 43.9e6, "proxy_valid_mean": 28.8,
+                   "proxy_valid_std": 1.2, "proxy_valid_per_seed": "30.00;27.60;28.80", "final_test_mean": 48.85,
+                   "machine": "cpu", "script_wall_s": 366.4}]).to_csv(tmp_path / "proxy_check.csv", index=False)
+    text = "\n".join(ms.proxy_check_lines(tmp_path / "proxy_check.csv"))
+    assert "| 0.5x | scaled | 43.90 | 28.80 ± 1.20 | 30.00, 27.60, 28.80 | 48.85 |" in text
