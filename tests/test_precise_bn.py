@@ -88,3 +88,23 @@ def test_recipe_identity_keeps_the_keys_of_recipes_without_new_fields():
     assert recipe.replace(bn_recalibration_batches=8).identity()["bn_recalibration_batches"] == 8
     with pytest.raises(ValueError, match="bn_recalibration_batches=-1"):
         train.Recipe(bn_recalibration_batches=-1)
+
+
+def test_the_two_starting_points_cost_one_forward_pass():
+    """XLA computes the two identical forward passes of ``batch_statistics`` once."""
+    from layernas.trainers import nats_models
+
+    ds = data.synthetic_dataset(num_classes=4, per_class=16, size=16)
+    model = nats_models.build_sss((8, 8, 8, 8, 8), num_classes=4)
+    task = train.ClassifierTask(model, ds)
+    variables, consts, batch = task.init(0), ds.channel_stats(), {"images": ds.images[:16]}
+
+    def one_forward(variables, batch, consts):
+        _, new = model.apply(variables, data.normalize(batch["images"], *consts), train=True, mutable=["batch_stats"])
+        return new["batch_stats"]
+
+    def flops(fn):
+        cost = jax.jit(fn).lower(variables, batch, consts).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    assert flops(task.batch_statistics) == pytest.approx(flops(one_forward), rel=0.01)
