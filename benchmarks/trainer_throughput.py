@@ -111,8 +111,9 @@ class JaxStepper:
         t0 = time.perf_counter()
         variables = train.init_variables(model, tr.images.shape, seed)
         self.init_seconds = time.perf_counter() - t0
-        self.tx, self.step, self.eval_step = train.compiled_steps(model, recipe, tr.num_classes, total_steps,
-                                                                 max(1, total_steps // recipe.epochs), placement)
+        steps = train.compiled_steps(model, recipe, tr.num_classes, total_steps, max(1, total_steps // recipe.epochs),
+                                     placement)
+        self.tx, self.step, self.eval_step = steps.tx, steps.train_step, steps.eval_step
         self.state = loop.initial_state(variables, self.tx, recipe.ema_decay, self.placer)
         self.consts = self.placer.put_state(tr.channel_stats())
         self.key = jax.random.wrap_key_data(self.placer.put_state(jax.random.key_data(jax.random.key(seed))))

@@ -50,7 +50,8 @@ def test_recalibration_is_the_mean_over_the_batches_and_at_most_one_pass():
     placer = loop.Placer(None)
     order = list(data.epoch_batches(len(ds), 16, 3, 2))
     for batches in (2, 100):   # 100 asks for more than one pass: all 5 batches are used
-        out = train.recalibrate_batch_norm(task, variables, consts, batches, 16, 3, 2, placer)
+        out = train.recalibrate_batch_norm(jax.jit(task.batch_statistics), ds.images, variables, consts, batches,
+                                           16, 3, 2, placer)
         used = order[:batches]
         x = [np.asarray(data.normalize(ds.images[i], *consts), np.float64) for i in used]
         np.testing.assert_allclose(out["batch_stats"]["BatchNorm_0"]["mean"],

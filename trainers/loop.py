@@ -14,6 +14,8 @@ A task has
 * ``loss(params, model_state, batch, key, consts) -> (loss, (model_state, metrics))``:
   ``metrics`` holds a ``"loss"`` entry; ``key`` is the step's ``jax.random`` key;
 * ``eval_metrics(variables, batch, consts)`` (optional): the jitted evaluation;
+* ``batch_statistics(variables, batch, consts)`` (optional): one batch's BatchNorm
+  statistics, for precise BatchNorm (``Recipe.bn_recalibration_batches``);
 * ``plan(recipe, num_devices) -> Plan``: the batch, steps per epoch and epochs;
 * ``batches(recipe, plan, seed)``: an iterator of ``(epoch, host batch dict)``;
 * ``consts(recipe)``: arrays every step sees (normalisation stats, lambda, tables);
@@ -378,12 +380,14 @@ class CompiledSteps(NamedTuple):
 
     ``train_step(state, batch, key, consts) -> (state, metrics)`` is jitted with ``state``
     donated; ``eval_step(variables, batch, consts)`` is the task's jitted ``eval_metrics``
-    (None when the task has none).
+    and ``batch_statistics(variables, batch, consts)`` its jitted ``batch_statistics``
+    (precise BatchNorm; each None when the task has none).
     """
 
     tx: optax.GradientTransformation
     train_step: Any
     eval_step: Any
+    batch_statistics: Any = None
 
 
 # Compiled steps by shape, least recently used first. A search trains each architecture
@@ -460,15 +464,16 @@ def compiled_steps(task, recipe: Recipe, total_steps: int, steps_per_epoch: int,
         return _STEP_CACHE[key]
     tx = make_optimizer(recipe, total_steps, steps_per_epoch)
     step = make_train_step(task, tx, recipe.ema_decay)
-    eval_metrics = getattr(task, "eval_metrics", None)
     if isinstance(placer.placement, jax.sharding.Mesh):
         repl = placer.state
         train_jit = jax.jit(step, donate_argnums=0, out_shardings=(repl, repl))
-        eval_jit = None if eval_metrics is None else jax.jit(eval_metrics, out_shardings=repl)
+        jit_replicated = lambda fn: jax.jit(fn, out_shardings=repl)  # noqa: E731
     else:
         train_jit = jax.jit(step, donate_argnums=0)
-        eval_jit = None if eval_metrics is None else jax.jit(eval_metrics)
-    _STEP_CACHE[key] = entry = CompiledSteps(tx, train_jit, eval_jit)
+        jit_replicated = jax.jit
+    eval_jit, stats_jit = (None if fn is None else jit_replicated(fn) for fn in
+                           (getattr(task, "eval_metrics", None), getattr(task, "batch_statistics", None)))
+    _STEP_CACHE[key] = entry = CompiledSteps(tx, train_jit, eval_jit, stats_jit)
     _evict_compiled_steps()
     return entry
 

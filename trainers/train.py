@@ -212,7 +212,7 @@ class ClassifierTask:
 
 def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, steps_per_epoch: int,
                    placement=None) -> loop.CompiledSteps:
-    """``(tx, train_step, eval_step)`` of a classifier of this shape, cached (the ones
+    """``(tx, train_step, eval_step, batch_statistics)`` of a classifier of this shape, cached (the ones
     :func:`train_model` uses; see :func:`layernas.trainers.loop.compiled_steps`).
 
     ``train_step(state, {"images": uint8, "labels"}, key, (mean, std)) -> (state, metrics)``
@@ -228,17 +228,16 @@ def compiled_steps(model, recipe: Recipe, num_classes: int, total_steps: int, st
 
 
 # ------------------------------------------------------------------------------- training
-_BATCH_STATISTICS: dict = {}   # (task cache key, placement key) -> jitted ClassifierTask.batch_statistics
-
-
-def recalibrate_batch_norm(task: ClassifierTask, variables, consts, batches: int, batch_size: int, seed: int,
-                           epoch: int, placer: loop.Placer):
+def recalibrate_batch_norm(batch_statistics, images: np.ndarray, variables, consts, batches: int, batch_size: int,
+                           seed: int, epoch: int, placer: loop.Placer):
     """``variables`` with BatchNorm's running statistics replaced by the mean of the
     per-batch statistics over ``batches`` unaugmented training batches (at most one pass
-    over ``task.train``, in the shuffled order of ``(seed, epoch)``): "precise BatchNorm".
+    over ``images``, in the shuffled order of ``(seed, epoch)``): "precise BatchNorm".
 
     Args:
-      task: the classifier task (its model and training set).
+      batch_statistics: the jitted :meth:`ClassifierTask.batch_statistics` (the
+        ``batch_statistics`` of :func:`compiled_steps`).
+      images: the training images (uint8 NHWC).
       variables: the trained ``{"params", "batch_stats", ...}``; returned unchanged if it
         has no ``batch_stats``.
       consts: the task's normalisation statistics (on the placement).
@@ -252,18 +251,11 @@ def recalibrate_batch_norm(task: ClassifierTask, variables, consts, batches: int
     """
     if "batch_stats" not in variables or batches < 1:
         return variables
-    key = (task.cache_key, placer.key)
-    stats_fn = _BATCH_STATISTICS.get(key)
-    if stats_fn is None:
-        stats_fn = _BATCH_STATISTICS[key] = jax.jit(task.batch_statistics)
-        if len(_BATCH_STATISTICS) > 64:
-            _BATCH_STATISTICS.pop(next(iter(_BATCH_STATISTICS)))
     total, n = None, 0
-    for idx in data_lib.epoch_batches(len(task.train), batch_size, seed, epoch):
+    for idx in data_lib.epoch_batches(len(images), batch_size, seed, epoch):
         if n == batches:
             break
-        batch = placer.put_batch({"images": task.train.images[idx]})
-        stats = stats_fn(variables, batch, consts)
+        stats = batch_statistics(variables, placer.put_batch({"images": images[idx]}), consts)
         total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
         n += 1
     if n == 0:
@@ -339,8 +331,8 @@ def train_model(model, train: data_lib.ImageDataset, valid: data_lib.ImageDatase
     variables = out.variables if not recipe.ema_decay else {**out.variables, "params": out.ema}
     if recipe.bn_recalibration_batches:
         plan = task.plan(recipe, out.placer.size)
-        variables = recalibrate_batch_norm(task, variables, out.consts, recipe.bn_recalibration_batches,
-                                           plan.batch, seed, plan.epochs, out.placer)
+        variables = recalibrate_batch_norm(out.compiled.batch_statistics, train.images, variables, out.consts,
+                                           recipe.bn_recalibration_batches, plan.batch, seed, plan.epochs, out.placer)
     timings: dict = {}
     acc, loss = evaluate_model(out.compiled.eval_step, variables, valid, out.consts, recipe.eval_batch_size,
                                out.placer, timings)
