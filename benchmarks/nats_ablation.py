@@ -331,9 +331,8 @@ def goal_lines(table: pd.DataFrame, name: str, paper: str) -> list[str]:
     for (d, f), g in table.groupby(["dataset", "flops_fraction"], sort=False):
         mine, base = g[g.option == name].iloc[0], g[g.option == paper].iloc[0]
         ahead = np.isfinite(mine.ahead_of_rea_from) and mine.ahead_of_rea_from <= 0.25
-        ahead_text = "never" if not np.isfinite(mine.ahead_of_rea_from) else f"from {mine.ahead_of_rea_from:.0%}"
-        valid_from = mine.ahead_of_rea_valid_from
-        ahead_text += "; validation: " + ("never" if not np.isfinite(valid_from) else f"from {valid_from:.0%}")
+        since = lambda fraction: "never" if not np.isfinite(fraction) else f"from {fraction:.0%}"  # noqa: E731
+        ahead_text = f"{since(mine.ahead_of_rea_from)}; validation: {since(mine.ahead_of_rea_valid_from)}"
         lines.append(
             f"| {d} {f:.0%} | {'yes' if mine.answered_by_20pct == 1 else 'NO'} "
             f"({mine.answered_by_20pct:.0%}) | {'yes' if ahead else 'NO'} ({ahead_text}) | "
